@@ -1,0 +1,74 @@
+//! `envplane serve`: the whole platform in one process on an embedded store.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use envplane_core::secrecy::{ExposeSecret, SecretString};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+/// The file in the data directory that holds the operator's admin key.
+const ADMIN_KEY_FILE: &str = "admin-key";
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where the database, the master key and the admin key live.
+    #[arg(long, env = "ENVPLANE_DATA_DIR", default_value = ".envplane")]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "ENVPLANE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let platform = Arc::new(
+        envplane_local::open_platform(&args.data_dir).with_context(|| {
+            format!("cannot open the data directory {}", args.data_dir.display())
+        })?,
+    );
+    if let Some(key) = platform.bootstrap().await? {
+        let path = args.data_dir.join(ADMIN_KEY_FILE);
+        write_private(&path, &key).await?;
+        println!(
+            "Created the default organization. Its admin key (also the operator's key) is shown once here and saved to {}:\n{}",
+            path.display(),
+            key.expose_secret()
+        );
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("envplane listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, envplane_http::api_router(platform))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the server stopped with an error")
+}
+
+/// Writes the key readable by its owner only (0600), failing rather than overwriting.
+async fn write_private(path: &Path, key: &SecretString) -> anyhow::Result<()> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(format!("{}\n", key.expose_secret()).as_bytes())
+        .await?;
+    file.sync_all().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

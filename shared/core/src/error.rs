@@ -1,0 +1,41 @@
+use crate::ports::{KeyRingError, StoreError};
+
+/// Every way a use case can fail. The HTTP edge maps each variant to one status once.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is well-formed JSON but a value breaks a rule (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// The object does not exist, or belongs to another organization (404).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request collides with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// No key, an unknown key or a revoked key (401).
+    #[error("a valid API key is required")]
+    Unauthenticated,
+    /// The key is valid but its role or scope does not allow this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    KeyRing(#[from] KeyRingError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(message.into())
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict(message.into())
+    }
+}

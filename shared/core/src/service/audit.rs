@@ -1,0 +1,47 @@
+use crate::auth::{Caller, Role};
+use crate::ids::new_id;
+use crate::model::{AuditEvent, Listing};
+use crate::ports::{Kind, WriteOp};
+use crate::Result;
+
+use super::{record, PageRequest, Platform, Stored};
+
+impl Stored for AuditEvent {
+    const KIND: Kind = Kind::AuditEvent;
+    const NOUN: &'static str = "audit event";
+}
+
+impl Platform {
+    /// The insert of one audit event in `org_id`, to be committed with the change it records.
+    pub(super) fn audit_event(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        action: &str,
+        (target_kind, target_id): (Kind, &str),
+    ) -> WriteOp {
+        let event = AuditEvent {
+            id: new_id("aud"),
+            actor_key_id: caller.key_id.clone(),
+            actor_name: caller.key_name.clone(),
+            action: action.to_string(),
+            target_kind: target_kind.as_str().to_string(),
+            target_id: target_id.to_string(),
+            request_id: caller.request_id.clone(),
+            at: self.now(),
+        };
+        let record = record(org_id, &event.id, None, None, &event)
+            .expect("an audit event always serializes");
+        WriteOp::Insert(record)
+    }
+
+    /// The organization's audit log, newest first. Admins only.
+    pub async fn list_audit_events(
+        &self,
+        caller: &Caller,
+        page: &PageRequest,
+    ) -> Result<Listing<AuditEvent>> {
+        caller.require(Role::Admin, None)?;
+        self.page(&caller.org_id, None, page, true).await
+    }
+}

@@ -1,0 +1,162 @@
+use crate::auth::{Caller, Role};
+use crate::ids::new_id;
+use crate::model::{CreateEnvironment, Environment, Listing, Project, Template, UpdateEnvironment};
+use crate::ports::{Kind, WriteOp};
+use crate::{validate, Error, Result};
+
+use super::templates::name_in_project_key;
+use super::{changed_meanwhile, name_taken, record, PageRequest, Platform, Stored};
+
+impl Stored for Environment {
+    const KIND: Kind = Kind::Environment;
+    const NOUN: &'static str = "environment";
+}
+
+/// Drift detection arrives with the scheduler; until then only `null` is accepted, so a
+/// setting is never silently ignored.
+fn no_drift_settings(drift: Option<serde_json::Value>) -> Result<()> {
+    match drift {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(_) => Err(Error::invalid(
+            "drift detection is not available yet; drift must be null",
+        )),
+    }
+}
+
+fn ttl(value: Option<String>) -> Result<Option<String>> {
+    value
+        .map(|text| validate::ttl_seconds(&text).map(|_| text.trim().to_string()))
+        .transpose()
+}
+
+impl Platform {
+    pub async fn create_environment(
+        &self,
+        caller: &Caller,
+        input: CreateEnvironment,
+    ) -> Result<Environment> {
+        caller.require(Role::Deployer, Some(&input.project_id))?;
+        let name = validate::name("name", &input.name)?;
+        let revision = input
+            .revision
+            .as_deref()
+            .map(validate::revision)
+            .transpose()?;
+        let ttl = ttl(input.ttl)?;
+        no_drift_settings(input.drift)?;
+        self.load::<Project>(&caller.org_id, &input.project_id)
+            .await?;
+        let template = self
+            .load::<Template>(&caller.org_id, &input.template_id)
+            .await?;
+        if template.value.project_id != input.project_id {
+            return Err(Error::invalid(
+                "template_id names a template of another project",
+            ));
+        }
+        let now = self.now();
+        let environment = Environment {
+            id: new_id("env"),
+            name,
+            project_id: input.project_id,
+            template_id: input.template_id,
+            revision,
+            requires_approval: input.requires_approval,
+            ttl,
+            drift: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let unique = name_in_project_key(&environment.project_id, &environment.name);
+        let insert = record(
+            &caller.org_id,
+            &environment.id,
+            Some(&environment.project_id),
+            Some(unique),
+            &environment,
+        )?;
+        self.commit_audited(
+            caller,
+            "environment.create",
+            (Kind::Environment, &environment.id),
+            vec![WriteOp::Insert(insert)],
+        )
+        .await
+        .map_err(|e| name_taken(e, "environment in this project", &environment.name))?;
+        Ok(environment)
+    }
+
+    pub async fn list_environments(
+        &self,
+        caller: &Caller,
+        project_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Listing<Environment>> {
+        let project_id = self.listing_scope(caller, project_id)?;
+        self.page(&caller.org_id, project_id.as_deref(), page, false)
+            .await
+    }
+
+    pub async fn get_environment(&self, caller: &Caller, id: &str) -> Result<Environment> {
+        let environment = self.load::<Environment>(&caller.org_id, id).await?.value;
+        caller.require(Role::Viewer, Some(&environment.project_id))?;
+        Ok(environment)
+    }
+
+    pub async fn update_environment(
+        &self,
+        caller: &Caller,
+        id: &str,
+        input: UpdateEnvironment,
+    ) -> Result<Environment> {
+        let mut loaded = self.load::<Environment>(&caller.org_id, id).await?;
+        caller.require(Role::Deployer, Some(&loaded.value.project_id))?;
+        no_drift_settings(input.drift)?;
+        let environment = &mut loaded.value;
+        if let Some(name) = input.name {
+            environment.name = validate::name("name", &name)?;
+        }
+        if let Some(revision) = input.revision {
+            environment.revision = revision.as_deref().map(validate::revision).transpose()?;
+        }
+        if let Some(requires_approval) = input.requires_approval {
+            environment.requires_approval = requires_approval;
+        }
+        if let Some(value) = input.ttl {
+            environment.ttl = ttl(value)?;
+        }
+        environment.updated_at = self.now();
+        let unique = name_in_project_key(&environment.project_id, &environment.name);
+        let name = environment.name.clone();
+        self.ensure_name_free(
+            Kind::Environment,
+            &unique,
+            id,
+            "environment in this project",
+            &name,
+        )
+        .await?;
+        let op = loaded.replace_with_unique_key(Some(unique))?;
+        self.commit_audited(
+            caller,
+            "environment.update",
+            (Kind::Environment, id),
+            vec![op],
+        )
+        .await
+        .map_err(changed_meanwhile)?;
+        Ok(loaded.value)
+    }
+
+    /// Deletes the environment's record and variables. It does not destroy what the
+    /// environment deployed: that is a `destroy` deployment's job.
+    pub async fn delete_environment(&self, caller: &Caller, id: &str) -> Result<()> {
+        let loaded = self.load::<Environment>(&caller.org_id, id).await?;
+        caller.require(Role::Deployer, Some(&loaded.value.project_id))?;
+        let mut ops = self.variable_deletions(&caller.org_id, id).await?;
+        ops.push(loaded.delete());
+        self.commit_audited(caller, "environment.delete", (Kind::Environment, id), ops)
+            .await
+            .map_err(changed_meanwhile)
+    }
+}

@@ -1,0 +1,275 @@
+//! The use cases, one module per kind of object, all on [`Platform`].
+
+mod api_keys;
+mod audit;
+mod environments;
+mod organizations;
+mod projects;
+mod templates;
+mod variables;
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::auth::Caller;
+use crate::model::Listing;
+use crate::ports::{Clock, KeyRing, Kind, ListQuery, Record, Store, StoreError, WriteOp};
+use crate::{Error, Result};
+
+pub use variables::Scope;
+
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// How this deployment of the platform behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Local mode accepts `file://` repositories (for trying things out and for tests).
+    pub local_mode: bool,
+}
+
+/// The platform's use cases over its ports.
+pub struct Platform {
+    store: Arc<dyn Store>,
+    key_ring: Arc<dyn KeyRing>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+/// Which page of a listing to return.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// A domain object as the store keeps it.
+trait Stored: Serialize + DeserializeOwned {
+    const KIND: Kind;
+    /// How a missing one is named in a 404.
+    const NOUN: &'static str;
+}
+
+/// An object read from the store, with the stored record its conditional writes expect.
+struct Loaded<T> {
+    value: T,
+    stored: Record,
+}
+
+impl<T: Stored> Loaded<T> {
+    /// Replaces the stored object with `self.value`, if nobody changed it since it was read.
+    fn replace(&self) -> Result<WriteOp> {
+        self.replace_with_unique_key(self.stored.unique_key.clone())
+    }
+
+    /// Like `replace`, for a change that moves the unique key (a rename).
+    fn replace_with_unique_key(&self, unique_key: Option<String>) -> Result<WriteOp> {
+        let mut replacement = record(
+            &self.stored.org_id,
+            &self.stored.id,
+            self.stored.parent_id.as_deref(),
+            unique_key,
+            &self.value,
+        )?;
+        replacement.version = self.stored.version + 1;
+        Ok(WriteOp::Replace {
+            record: replacement,
+            expected_version: self.stored.version,
+        })
+    }
+
+    /// Deletes the stored object, if nobody changed it since it was read.
+    fn delete(&self) -> WriteOp {
+        WriteOp::Delete {
+            kind: T::KIND,
+            org_id: self.stored.org_id.clone(),
+            id: self.stored.id.clone(),
+            expected_version: self.stored.version,
+        }
+    }
+}
+
+impl Platform {
+    pub fn new(
+        store: Arc<dyn Store>,
+        key_ring: Arc<dyn KeyRing>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            key_ring,
+            clock,
+            settings,
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    async fn load<T: Stored>(&self, org_id: &str, id: &str) -> Result<Loaded<T>> {
+        let record = self
+            .store
+            .get(T::KIND, org_id, id)
+            .await?
+            .ok_or(Error::NotFound(T::NOUN))?;
+        Ok(Loaded {
+            value: decode(&record)?,
+            stored: record,
+        })
+    }
+
+    /// One page of `T`s, ordered by id (creation order), optionally under one parent.
+    async fn page<T: Stored>(
+        &self,
+        org_id: &str,
+        parent_id: Option<&str>,
+        page: &PageRequest,
+        newest_first: bool,
+    ) -> Result<Listing<T>> {
+        let limit = match page.limit {
+            None => DEFAULT_PAGE_SIZE,
+            Some(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "limit must be between 1 and {MAX_PAGE_SIZE}"
+                )))
+            }
+        };
+        let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
+        let result = self
+            .store
+            .list(ListQuery {
+                kind: T::KIND,
+                org_id: org_id.to_string(),
+                parent_id: parent_id.map(str::to_string),
+                after,
+                limit,
+                newest_first,
+            })
+            .await?;
+        Ok(Listing {
+            items: result.items.iter().map(decode).collect::<Result<_>>()?,
+            next: result.next.as_deref().map(encode_cursor),
+        })
+    }
+
+    /// Every `T` under one parent, page after page.
+    async fn all<T: Stored>(&self, org_id: &str, parent_id: &str) -> Result<Vec<Loaded<T>>> {
+        let mut loaded = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .list(ListQuery {
+                    kind: T::KIND,
+                    org_id: org_id.to_string(),
+                    parent_id: Some(parent_id.to_string()),
+                    after,
+                    limit: MAX_PAGE_SIZE,
+                    newest_first: false,
+                })
+                .await?;
+            for record in page.items {
+                loaded.push(Loaded {
+                    value: decode(&record)?,
+                    stored: record,
+                });
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(loaded),
+            }
+        }
+    }
+
+    /// Applies `ops` together with the audit event that records them.
+    async fn commit_audited(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: (Kind, &str),
+        mut ops: Vec<WriteOp>,
+    ) -> Result<(), StoreError> {
+        ops.push(self.audit_event(caller, &caller.org_id, action, target));
+        self.store.commit(ops).await
+    }
+}
+
+fn record<T: Stored>(
+    org_id: &str,
+    id: &str,
+    parent_id: Option<&str>,
+    unique_key: Option<String>,
+    value: &T,
+) -> Result<Record> {
+    Ok(Record {
+        kind: T::KIND,
+        org_id: org_id.to_string(),
+        id: id.to_string(),
+        parent_id: parent_id.map(str::to_string),
+        unique_key,
+        version: 1,
+        body: serde_json::to_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+fn decode<T: Stored>(record: &Record) -> Result<T> {
+    serde_json::from_value(record.body.clone()).map_err(|e| {
+        Error::Store(StoreError::Corrupt(format!(
+            "{} {}: {e}",
+            T::NOUN,
+            record.id
+        )))
+    })
+}
+
+fn encode_cursor(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(id)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| Error::invalid("cursor is not one this API returned"))
+}
+
+/// A unique-key collision on insert means the name is taken; anything else passes through.
+fn name_taken(error: StoreError, what: &str, name: &str) -> Error {
+    match error {
+        StoreError::Conflict => Error::conflict(format!("a {what} named {name:?} already exists")),
+        other => Error::Store(other),
+    }
+}
+
+/// A version mismatch on a conditional write: someone else changed the object first.
+fn changed_meanwhile(error: StoreError) -> Error {
+    match error {
+        StoreError::Conflict => {
+            Error::conflict("the object was changed by another request; read it again and retry")
+        }
+        other => Error::Store(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(
+            decode_cursor(&encode_cursor("env_01abc")).unwrap(),
+            "env_01abc"
+        );
+        assert!(decode_cursor("!!!").is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! The axum routers over the core use cases. The same `Router` serves API Gateway (via
+//! `lambda_http`) and `envplane serve`.
+
+mod error;
+mod extract;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use envplane_core::Platform;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as OpenApiDocument;
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use error::{ApiError, ErrorBody};
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "envplane API",
+        description = "Self-hosted Infrastructure-as-Code automation: projects, templates, environments, variables, API keys and audit.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDocument) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("An envplane API key (epk_...)"))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The routes and their OpenAPI description, built from the same handler annotations.
+fn documented_routes() -> (Router<Arc<Platform>>, OpenApiDocument) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::organizations::routes())
+        .merge(routes::api_keys::routes())
+        .merge(routes::projects::routes())
+        .merge(routes::templates::routes())
+        .merge(routes::environments::routes())
+        .merge(routes::variables::routes())
+        .merge(routes::audit::routes())
+        .split_for_parts()
+}
+
+/// The OpenAPI 3 document of the public API.
+pub fn openapi() -> OpenApiDocument {
+    documented_routes().1
+}
+
+/// The public API: `/health`, `/v1/...` and `/v1/openapi.json`.
+pub fn api_router(platform: Arc<Platform>) -> Router {
+    let (routes, document) = documented_routes();
+    let document = Arc::new(document);
+    let request_id = HeaderName::from_static("x-request-id");
+    routes
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/v1/openapi.json",
+            get(move || async move { axum::Json(document.as_ref().clone()) }),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the platform could not complete the request; it has been logged",
+            )
+            .into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, extract::NewRequestId))
+        .with_state(platform)
+}

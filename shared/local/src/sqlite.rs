@@ -1,0 +1,314 @@
+//! The Store port on SQLite: one `records` table mirroring the single-table design used
+//! on DynamoDB. WAL mode lets readers run while a write commits; each commit is one
+//! SQLite transaction, so a batch of writes is all or nothing.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use envplane_core::ports::{Kind, ListQuery, Page, Record, Store, StoreError, WriteOp};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    kind       TEXT    NOT NULL,
+    org_id     TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    parent_id  TEXT,
+    unique_key TEXT,
+    version    INTEGER NOT NULL,
+    body       TEXT    NOT NULL,
+    PRIMARY KEY (kind, org_id, id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS records_by_unique_key
+    ON records (kind, unique_key) WHERE unique_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_parent
+    ON records (kind, org_id, parent_id, id) WHERE parent_id IS NOT NULL;
+";
+
+const READERS: usize = 4;
+
+/// A SQLite database file with one writer connection and a few reader connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Connections>,
+}
+
+struct Connections {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let writer = Connection::open(path).map_err(backend)?;
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(backend)?;
+        writer.execute_batch(SCHEMA).map_err(backend)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(backend)?;
+                reader
+                    .execute_batch("PRAGMA busy_timeout = 5000;")
+                    .map_err(backend)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Self {
+            inner: Arc::new(Connections {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Runs `work` on a reader connection, off the async executor.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        run_blocking(move || {
+            let index = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let connection = inner.readers[index].lock().map_err(|_| poisoned())?;
+            work(&connection)
+        })
+        .await
+    }
+}
+
+async fn run_blocking<T, F>(work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+}
+
+fn backend(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Backend("a store connection was poisoned by an earlier panic".into())
+}
+
+const COLUMNS: &str = "org_id, id, parent_id, unique_key, version, body";
+
+/// Reads a row selected with `COLUMNS`; every query filters by kind, so it is known.
+fn read_record(kind: Kind) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    move |row| {
+        let body: String = row.get(5)?;
+        Ok(Record {
+            kind,
+            org_id: row.get(0)?,
+            id: row.get(1)?,
+            parent_id: row.get(2)?,
+            unique_key: row.get(3)?,
+            version: row.get::<_, i64>(4)? as u64,
+            body: serde_json::from_str(&body).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, kind: Kind, org_id: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let (org_id, id) = (org_id.to_string(), id.to_string());
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM records WHERE kind = ?1 AND org_id = ?2 AND id = ?3"
+                ))
+                .map_err(backend)?;
+            statement
+                .query_row(params![kind.as_str(), org_id, id], read_record(kind))
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn find_unique(
+        &self,
+        kind: Kind,
+        unique_key: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        let unique_key = unique_key.to_string();
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM records WHERE kind = ?1 AND unique_key = ?2"
+                ))
+                .map_err(backend)?;
+            statement
+                .query_row(params![kind.as_str(), unique_key], read_record(kind))
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        self.read(move |connection| list(connection, &query)).await
+    }
+
+    async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        run_blocking(move || {
+            let mut connection = inner.writer.lock().map_err(|_| poisoned())?;
+            let transaction = connection.transaction().map_err(backend)?;
+            for op in &ops {
+                apply(&transaction, op)?;
+            }
+            transaction.commit().map_err(backend)
+        })
+        .await
+    }
+}
+
+fn list(connection: &Connection, query: &ListQuery) -> Result<Page, StoreError> {
+    let (order, after_op) = if query.newest_first {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    let parent_filter = if query.parent_id.is_some() {
+        "AND parent_id = ?3"
+    } else {
+        "AND ?3 IS NULL"
+    };
+    let after_filter = if query.after.is_some() {
+        format!("AND id {after_op} ?4")
+    } else {
+        "AND ?4 IS NULL".to_string()
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM records WHERE kind = ?1 AND org_id = ?2 {parent_filter} {after_filter} \
+         ORDER BY id {order} LIMIT ?5"
+    );
+    let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
+    // One more than asked tells whether another page follows.
+    let rows = statement
+        .query_map(
+            params![
+                query.kind.as_str(),
+                query.org_id,
+                query.parent_id,
+                query.after,
+                (query.limit + 1) as i64
+            ],
+            read_record(query.kind),
+        )
+        .map_err(backend)?;
+    let mut items = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+    let next = if items.len() > query.limit {
+        items.truncate(query.limit);
+        items.last().map(|record| record.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> {
+    let changed = match op {
+        WriteOp::Insert(record) => transaction
+            .execute(
+                &format!(
+                    "INSERT INTO records (kind, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING"
+                ),
+                params![
+                    record.kind.as_str(),
+                    record.org_id,
+                    record.id,
+                    record.parent_id,
+                    record.unique_key,
+                    record.body.to_string()
+                ],
+            )
+            .map_err(write_error)?,
+        WriteOp::Replace {
+            record,
+            expected_version,
+        } => transaction
+            .execute(
+                "UPDATE records SET parent_id = ?4, unique_key = ?5, body = ?6, version = version + 1 \
+                 WHERE kind = ?1 AND org_id = ?2 AND id = ?3 AND version = ?7",
+                params![
+                    record.kind.as_str(),
+                    record.org_id,
+                    record.id,
+                    record.parent_id,
+                    record.unique_key,
+                    record.body.to_string(),
+                    *expected_version as i64
+                ],
+            )
+            .map_err(write_error)?,
+        WriteOp::Delete {
+            kind,
+            org_id,
+            id,
+            expected_version,
+        } => transaction
+            .execute(
+                "DELETE FROM records WHERE kind = ?1 AND org_id = ?2 AND id = ?3 AND version = ?4",
+                params![kind.as_str(), org_id, id, *expected_version as i64],
+            )
+            .map_err(write_error)?,
+    };
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict)
+    }
+}
+
+/// A unique-index violation is a conflict like any other failed condition.
+fn write_error(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict,
+        _ => backend(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("envplane.db")).unwrap();
+        envplane_testkit::store::conformance(&store).await;
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envplane.db");
+        envplane_testkit::store::write_sample(&SqliteStore::open(&path).unwrap()).await;
+        envplane_testkit::store::check_sample(&SqliteStore::open(&path).unwrap()).await;
+    }
+}

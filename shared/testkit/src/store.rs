@@ -1,0 +1,299 @@
+//! What every Store adapter must do: conditional writes, unique keys, atomic commits,
+//! organization scoping and ordered, resumable listings.
+
+use envplane_core::ports::{Kind, ListQuery, Record, Store, StoreError, WriteOp};
+use serde_json::json;
+
+fn record(org_id: &str, id: &str, parent_id: Option<&str>, unique_key: Option<&str>) -> Record {
+    Record {
+        kind: Kind::Project,
+        org_id: org_id.into(),
+        id: id.into(),
+        parent_id: parent_id.map(str::to_string),
+        unique_key: unique_key.map(str::to_string),
+        version: 1,
+        body: json!({ "id": id, "note": "conformance" }),
+    }
+}
+
+fn query(org_id: &str, parent_id: Option<&str>, after: Option<&str>, limit: usize) -> ListQuery {
+    ListQuery {
+        kind: Kind::Project,
+        org_id: org_id.into(),
+        parent_id: parent_id.map(str::to_string),
+        after: after.map(str::to_string),
+        limit,
+        newest_first: false,
+    }
+}
+
+fn is_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Conflict))
+}
+
+pub async fn conformance(store: &dyn Store) {
+    inserts_never_overwrite(store).await;
+    replaces_are_conditional(store).await;
+    deletes_are_conditional(store).await;
+    commits_are_all_or_nothing(store).await;
+    organizations_are_isolated(store).await;
+    listings_are_ordered_and_resumable(store).await;
+}
+
+async fn inserts_never_overwrite(store: &dyn Store) {
+    let first = record("org_i", "i_1", None, Some("org_i/alpha"));
+    store
+        .commit(vec![WriteOp::Insert(first.clone())])
+        .await
+        .unwrap();
+    let stored = store
+        .get(Kind::Project, "org_i", "i_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, first);
+
+    let same_id = record("org_i", "i_1", None, Some("org_i/other"));
+    assert!(is_conflict(
+        store.commit(vec![WriteOp::Insert(same_id)]).await
+    ));
+    let same_key = record("org_i", "i_2", None, Some("org_i/alpha"));
+    assert!(is_conflict(
+        store.commit(vec![WriteOp::Insert(same_key)]).await
+    ));
+    assert!(store
+        .get(Kind::Project, "org_i", "i_2")
+        .await
+        .unwrap()
+        .is_none());
+
+    let found = store
+        .find_unique(Kind::Project, "org_i/alpha")
+        .await
+        .unwrap();
+    assert_eq!(found.map(|r| r.id), Some("i_1".to_string()));
+    assert!(store
+        .find_unique(Kind::Template, "org_i/alpha")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get(Kind::Template, "org_i", "i_1")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn replaces_are_conditional(store: &dyn Store) {
+    store
+        .commit(vec![WriteOp::Insert(record(
+            "org_r",
+            "r_1",
+            None,
+            Some("org_r/old"),
+        ))])
+        .await
+        .unwrap();
+    let mut changed = record("org_r", "r_1", None, Some("org_r/new"));
+    changed.body = json!({ "changed": true });
+    let replace = |expected_version| WriteOp::Replace {
+        record: changed.clone(),
+        expected_version,
+    };
+    assert!(is_conflict(store.commit(vec![replace(2)]).await));
+    store.commit(vec![replace(1)]).await.unwrap();
+    assert!(
+        is_conflict(store.commit(vec![replace(1)]).await),
+        "stale version accepted"
+    );
+
+    let stored = store
+        .get(Kind::Project, "org_r", "r_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.body, json!({ "changed": true }));
+    assert!(store
+        .find_unique(Kind::Project, "org_r/old")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .find_unique(Kind::Project, "org_r/new")
+        .await
+        .unwrap()
+        .is_some());
+
+    let missing = WriteOp::Replace {
+        record: record("org_r", "r_missing", None, None),
+        expected_version: 1,
+    };
+    assert!(is_conflict(store.commit(vec![missing]).await));
+}
+
+async fn deletes_are_conditional(store: &dyn Store) {
+    store
+        .commit(vec![WriteOp::Insert(record(
+            "org_d",
+            "d_1",
+            None,
+            Some("org_d/x"),
+        ))])
+        .await
+        .unwrap();
+    let delete = |expected_version| WriteOp::Delete {
+        kind: Kind::Project,
+        org_id: "org_d".into(),
+        id: "d_1".into(),
+        expected_version,
+    };
+    assert!(is_conflict(store.commit(vec![delete(7)]).await));
+    store.commit(vec![delete(1)]).await.unwrap();
+    assert!(store
+        .get(Kind::Project, "org_d", "d_1")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(is_conflict(store.commit(vec![delete(1)]).await));
+    // The unique key is free again.
+    store
+        .commit(vec![WriteOp::Insert(record(
+            "org_d",
+            "d_2",
+            None,
+            Some("org_d/x"),
+        ))])
+        .await
+        .unwrap();
+}
+
+async fn commits_are_all_or_nothing(store: &dyn Store) {
+    store
+        .commit(vec![WriteOp::Insert(record("org_t", "t_1", None, None))])
+        .await
+        .unwrap();
+    let batch = vec![
+        WriteOp::Insert(record("org_t", "t_2", None, None)),
+        WriteOp::Insert(record("org_t", "t_1", None, None)),
+    ];
+    assert!(is_conflict(store.commit(batch).await));
+    assert!(
+        store
+            .get(Kind::Project, "org_t", "t_2")
+            .await
+            .unwrap()
+            .is_none(),
+        "half of a failed commit was applied"
+    );
+}
+
+async fn organizations_are_isolated(store: &dyn Store) {
+    store
+        .commit(vec![WriteOp::Insert(record(
+            "org_x",
+            "x_1",
+            Some("p"),
+            None,
+        ))])
+        .await
+        .unwrap();
+    assert!(store
+        .get(Kind::Project, "org_y", "x_1")
+        .await
+        .unwrap()
+        .is_none());
+    let listed = store.list(query("org_y", None, None, 10)).await.unwrap();
+    assert!(listed.items.is_empty());
+    let listed = store
+        .list(query("org_y", Some("p"), None, 10))
+        .await
+        .unwrap();
+    assert!(listed.items.is_empty());
+    // The same id may exist in two organizations without touching each other.
+    store
+        .commit(vec![WriteOp::Insert(record("org_y", "x_1", None, None))])
+        .await
+        .unwrap();
+    let mine = store
+        .get(Kind::Project, "org_x", "x_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mine.parent_id.as_deref(), Some("p"));
+}
+
+async fn listings_are_ordered_and_resumable(store: &dyn Store) {
+    let ops = (0..7)
+        .rev()
+        .map(|n| {
+            let parent = if n % 2 == 0 { "even" } else { "odd" };
+            WriteOp::Insert(record("org_l", &format!("l_{n}"), Some(parent), None))
+        })
+        .collect();
+    store.commit(ops).await.unwrap();
+
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(query("org_l", None, after.as_deref(), 3))
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 3);
+        ids.extend(page.items.into_iter().map(|r| r.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(ids, ["l_0", "l_1", "l_2", "l_3", "l_4", "l_5", "l_6"]);
+
+    let exact = store.list(query("org_l", None, None, 7)).await.unwrap();
+    assert_eq!(exact.items.len(), 7);
+    assert!(
+        exact.next.is_none(),
+        "a full last page must not promise more"
+    );
+
+    let even = store
+        .list(query("org_l", Some("even"), None, 10))
+        .await
+        .unwrap();
+    let even: Vec<_> = even.items.into_iter().map(|r| r.id).collect();
+    assert_eq!(even, ["l_0", "l_2", "l_4", "l_6"]);
+
+    let mut newest = query("org_l", Some("odd"), None, 2);
+    newest.newest_first = true;
+    let page = store.list(newest.clone()).await.unwrap();
+    let first: Vec<_> = page.items.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(first, ["l_5", "l_3"]);
+    newest.after = page.next;
+    let rest = store.list(newest).await.unwrap();
+    assert_eq!(
+        rest.items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["l_1"]
+    );
+    assert!(rest.next.is_none());
+}
+
+/// Writes records that `check_sample` expects to find, for persistence tests.
+pub async fn write_sample(store: &dyn Store) {
+    store
+        .commit(vec![WriteOp::Insert(record(
+            "org_s",
+            "s_1",
+            Some("p"),
+            Some("org_s/s"),
+        ))])
+        .await
+        .unwrap();
+}
+
+pub async fn check_sample(store: &dyn Store) {
+    let stored = store.get(Kind::Project, "org_s", "s_1").await.unwrap();
+    assert_eq!(
+        stored,
+        Some(record("org_s", "s_1", Some("p"), Some("org_s/s")))
+    );
+}
