@@ -1,1 +1,298 @@
+//! The test kit for end-to-end tests: an envplane on a random loopback port with a fresh
+//! data directory, driven over real HTTP.
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use envplane_core::secrecy::ExposeSecret;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    /// The default organization's admin key, also the operator's key.
+    pub admin_key: String,
+    pub data_dir: TempDir,
+    client: reqwest::Client,
+    server: JoinHandle<()>,
+}
+
+/// A response: status and JSON body (`Value::Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// The body, after checking the status; panics with the body otherwise.
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected reply: {}",
+            self.text
+        );
+        self.body
+    }
+
+    /// Checks an error reply: status, the JSON error format, and its code.
+    pub fn expect_error(self, status: u16, code: &str) -> String {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected reply: {}",
+            self.text
+        );
+        assert_eq!(self.body["error"]["code"], code, "{}", self.text);
+        self.body["error"]["message"].as_str().unwrap().to_string()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temporary data directory");
+    let (address, server, admin_key) = serve(data_dir.path()).await;
+    TestApp {
+        address,
+        admin_key: admin_key.expect("a fresh data directory bootstraps"),
+        data_dir,
+        client: reqwest::Client::new(),
+        server,
+    }
+}
+
+async fn serve(data_dir: &Path) -> (SocketAddr, JoinHandle<()>, Option<String>) {
+    let platform = envplane_local::open_platform(data_dir).expect("open the platform");
+    let admin_key = platform
+        .bootstrap()
+        .await
+        .expect("bootstrap")
+        .map(|key| key.expose_secret().to_string());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = envplane_http::api_router(Arc::new(platform));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    (address, server, admin_key)
+}
+
+impl TestApp {
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(&mut self) {
+        self.server.abort();
+        let _ = (&mut self.server).await;
+        let (address, server, admin_key) = serve(self.data_dir.path()).await;
+        assert!(admin_key.is_none(), "a restart must not bootstrap again");
+        self.address = address;
+        self.server = server;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Sends `body` (if any) as JSON with `key` as the bearer key.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.expect("request sent")).await
+    }
+
+    /// Sends a raw body with a JSON content type.
+    pub async fn call_raw(&self, method: Method, path: &str, key: &str, body: Vec<u8>) -> Reply {
+        let request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body);
+        reply(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(key), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(key), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(key), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(key), None).await
+    }
+
+    /// A project, a template in it and an environment of that template; returns their ids.
+    pub async fn seed(&self, key: &str, name: &str) -> Seeded {
+        let project = self
+            .post("/v1/projects", key, json!({ "name": name }))
+            .await
+            .expect(201);
+        let project_id = project["id"].as_str().unwrap().to_string();
+        let template = self
+            .post(
+                "/v1/templates",
+                key,
+                template_body(&project_id, &format!("{name}-tpl")),
+            )
+            .await
+            .expect(201);
+        let template_id = template["id"].as_str().unwrap().to_string();
+        let environment = self
+            .post(
+                "/v1/environments",
+                key,
+                json!({ "name": format!("{name}-env"), "project_id": project_id, "template_id": template_id }),
+            )
+            .await
+            .expect(201);
+        Seeded {
+            project_id,
+            template_id,
+            environment_id: environment["id"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// A new API key with `role`, organization-wide or for one project.
+    pub async fn key(&self, admin_key: &str, role: &str, project_id: Option<&str>) -> String {
+        let created = self
+            .post(
+                "/v1/api-keys",
+                admin_key,
+                json!({ "name": format!("{role} key"), "role": role, "project_id": project_id }),
+            )
+            .await
+            .expect(201);
+        created["key"].as_str().unwrap().to_string()
+    }
+
+    /// A second organization and its admin key.
+    pub async fn organization(&self, name: &str) -> String {
+        let created = self
+            .post(
+                "/v1/organizations",
+                &self.admin_key,
+                json!({ "name": name }),
+            )
+            .await
+            .expect(201);
+        created["admin_key"]["key"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub struct Seeded {
+    pub project_id: String,
+    pub template_id: String,
+    pub environment_id: String,
+}
+
+pub fn template_body(project_id: &str, name: &str) -> Value {
+    json!({
+        "name": name,
+        "project_id": project_id,
+        "repository": "https://github.com/acme/infrastructure.git",
+        "revision": "main",
+        "path": "stacks/web",
+        "iac_type": "terraform",
+        "iac_version": "1.0.3"
+    })
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let text = response.text().await.expect("response body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+    };
+    Reply { status, body, text }
+}
+
+impl TestApp {
+    /// Posts a body without any content type; returns status and text.
+    pub async fn client_without_content_type(
+        &self,
+        path: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    }
+
+    /// Sends a GET with a raw `Authorization` header; returns the status.
+    pub async fn raw_authorization(&self, path: &str, authorization: &str) -> u16 {
+        let response = self
+            .client
+            .get(self.url(path))
+            .header("authorization", authorization)
+            .send()
+            .await
+            .expect("request sent");
+        response.status().as_u16()
+    }
+}
+
+/// The path of a workspace binary, built first if needed (tests of one package cannot
+/// depend on another package's binaries directly).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "envplane-cli",
+                "--bin",
+                "envplane",
+            ])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the envplane binary failed");
+    });
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug").join(name)
+}
