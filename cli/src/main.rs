@@ -21,7 +21,7 @@ enum Command {
     /// Run the whole platform locally, on an embedded SQLite store.
     Serve(serve::ServeArgs),
     #[command(flatten)]
-    Client(client::ClientCommand),
+    Client(Box<client::ClientCommand>),
 }
 
 #[tokio::main]
@@ -35,7 +35,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Client(command) => client::run(command).await,
+        Command::Client(command) => client::run(*command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use envplane_core::secrecy::{ExposeSecret, SecretString};
+use envplane_local::LocalConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -20,14 +20,41 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "ENVPLANE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The URL sandboxes call back (default: http:// and the listening address).
+    #[arg(long, env = "ENVPLANE_API_URL")]
+    api_url: Option<String>,
+    /// The envplane-runner binary (default: beside this executable).
+    #[arg(long, env = "ENVPLANE_RUNNER")]
+    runner: Option<PathBuf>,
+    /// Where IaC binaries are found: <dir>/terraform/<version>/terraform
+    /// (default: <data-dir>/tools).
+    #[arg(long, env = "ENVPLANE_TOOLS_DIR")]
+    tools_dir: Option<PathBuf>,
+    /// Deployments that may run at once, across environments.
+    #[arg(long, env = "ENVPLANE_MAX_PARALLEL_DEPLOYMENTS", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    max_parallel_deployments: u16,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let platform = Arc::new(
-        envplane_local::open_platform(&args.data_dir).with_context(|| {
-            format!("cannot open the data directory {}", args.data_dir.display())
-        })?,
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let mut config = LocalConfig::new(
+        args.data_dir.clone(),
+        args.api_url.unwrap_or_else(|| format!("http://{address}")),
     );
+    config.max_parallel_deployments = args.max_parallel_deployments.into();
+    if let Some(runner) = args.runner {
+        config.runner_binary = runner;
+    }
+    if let Some(tools_dir) = args.tools_dir {
+        config.tools_dir = tools_dir;
+    }
+    let installation = envplane_local::open(config)
+        .with_context(|| format!("cannot open the data directory {}", args.data_dir.display()))?;
+    let (platform, _background) = installation.start().await?;
     if let Some(key) = platform.bootstrap().await? {
         let path = args.data_dir.join(ADMIN_KEY_FILE);
         write_private(&path, &key).await?;
@@ -37,10 +64,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             key.expose_secret()
         );
     }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("envplane listening on http://{}", listener.local_addr()?);
+    println!("envplane listening on http://{address}");
     axum::serve(listener, envplane_http::api_router(platform))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -2,8 +2,9 @@
 //! data directory, driven over real HTTP.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+
+use envplane_local::LocalConfig;
 
 use envplane_core::secrecy::ExposeSecret;
 use reqwest::{Method, StatusCode};
@@ -66,19 +67,37 @@ pub async fn spawn_app() -> TestApp {
 }
 
 async fn serve(data_dir: &Path) -> (SocketAddr, JoinHandle<()>, Option<String>) {
-    let platform = envplane_local::open_platform(data_dir).expect("open the platform");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut config = LocalConfig::new(data_dir.to_path_buf(), format!("http://{address}"));
+    config.runner_binary = binary("envplane-runner");
+    config.tools_dir = tools_dir();
+    let installation = envplane_local::open(config).expect("open the installation");
+    let (platform, background) = installation.start().await.expect("start the installation");
     let admin_key = platform
         .bootstrap()
         .await
         .expect("bootstrap")
         .map(|key| key.expose_secret().to_string());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let router = envplane_http::api_router(Arc::new(platform));
+    let router = envplane_http::api_router(platform);
     let server = tokio::spawn(async move {
+        let _background = background;
         axum::serve(listener, router).await.unwrap();
     });
     (address, server, admin_key)
+}
+
+/// Where the test script installs Terraform: `<dir>/terraform/<version>/terraform`.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("ENVPLANE_TEST_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("tools"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 impl TestApp {

@@ -1,8 +1,136 @@
-//! The client commands: placeholder until the API client lands.
+//! The client commands: each talks to the JSON API of a running platform.
+//!
+//! The connection and output flags belong to every object command (`envplane project
+//! list --output json`, `envplane project --output json list`), not to `serve`.
+
+mod api_keys;
+mod audit;
+mod environments;
+mod http;
+mod organization;
+mod output;
+mod projects;
+mod templates;
+mod variables;
+
+use anyhow::Context;
+use envplane_core::secrecy::SecretString;
+use reqwest::Url;
+
+use self::http::ApiClient;
+use self::output::Format;
 
 #[derive(Debug, clap::Subcommand)]
-pub enum ClientCommand {}
+pub enum ClientCommand {
+    /// Show the caller's organization, or create one (operator key only).
+    Organization {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: organization::Command,
+    },
+    /// Create, list and revoke API keys.
+    ApiKey {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: api_keys::Command,
+    },
+    /// Manage projects, the folders of templates and environments.
+    Project {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: projects::Command,
+    },
+    /// Manage templates: where an environment's code comes from.
+    Template {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: templates::Command,
+    },
+    /// Manage environments: deployable instances of a template.
+    Environment {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: environments::Command,
+    },
+    /// Set, list and delete variables at a scope.
+    Variable {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: variables::Command,
+    },
+    /// The organization's audit log, newest first (admins only).
+    Audit {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(flatten)]
+        args: audit::Args,
+    },
+}
+
+/// Where the API is, who calls it and how to print its answers.
+#[derive(Debug, clap::Args)]
+pub struct Globals {
+    /// Base URL of the envplane API.
+    #[arg(
+        long,
+        env = "ENVPLANE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: Url,
+    /// API key; prefer the environment variable, which stays out of shell history.
+    #[arg(long, env = "ENVPLANE_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<SecretString>,
+    /// How to print results.
+    #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
+    output: Format,
+}
+
+impl Globals {
+    fn connect(self) -> anyhow::Result<(ApiClient, Format)> {
+        let api_key = self.api_key.context(
+            "no API key: set ENVPLANE_API_KEY or pass --api-key \
+             (`envplane serve` saves its admin key in <data-dir>/admin-key)",
+        )?;
+        Ok((ApiClient::new(self.url, api_key)?, self.output))
+    }
+}
 
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        ClientCommand::Organization { globals, command } => {
+            let (api, format) = globals.connect()?;
+            organization::run(&api, format, command).await
+        }
+        ClientCommand::ApiKey { globals, command } => {
+            let (api, format) = globals.connect()?;
+            api_keys::run(&api, format, command).await
+        }
+        ClientCommand::Project { globals, command } => {
+            let (api, format) = globals.connect()?;
+            projects::run(&api, format, command).await
+        }
+        ClientCommand::Template { globals, command } => {
+            let (api, format) = globals.connect()?;
+            templates::run(&api, format, command).await
+        }
+        ClientCommand::Environment { globals, command } => {
+            let (api, format) = globals.connect()?;
+            environments::run(&api, format, command).await
+        }
+        ClientCommand::Variable { globals, command } => {
+            let (api, format) = globals.connect()?;
+            variables::run(&api, format, command).await
+        }
+        ClientCommand::Audit { globals, args } => {
+            let (api, format) = globals.connect()?;
+            audit::run(&api, format, args).await
+        }
+    }
 }

@@ -1,8 +1,6 @@
 //! Feeds the API Gateway HTTP API (v2) sample events in `events/api/` through the same
 //! adapter `lambda_http::run` uses, into the real router, and checks the responses.
 
-use std::sync::Arc;
-
 use envplane_core::secrecy::ExposeSecret;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent, Service};
@@ -16,10 +14,14 @@ struct Lambda {
 
 async fn lambda() -> Lambda {
     let data_dir = tempfile::tempdir().unwrap();
-    let platform = envplane_local::open_platform(data_dir.path()).unwrap();
+    let config = envplane_local::LocalConfig::new(
+        data_dir.path().to_path_buf(),
+        "http://127.0.0.1:1".into(),
+    );
+    let platform = envplane_local::open(config).unwrap().platform;
     let admin_key = platform.bootstrap().await.unwrap().unwrap();
     Lambda {
-        router: envplane_http::api_router(Arc::new(platform)),
+        router: envplane_http::api_router(platform),
         admin_key: admin_key.expose_secret().to_string(),
         _data_dir: data_dir,
     }

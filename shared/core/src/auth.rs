@@ -92,11 +92,23 @@ pub const KEY_PREFIX: &str = "epk_";
 
 /// A new random API key (256 bits) and the hash under which it is stored.
 pub fn generate_key() -> (SecretString, String) {
+    random_secret(KEY_PREFIX)
+}
+
+/// Prefix of the short-lived tokens sandboxes use to call back.
+pub const RUNNER_TOKEN_PREFIX: &str = "ert_";
+
+/// A new runner token for one deployment phase and the hash under which it is stored.
+pub fn generate_runner_token() -> (SecretString, String) {
+    random_secret(RUNNER_TOKEN_PREFIX)
+}
+
+fn random_secret(prefix: &str) -> (SecretString, String) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
-    let hash = hash_key(&key);
-    (SecretString::from(key), hash)
+    let secret = format!("{prefix}{}", hex::encode(bytes));
+    let hash = hash_key(&secret);
+    (SecretString::from(secret), hash)
 }
 
 /// The stored form of a key. Keys carry 256 random bits, so one SHA-256 is enough: no

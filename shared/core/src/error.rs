@@ -1,4 +1,4 @@
-use crate::ports::{KeyRingError, StoreError};
+use crate::ports::{ArtifactError, KeyRingError, QueueError, StoreError};
 
 /// Every way a use case can fail. The HTTP edge maps each variant to one status once.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,10 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     KeyRing(#[from] KeyRingError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -99,6 +99,10 @@ pub struct Environment {
     /// Drift detection settings; not configurable yet, always `null`.
     #[schema(value_type = Option<Object>)]
     pub drift: Option<serde_json::Value>,
+    /// The outputs of the last successful apply (sensitive ones `null`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

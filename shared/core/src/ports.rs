@@ -2,8 +2,11 @@
 //! `shared/local` (SQLite, key file) and, later, `shared/aws` (DynamoDB, KMS).
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 
 /// The kinds of object the store holds. Each record is addressed by (kind, org, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -15,10 +18,18 @@ pub enum Kind {
     Environment,
     Variable,
     AuditEvent,
+    Deployment,
+    LogChunk,
+    /// One deployment at a time per environment: held from dispatch to the final status.
+    EnvironmentLock,
+    RunnerToken,
+    StateVersion,
+    /// Terraform's own state lock (LOCK/UNLOCK on the state backend).
+    StateLock,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Organization,
         Kind::ApiKey,
         Kind::Project,
@@ -26,6 +37,12 @@ impl Kind {
         Kind::Environment,
         Kind::Variable,
         Kind::AuditEvent,
+        Kind::Deployment,
+        Kind::LogChunk,
+        Kind::EnvironmentLock,
+        Kind::RunnerToken,
+        Kind::StateVersion,
+        Kind::StateLock,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +54,12 @@ impl Kind {
             Kind::Environment => "environment",
             Kind::Variable => "variable",
             Kind::AuditEvent => "audit_event",
+            Kind::Deployment => "deployment",
+            Kind::LogChunk => "log_chunk",
+            Kind::EnvironmentLock => "environment_lock",
+            Kind::RunnerToken => "runner_token",
+            Kind::StateVersion => "state_version",
+            Kind::StateLock => "state_lock",
         }
     }
 }
@@ -53,6 +76,9 @@ pub struct Record {
     pub parent_id: Option<String>,
     /// Unique across all records of the kind (a key hash, a name within its parent).
     pub unique_key: Option<String>,
+    /// A sparse index across organizations (the status of an active deployment), for
+    /// the platform's own sweeps: recovery, capacity, the reaper.
+    pub index_key: Option<String>,
     pub version: u64,
     pub body: serde_json::Value,
 }
@@ -88,6 +114,15 @@ pub struct ListQuery {
     pub newest_first: bool,
 }
 
+/// Records of one kind carrying one `index_key`, across organizations, by id.
+#[derive(Debug, Clone)]
+pub struct IndexQuery {
+    pub kind: Kind,
+    pub index_key: String,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Page {
     pub items: Vec<Record>,
@@ -112,6 +147,7 @@ pub trait Store: Send + Sync {
     async fn find_unique(&self, kind: Kind, unique_key: &str)
         -> Result<Option<Record>, StoreError>;
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError>;
+    async fn list_indexed(&self, query: IndexQuery) -> Result<Page, StoreError>;
     async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError>;
 }
 
@@ -123,12 +159,95 @@ pub enum KeyRingError {
     Backend(String),
 }
 
-/// Envelope encryption of sensitive values, one key context per organization: a value
-/// sealed for one organization cannot be opened as another's.
+/// Envelope encryption of sensitive values, state and plans, one key context per
+/// organization: what is sealed for one organization cannot be opened as another's.
 #[async_trait]
 pub trait KeyRing: Send + Sync {
-    async fn seal(&self, org_id: &str, plaintext: &SecretString) -> Result<String, KeyRingError>;
-    async fn open(&self, org_id: &str, sealed: &str) -> Result<SecretString, KeyRingError>;
+    async fn seal_bytes(&self, org_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyRingError>;
+    async fn open_bytes(&self, org_id: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyRingError>;
+
+    /// A secret sealed into printable text, for storing inside a record.
+    async fn seal(&self, org_id: &str, plaintext: &SecretString) -> Result<String, KeyRingError> {
+        let sealed = self
+            .seal_bytes(org_id, plaintext.expose_secret().as_bytes())
+            .await?;
+        Ok(format!("{SEALED_TEXT_PREFIX}{}", STANDARD.encode(sealed)))
+    }
+
+    async fn open(&self, org_id: &str, sealed: &str) -> Result<SecretString, KeyRingError> {
+        let bytes = sealed
+            .strip_prefix(SEALED_TEXT_PREFIX)
+            .and_then(|encoded| STANDARD.decode(encoded).ok())
+            .ok_or(KeyRingError::Unseal)?;
+        let plaintext = self.open_bytes(org_id, &bytes).await?;
+        String::from_utf8(plaintext)
+            .map(SecretString::from)
+            .map_err(|_| KeyRingError::Unseal)
+    }
+}
+
+/// Marks sealed text, so a later format can be told from this one.
+const SEALED_TEXT_PREFIX: &str = "v1:";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Backend(String),
+}
+
+/// Asks for a deployment to be dispatched. Delivery is at least once: dispatch is
+/// idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentMessage {
+    pub org_id: String,
+    pub environment_id: String,
+    pub deployment_id: String,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Worth retrying later (throttling, no capacity).
+    #[error("the sandbox could not start yet: {0}")]
+    Transient(String),
+    #[error("the sandbox could not start: {0}")]
+    Failed(String),
+}
+
+/// What a sandbox is started with: who it is and how to call back, never a variable.
+#[derive(Debug, Clone)]
+pub struct LaunchRequest {
+    pub org_id: String,
+    pub deployment_id: String,
+    pub attempt: u32,
+    pub runner_token: SecretString,
+    /// Local mode binds a `file://` repository into the sandbox read-only.
+    pub repository: String,
+}
+
+/// Starts and stops the disposable sandbox of one deployment phase.
+#[async_trait]
+pub trait Launcher: Send + Sync {
+    async fn launch(&self, request: LaunchRequest) -> Result<(), LaunchError>;
+    /// Asks the sandbox to stop: Terraform gets SIGINT first, so state and lock stay clean.
+    async fn stop(&self, deployment_id: &str) -> Result<(), LaunchError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("artifact store unavailable: {0}")]
+    Backend(String),
+}
+
+/// Opaque blobs (sealed state versions and plans), addressed by organization and key.
+#[async_trait]
+pub trait Artifacts: Send + Sync {
+    async fn put(&self, org_id: &str, key: &str, bytes: Vec<u8>) -> Result<(), ArtifactError>;
+    async fn get(&self, org_id: &str, key: &str) -> Result<Option<Vec<u8>>, ArtifactError>;
 }
 
 /// Time, injectable so that expiry and TTL logic can be tested without waiting.

@@ -1,7 +1,7 @@
 //! The one place where failures become HTTP responses:
 //! `{"error": {"code": "...", "message": "..."}}` with a 4xx for every bad input.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -68,7 +68,7 @@ impl From<Error> for ApiError {
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Error::Store(_) | Error::KeyRing(_) => {
+            Error::Store(_) | Error::KeyRing(_) | Error::Queue(_) | Error::Artifact(_) => {
                 // The details are for the operator's log, not for the caller.
                 tracing::error!(error = %error, "request failed inside the platform");
                 return Self::new(
@@ -97,6 +97,20 @@ impl From<JsonRejection> for ApiError {
             _ => (StatusCode::BAD_REQUEST, "bad_request"),
         };
         Self::new(status, code, redact_values(&rejection.body_text()))
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                rejection.body_text(),
+            )
+        } else {
+            Self::bad_request(rejection.body_text())
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 mod error;
 mod extract;
 mod routes;
+mod runner;
 
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[openapi(
     info(
         title = "envplane API",
-        description = "Self-hosted Infrastructure-as-Code automation: projects, templates, environments, variables, API keys and audit.",
+        description = "Self-hosted Infrastructure-as-Code automation: projects, templates, environments, variables, deployments, state, API keys and audit.",
         license(name = "Apache-2.0")
     ),
     modifiers(&BearerAuth),
@@ -64,6 +65,7 @@ fn documented_routes() -> (Router<Arc<Platform>>, OpenApiDocument) {
         .merge(routes::environments::routes())
         .merge(routes::variables::routes())
         .merge(routes::audit::routes())
+        .merge(routes::deployments::routes())
         .split_for_parts()
 }
 
@@ -78,6 +80,7 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
     let document = Arc::new(document);
     let request_id = HeaderName::from_static("x-request-id");
     routes
+        .merge(runner::routes())
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),

@@ -10,15 +10,10 @@ use std::path::Path;
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use async_trait::async_trait;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use envplane_core::ports::{KeyRing, KeyRingError};
-use envplane_core::secrecy::{ExposeSecret, SecretString};
 
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
-/// Marks the format, so a later key rotation can tell old values from new ones.
-const SEALED_PREFIX: &str = "v1:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -78,10 +73,11 @@ impl FileKeyRing {
 
 #[async_trait]
 impl KeyRing for FileKeyRing {
-    async fn seal(&self, org_id: &str, plaintext: &SecretString) -> Result<String, KeyRingError> {
+    /// The nonce, then the ciphertext with its tag.
+    async fn seal_bytes(&self, org_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyRingError> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let payload = Payload {
-            msg: plaintext.expose_secret().as_bytes(),
+            msg: plaintext,
             aad: org_id.as_bytes(),
         };
         let ciphertext = self
@@ -90,26 +86,20 @@ impl KeyRing for FileKeyRing {
             .map_err(|_| KeyRingError::Backend("encryption failed".into()))?;
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
-        Ok(format!("{SEALED_PREFIX}{}", STANDARD.encode(sealed)))
+        Ok(sealed)
     }
 
-    async fn open(&self, org_id: &str, sealed: &str) -> Result<SecretString, KeyRingError> {
-        let bytes = sealed
-            .strip_prefix(SEALED_PREFIX)
-            .and_then(|encoded| STANDARD.decode(encoded).ok())
-            .filter(|bytes| bytes.len() > NONCE_LEN)
-            .ok_or(KeyRingError::Unseal)?;
-        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+    async fn open_bytes(&self, org_id: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyRingError> {
+        if sealed.len() <= NONCE_LEN {
+            return Err(KeyRingError::Unseal);
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let payload = Payload {
             msg: ciphertext,
             aad: org_id.as_bytes(),
         };
-        let plaintext = self
-            .cipher
+        self.cipher
             .decrypt(Nonce::from_slice(nonce), payload)
-            .map_err(|_| KeyRingError::Unseal)?;
-        String::from_utf8(plaintext)
-            .map(SecretString::from)
             .map_err(|_| KeyRingError::Unseal)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use envplane_core::ports::{Kind, ListQuery, Page, Record, Store, StoreError, WriteOp};
+use envplane_core::ports::{IndexQuery, Kind, ListQuery, Page, Record, Store, StoreError, WriteOp};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 const SCHEMA: &str = "
@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS records (
     id         TEXT    NOT NULL,
     parent_id  TEXT,
     unique_key TEXT,
+    index_key  TEXT,
     version    INTEGER NOT NULL,
     body       TEXT    NOT NULL,
     PRIMARY KEY (kind, org_id, id)
@@ -25,6 +26,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS records_by_unique_key
     ON records (kind, unique_key) WHERE unique_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_by_parent
     ON records (kind, org_id, parent_id, id) WHERE parent_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_index_key
+    ON records (kind, index_key, id) WHERE index_key IS NOT NULL;
 ";
 
 const READERS: usize = 4;
@@ -107,22 +110,23 @@ fn poisoned() -> StoreError {
     StoreError::Backend("a store connection was poisoned by an earlier panic".into())
 }
 
-const COLUMNS: &str = "org_id, id, parent_id, unique_key, version, body";
+const COLUMNS: &str = "org_id, id, parent_id, unique_key, index_key, version, body";
 
 /// Reads a row selected with `COLUMNS`; every query filters by kind, so it is known.
 fn read_record(kind: Kind) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     move |row| {
-        let body: String = row.get(5)?;
+        let body: String = row.get(6)?;
         Ok(Record {
             kind,
             org_id: row.get(0)?,
             id: row.get(1)?,
             parent_id: row.get(2)?,
             unique_key: row.get(3)?,
-            version: row.get::<_, i64>(4)? as u64,
+            index_key: row.get(4)?,
+            version: row.get::<_, i64>(5)? as u64,
             body: serde_json::from_str(&body).map_err(|e| {
                 rusqlite::Error::FromSqlConversionFailure(
-                    5,
+                    6,
                     rusqlite::types::Type::Text,
                     Box::new(e),
                 )
@@ -173,6 +177,25 @@ impl Store for SqliteStore {
         self.read(move |connection| list(connection, &query)).await
     }
 
+    async fn list_indexed(&self, query: IndexQuery) -> Result<Page, StoreError> {
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM records WHERE kind = ?1 AND index_key = ?2 AND (?3 IS NULL OR id > ?3) \
+                 ORDER BY id LIMIT ?4"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
+            let rows = statement
+                .query_map(
+                    params![query.kind.as_str(), query.index_key, query.after, (query.limit + 1) as i64],
+                    read_record(query.kind),
+                )
+                .map_err(backend)?;
+            let items = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+            Ok(page_of(items, query.limit))
+        })
+        .await
+    }
+
     async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         let inner = self.inner.clone();
         run_blocking(move || {
@@ -221,14 +244,19 @@ fn list(connection: &Connection, query: &ListQuery) -> Result<Page, StoreError> 
             read_record(query.kind),
         )
         .map_err(backend)?;
-    let mut items = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
-    let next = if items.len() > query.limit {
-        items.truncate(query.limit);
+    let items = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+    Ok(page_of(items, query.limit))
+}
+
+/// Rows were fetched one beyond `limit`: that extra row tells whether a next page exists.
+fn page_of(mut items: Vec<Record>, limit: usize) -> Page {
+    let next = if items.len() > limit {
+        items.truncate(limit);
         items.last().map(|record| record.id.clone())
     } else {
         None
     };
-    Ok(Page { items, next })
+    Page { items, next }
 }
 
 fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> {
@@ -236,7 +264,7 @@ fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> 
         WriteOp::Insert(record) => transaction
             .execute(
                 &format!(
-                    "INSERT INTO records (kind, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING"
+                    "INSERT INTO records (kind, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7) ON CONFLICT DO NOTHING"
                 ),
                 params![
                     record.kind.as_str(),
@@ -244,6 +272,7 @@ fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> 
                     record.id,
                     record.parent_id,
                     record.unique_key,
+                    record.index_key,
                     record.body.to_string()
                 ],
             )
@@ -253,14 +282,15 @@ fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> 
             expected_version,
         } => transaction
             .execute(
-                "UPDATE records SET parent_id = ?4, unique_key = ?5, body = ?6, version = version + 1 \
-                 WHERE kind = ?1 AND org_id = ?2 AND id = ?3 AND version = ?7",
+                "UPDATE records SET parent_id = ?4, unique_key = ?5, index_key = ?6, body = ?7, \
+                 version = version + 1 WHERE kind = ?1 AND org_id = ?2 AND id = ?3 AND version = ?8",
                 params![
                     record.kind.as_str(),
                     record.org_id,
                     record.id,
                     record.parent_id,
                     record.unique_key,
+                    record.index_key,
                     record.body.to_string(),
                     *expected_version as i64
                 ],

@@ -1,7 +1,7 @@
 //! What every Store adapter must do: conditional writes, unique keys, atomic commits,
 //! organization scoping and ordered, resumable listings.
 
-use envplane_core::ports::{Kind, ListQuery, Record, Store, StoreError, WriteOp};
+use envplane_core::ports::{IndexQuery, Kind, ListQuery, Record, Store, StoreError, WriteOp};
 use serde_json::json;
 
 fn record(org_id: &str, id: &str, parent_id: Option<&str>, unique_key: Option<&str>) -> Record {
@@ -11,6 +11,7 @@ fn record(org_id: &str, id: &str, parent_id: Option<&str>, unique_key: Option<&s
         id: id.into(),
         parent_id: parent_id.map(str::to_string),
         unique_key: unique_key.map(str::to_string),
+        index_key: None,
         version: 1,
         body: json!({ "id": id, "note": "conformance" }),
     }
@@ -38,6 +39,7 @@ pub async fn conformance(store: &dyn Store) {
     commits_are_all_or_nothing(store).await;
     organizations_are_isolated(store).await;
     listings_are_ordered_and_resumable(store).await;
+    the_index_spans_organizations(store).await;
 }
 
 async fn inserts_never_overwrite(store: &dyn Store) {
@@ -275,6 +277,68 @@ async fn listings_are_ordered_and_resumable(store: &dyn Store) {
         ["l_1"]
     );
     assert!(rest.next.is_none());
+}
+
+async fn the_index_spans_organizations(store: &dyn Store) {
+    let indexed = |org_id: &str, id: &str, index_key: Option<&str>| Record {
+        kind: Kind::Deployment,
+        index_key: index_key.map(str::to_string),
+        ..record(org_id, id, None, None)
+    };
+    store
+        .commit(vec![
+            WriteOp::Insert(indexed("org_a", "n_1", Some("running"))),
+            WriteOp::Insert(indexed("org_b", "n_2", Some("running"))),
+            WriteOp::Insert(indexed("org_a", "n_3", Some("queued"))),
+            WriteOp::Insert(indexed("org_b", "n_4", None)),
+        ])
+        .await
+        .unwrap();
+    let query = |after: Option<&str>| IndexQuery {
+        kind: Kind::Deployment,
+        index_key: "running".into(),
+        after: after.map(str::to_string),
+        limit: 1,
+    };
+    let first = store.list_indexed(query(None)).await.unwrap();
+    assert_eq!(first.items.len(), 1);
+    assert_eq!(first.items[0].id, "n_1");
+    assert_eq!(first.items[0].index_key.as_deref(), Some("running"));
+    let second = store
+        .list_indexed(query(first.next.as_deref()))
+        .await
+        .unwrap();
+    assert_eq!(
+        second
+            .items
+            .iter()
+            .map(|r| (r.org_id.as_str(), r.id.as_str()))
+            .collect::<Vec<_>>(),
+        [("org_b", "n_2")]
+    );
+    assert!(second.next.is_none());
+
+    // Leaving the index: a replace without an index key drops the record from it.
+    let mut finished = indexed("org_a", "n_1", None);
+    finished.version = 2;
+    store
+        .commit(vec![WriteOp::Replace {
+            record: finished,
+            expected_version: 1,
+        }])
+        .await
+        .unwrap();
+    let mut all = query(None);
+    all.limit = 10;
+    let ids: Vec<_> = store
+        .list_indexed(all)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["n_2"]);
 }
 
 /// Writes records that `check_sample` expects to find, for persistence tests.

@@ -64,6 +64,7 @@ impl Platform {
             requires_approval: input.requires_approval,
             ttl,
             drift: None,
+            outputs: None,
             created_at: now,
             updated_at: now,
         };

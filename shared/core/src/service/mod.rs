@@ -2,9 +2,13 @@
 
 mod api_keys;
 mod audit;
+mod deployments;
+mod dispatch;
 mod environments;
 mod organizations;
 mod projects;
+mod runner;
+mod state;
 mod templates;
 mod variables;
 
@@ -18,19 +22,45 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::model::Listing;
-use crate::ports::{Clock, KeyRing, Kind, ListQuery, Record, Store, StoreError, WriteOp};
+use crate::ports::{
+    Artifacts, Clock, KeyRing, Kind, Launcher, ListQuery, Queue, Record, Store, StoreError, WriteOp,
+};
 use crate::{Error, Result};
 
+pub use dispatch::DispatchOutcome;
+pub use runner::Runner;
+pub use state::{StateLocked, StateVersion};
 pub use variables::Scope;
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 500;
 
-/// How this deployment of the platform behaves.
-#[derive(Debug, Clone, Default)]
+/// How this installation of the platform behaves.
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Local mode accepts `file://` repositories (for trying things out and for tests).
     pub local_mode: bool,
+    /// Sandboxes running at once, across environments.
+    pub max_parallel_deployments: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            local_mode: false,
+            max_parallel_deployments: 4,
+        }
+    }
+}
+
+/// The adapters the use cases run on.
+pub struct Ports {
+    pub store: Arc<dyn Store>,
+    pub key_ring: Arc<dyn KeyRing>,
+    pub clock: Arc<dyn Clock>,
+    pub queue: Arc<dyn Queue>,
+    pub launcher: Arc<dyn Launcher>,
+    pub artifacts: Arc<dyn Artifacts>,
 }
 
 /// The platform's use cases over its ports.
@@ -38,6 +68,9 @@ pub struct Platform {
     store: Arc<dyn Store>,
     key_ring: Arc<dyn KeyRing>,
     clock: Arc<dyn Clock>,
+    queue: Arc<dyn Queue>,
+    launcher: Arc<dyn Launcher>,
+    artifacts: Arc<dyn Artifacts>,
     settings: Settings,
 }
 
@@ -64,11 +97,22 @@ struct Loaded<T> {
 impl<T: Stored> Loaded<T> {
     /// Replaces the stored object with `self.value`, if nobody changed it since it was read.
     fn replace(&self) -> Result<WriteOp> {
-        self.replace_with_unique_key(self.stored.unique_key.clone())
+        self.replace_keys(
+            self.stored.unique_key.clone(),
+            self.stored.index_key.clone(),
+        )
     }
 
     /// Like `replace`, for a change that moves the unique key (a rename).
     fn replace_with_unique_key(&self, unique_key: Option<String>) -> Result<WriteOp> {
+        self.replace_keys(unique_key, self.stored.index_key.clone())
+    }
+
+    fn replace_keys(
+        &self,
+        unique_key: Option<String>,
+        index_key: Option<String>,
+    ) -> Result<WriteOp> {
         let mut replacement = record(
             &self.stored.org_id,
             &self.stored.id,
@@ -76,6 +120,7 @@ impl<T: Stored> Loaded<T> {
             unique_key,
             &self.value,
         )?;
+        replacement.index_key = index_key;
         replacement.version = self.stored.version + 1;
         Ok(WriteOp::Replace {
             record: replacement,
@@ -95,16 +140,14 @@ impl<T: Stored> Loaded<T> {
 }
 
 impl Platform {
-    pub fn new(
-        store: Arc<dyn Store>,
-        key_ring: Arc<dyn KeyRing>,
-        clock: Arc<dyn Clock>,
-        settings: Settings,
-    ) -> Self {
+    pub fn new(ports: Ports, settings: Settings) -> Self {
         Self {
-            store,
-            key_ring,
-            clock,
+            store: ports.store,
+            key_ring: ports.key_ring,
+            clock: ports.clock,
+            queue: ports.queue,
+            launcher: ports.launcher,
+            artifacts: ports.artifacts,
             settings,
         }
     }
@@ -133,6 +176,23 @@ impl Platform {
         page: &PageRequest,
         newest_first: bool,
     ) -> Result<Listing<T>> {
+        let (items, next) = self
+            .page_loaded(org_id, parent_id, page, newest_first)
+            .await?;
+        Ok(Listing {
+            items: items.into_iter().map(|loaded| loaded.value).collect(),
+            next,
+        })
+    }
+
+    /// Like `page`, keeping each stored record for conditional writes.
+    async fn page_loaded<T: Stored>(
+        &self,
+        org_id: &str,
+        parent_id: Option<&str>,
+        page: &PageRequest,
+        newest_first: bool,
+    ) -> Result<(Vec<Loaded<T>>, Option<String>)> {
         let limit = match page.limit {
             None => DEFAULT_PAGE_SIZE,
             Some(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
@@ -154,10 +214,17 @@ impl Platform {
                 newest_first,
             })
             .await?;
-        Ok(Listing {
-            items: result.items.iter().map(decode).collect::<Result<_>>()?,
-            next: result.next.as_deref().map(encode_cursor),
-        })
+        let items = result
+            .items
+            .into_iter()
+            .map(|record| {
+                Ok(Loaded {
+                    value: decode(&record)?,
+                    stored: record,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((items, result.next.as_deref().map(encode_cursor)))
     }
 
     /// Every `T` under one parent, page after page.
@@ -215,6 +282,7 @@ fn record<T: Stored>(
         id: id.to_string(),
         parent_id: parent_id.map(str::to_string),
         unique_key,
+        index_key: None,
         version: 1,
         body: serde_json::to_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })

@@ -27,15 +27,15 @@ pub enum Scope {
 /// A variable as stored: a sensitive value only ever sealed by the key ring.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct StoredVariable {
-    name: String,
-    kind: VariableKind,
-    sensitive: bool,
-    value: Option<String>,
-    sealed: Option<String>,
-    scope: ScopeKind,
-    scope_id: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    pub name: String,
+    pub kind: VariableKind,
+    pub sensitive: bool,
+    pub value: Option<String>,
+    pub sealed: Option<String>,
+    pub scope: ScopeKind,
+    pub scope_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl Stored for StoredVariable {
@@ -185,22 +185,32 @@ impl Platform {
         environment_id: &str,
     ) -> Result<Listing<Variable>> {
         let environment = self.get_environment(caller, environment_id).await?;
+        let merged = self.merged_variables(&caller.org_id, &environment).await?;
+        Ok(Listing {
+            items: merged.iter().map(StoredVariable::public).collect(),
+            next: None,
+        })
+    }
+
+    /// The environment's variables from all four scopes, by name, the nearer scope winning.
+    pub(super) async fn merged_variables(
+        &self,
+        org_id: &str,
+        environment: &Environment,
+    ) -> Result<Vec<StoredVariable>> {
         let scopes = [
-            caller.org_id.as_str(),
+            org_id,
             environment.project_id.as_str(),
             environment.template_id.as_str(),
             environment.id.as_str(),
         ];
         let mut merged = BTreeMap::new();
         for scope_id in scopes {
-            for loaded in self.all::<StoredVariable>(&caller.org_id, scope_id).await? {
-                merged.insert(loaded.value.name.clone(), loaded.value.public());
+            for loaded in self.all::<StoredVariable>(org_id, scope_id).await? {
+                merged.insert(loaded.value.name.clone(), loaded.value);
             }
         }
-        Ok(Listing {
-            items: merged.into_values().collect(),
-            next: None,
-        })
+        Ok(merged.into_values().collect())
     }
 
     async fn resolve_scope(&self, caller: &Caller, scope: &Scope) -> Result<ResolvedScope> {

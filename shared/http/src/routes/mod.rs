@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod deployments;
 pub mod environments;
 pub mod organizations;
 pub mod projects;

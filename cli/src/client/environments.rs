@@ -1,0 +1,208 @@
+//! `envplane environment`: deployable instances of a template.
+
+use envplane_core::model::Environment;
+use serde::Serialize;
+use serde_json::json;
+
+use super::http::{ApiClient, Paging, ProjectFilter};
+use super::output::{self, Format, Render};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create an environment from a template.
+    Create(NewEnvironment),
+    /// List environments, optionally of one project.
+    List {
+        #[command(flatten)]
+        project: ProjectFilter,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show one environment.
+    Show { id: String },
+    /// Change an environment's name, revision, approval or time to live.
+    Update {
+        id: String,
+        #[command(flatten)]
+        changes: EnvironmentChanges,
+    },
+    /// Delete an environment's record and variables (its infrastructure stays).
+    Delete { id: String },
+}
+
+#[derive(Debug, clap::Args, Serialize)]
+pub struct NewEnvironment {
+    name: String,
+    #[arg(long = "project", value_name = "ID")]
+    project_id: String,
+    #[arg(long = "template", value_name = "ID")]
+    template_id: String,
+    /// Branch, tag or commit overriding the template's revision.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Deployments wait for an approval.
+    #[arg(long)]
+    requires_approval: bool,
+    /// How long the environment lives after a deployment, e.g. 8h.
+    #[arg(long)]
+    ttl: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = true)]
+pub struct EnvironmentChanges {
+    #[arg(long)]
+    name: Option<String>,
+    /// Branch, tag or commit overriding the template's revision.
+    #[arg(long, conflicts_with = "follow_template")]
+    revision: Option<String>,
+    /// Drop the revision override: follow the template's revision again.
+    #[arg(long)]
+    follow_template: bool,
+    #[arg(long, value_name = "true|false")]
+    requires_approval: Option<bool>,
+    /// How long the environment lives after a deployment, e.g. 8h.
+    #[arg(long, conflicts_with = "no_ttl")]
+    ttl: Option<String>,
+    /// Remove the time to live: the environment lives until deleted.
+    #[arg(long)]
+    no_ttl: bool,
+}
+
+/// The PATCH body: an absent field stays as it is, a `null` one is cleared.
+#[derive(Debug, Serialize)]
+struct EnvironmentPatch<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requires_approval: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<Option<&'a str>>,
+}
+
+impl EnvironmentChanges {
+    fn patch(&self) -> EnvironmentPatch<'_> {
+        EnvironmentPatch {
+            name: self.name.as_deref(),
+            revision: set_or_clear(self.revision.as_deref(), self.follow_template),
+            requires_approval: self.requires_approval,
+            ttl: set_or_clear(self.ttl.as_deref(), self.no_ttl),
+        }
+    }
+}
+
+/// `Some(None)` (sent as `null`) clears the field; `None` leaves it out.
+fn set_or_clear(value: Option<&str>, clear: bool) -> Option<Option<&str>> {
+    if clear {
+        Some(None)
+    } else {
+        value.map(Some)
+    }
+}
+
+pub async fn run(api: &ApiClient, format: Format, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Create(input) => {
+            let environment = api.post(&["v1", "environments"], &input).await?;
+            output::print_one::<Environment>(format, environment)?;
+        }
+        Command::List { project, paging } => {
+            let filters = project.query();
+            let listing = api.list(&["v1", "environments"], &filters, &paging).await?;
+            output::print_list::<Environment>(format, listing)?;
+        }
+        Command::Show { id } => {
+            let environment = api.get(&["v1", "environments", &id]).await?;
+            output::print_one::<Environment>(format, environment)?;
+        }
+        Command::Update { id, changes } => {
+            let path = ["v1", "environments", id.as_str()];
+            let environment = api.patch(&path, &changes.patch()).await?;
+            output::print_one::<Environment>(format, environment)?;
+        }
+        Command::Delete { id } => {
+            api.delete(&["v1", "environments", &id]).await?;
+            let message = format!("Deleted environment {id}.");
+            output::print_done(format, &message, json!({ "id": id, "deleted": true }));
+        }
+    }
+    Ok(())
+}
+
+impl Render for Environment {
+    const COLUMNS: &'static [&'static str] =
+        &["id", "name", "template", "revision", "approval", "ttl"];
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.name.clone(),
+            self.template_id.clone(),
+            self.revision
+                .clone()
+                .unwrap_or_else(|| "(template)".to_string()),
+            if self.requires_approval {
+                "required"
+            } else {
+                "-"
+            }
+            .to_string(),
+            output::or_dash(self.ttl.as_deref()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Update {
+        #[command(flatten)]
+        changes: EnvironmentChanges,
+    }
+
+    fn patch(args: &[&str]) -> serde_json::Value {
+        let update =
+            Update::try_parse_from(std::iter::once("update").chain(args.iter().copied())).unwrap();
+        serde_json::to_value(update.changes.patch()).unwrap()
+    }
+
+    #[test]
+    fn patches_send_only_what_changes() {
+        assert_eq!(patch(&["--name", "prod"]), json!({ "name": "prod" }));
+        assert_eq!(
+            patch(&[
+                "--revision",
+                "v2",
+                "--ttl",
+                "8h",
+                "--requires-approval",
+                "false"
+            ]),
+            json!({ "revision": "v2", "ttl": "8h", "requires_approval": false })
+        );
+    }
+
+    #[test]
+    fn clearing_flags_send_null() {
+        assert_eq!(
+            patch(&["--follow-template", "--no-ttl"]),
+            json!({ "revision": null, "ttl": null })
+        );
+    }
+
+    #[test]
+    fn contradictions_and_empty_updates_are_refused() {
+        let parse = |args: &[&str]| {
+            Update::try_parse_from(std::iter::once("update").chain(args.iter().copied()))
+        };
+        assert!(parse(&["--revision", "v2", "--follow-template"]).is_err());
+        assert!(parse(&["--ttl", "8h", "--no-ttl"]).is_err());
+        assert!(parse(&[]).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! `envplane-runner`: runs one deployment phase inside its sandbox. Configured only by
+//! its environment: the deployment id, the API URL and a token for this phase alone.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use envplane_runner::client::ApiClient;
+use envplane_runner::deploy::{self, Context};
+use envplane_runner::logs::LogShipper;
+use envplane_runner::process::Interrupt;
+
+fn required(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("missing configuration: set {name}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("envplane-runner: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let api_url = required("ENVPLANE_API_URL")?;
+    let token = required("ENVPLANE_RUNNER_TOKEN")?;
+    let deployment_id = required("ENVPLANE_DEPLOYMENT_ID")?;
+    let tools_dir = std::env::var_os("ENVPLANE_TOOLS_DIR").map(PathBuf::from);
+    let work_dir = std::env::current_dir().map_err(|e| format!("no work directory: {e}"))?;
+    let interrupt = Interrupt::listen().map_err(|e| format!("cannot listen for signals: {e}"))?;
+    let client = ApiClient::new(&api_url, token.clone()).map_err(|e| e.to_string())?;
+    let job = client
+        .job()
+        .await
+        .map_err(|e| format!("cannot fetch the job: {e}"))?;
+    if job.deployment_id != deployment_id {
+        return Err("the job is for another deployment".into());
+    }
+    let (shipper, shipping) = LogShipper::start(client.clone(), deploy::secrets(&job, &token));
+    let context = Context {
+        client: client.clone(),
+        shipper: shipper.clone(),
+        interrupt,
+        job,
+        token,
+        work_dir,
+        tools_dir,
+    };
+    let report = deploy::run(&context).await;
+    drop(context);
+    shipper.flush().await;
+    drop(shipper);
+    let _ = shipping.await;
+    client
+        .finish(&report)
+        .await
+        .map_err(|e| format!("cannot report the result: {e}"))
+}

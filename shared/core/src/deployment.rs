@@ -1,0 +1,289 @@
+//! Deployments: what was asked (plan, apply, destroy), where it is in its life, and
+//! what the sandbox reported back.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::model::VariableKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Plan only: nothing changes.
+    Plan,
+    Apply,
+    Destroy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    Queued,
+    Running,
+    WaitingForApproval,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Rejected,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::WaitingForApproval => "waiting_for_approval",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Rejected
+        )
+    }
+
+    /// The transitions a deployment may take; every write checks one of these.
+    pub fn can_become(self, next: Self) -> bool {
+        use DeploymentStatus::*;
+        matches!(
+            (self, next),
+            (Queued, Running | Cancelled | Failed)
+                | (Running, WaitingForApproval | Succeeded | Failed | Cancelled)
+                | (WaitingForApproval, Queued | Rejected | Cancelled | Failed)
+        )
+    }
+}
+
+/// Which part of a deployment one sandbox runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Plan, then apply (or destroy) in the same sandbox; or plan only.
+    PlanAndApply,
+    /// Plan and stop: the deployment waits for approval.
+    PlanForApproval,
+    /// Apply exactly the plan saved by the first phase.
+    ApplySavedPlan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// One logged step: `clone`, a hook such as `before_plan`, `init`, `plan`, `apply`,
+/// `destroy`, `outputs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Step {
+    pub name: String,
+    pub status: StepStatus,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlanSummary {
+    pub add: u32,
+    pub change: u32,
+    pub destroy: u32,
+    /// Whether any output would change.
+    pub outputs_changed: bool,
+}
+
+impl PlanSummary {
+    pub fn has_changes(&self) -> bool {
+        self.add + self.change + self.destroy > 0 || self.outputs_changed
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    pub id: String,
+    pub environment_id: String,
+    pub project_id: String,
+    pub action: Action,
+    pub status: DeploymentStatus,
+    /// Whether an apply or destroy waits for approval after its plan.
+    pub requires_approval: bool,
+    /// The branch, tag or commit asked for.
+    pub revision: String,
+    /// The commit the plan ran on; an approved apply checks out exactly this one.
+    pub commit: Option<String>,
+    pub steps: Vec<Step>,
+    pub plan_summary: Option<PlanSummary>,
+    /// Why it failed, was cancelled or rejected.
+    pub reason: Option<String>,
+    pub cancel_requested: bool,
+    /// Sandboxes started so far; names the current one.
+    pub attempt: u32,
+    pub requested_by: String,
+    pub approved_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Deployment {
+    /// What the next sandbox of this deployment runs.
+    pub fn next_phase(&self) -> Phase {
+        if self.approved_by.is_some() {
+            Phase::ApplySavedPlan
+        } else if self.requires_approval && self.action != Action::Plan {
+            Phase::PlanForApproval
+        } else {
+            Phase::PlanAndApply
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    pub action: Action,
+}
+
+/// An ordered piece of a deployment's log, already masked by the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogChunk {
+    pub seq: u64,
+    pub step: String,
+    pub text: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogPage {
+    pub items: Vec<LogChunk>,
+    /// Pass as `after` to get what follows; `null` when nothing was returned.
+    pub last_seq: Option<u64>,
+    /// Whether the deployment has ended, so no more chunks will come.
+    pub complete: bool,
+}
+
+/// Everything a sandbox needs to run its phase. Sent only to the sandbox, over HTTPS,
+/// in exchange for its token: it carries sensitive values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub deployment_id: String,
+    pub environment_id: String,
+    pub action: Action,
+    pub phase: Phase,
+    pub repository: String,
+    /// A commit when known (approved applies), else the branch or tag.
+    pub revision: String,
+    pub path: String,
+    pub iac_version: String,
+    pub variables: Vec<JobVariable>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct JobVariable {
+    pub name: String,
+    pub value: String,
+    pub kind: VariableKind,
+    pub sensitive: bool,
+}
+
+impl std::fmt::Debug for JobVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobVariable")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("sensitive", &self.sensitive)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogChunkInput {
+    pub seq: u64,
+    pub step: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepReport {
+    pub name: String,
+    pub status: StepStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseResult {
+    Succeeded,
+    Failed,
+    /// The plan is saved and waits for a person.
+    PlanReady,
+}
+
+/// What a sandbox reports when its phase ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseReport {
+    pub result: PhaseResult,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub plan_summary: Option<PlanSummary>,
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// Output values, sensitive ones already `null`.
+    #[serde(default)]
+    pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeploymentStatus::*;
+
+    #[test]
+    fn final_statuses_go_nowhere() {
+        for from in [Succeeded, Failed, Cancelled, Rejected] {
+            for to in [
+                Queued,
+                Running,
+                WaitingForApproval,
+                Succeeded,
+                Failed,
+                Cancelled,
+                Rejected,
+            ] {
+                assert!(!from.can_become(to), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn approval_goes_back_to_the_queue() {
+        assert!(Running.can_become(WaitingForApproval));
+        assert!(WaitingForApproval.can_become(Queued));
+        assert!(WaitingForApproval.can_become(Rejected));
+        assert!(!Queued.can_become(WaitingForApproval));
+        assert!(!Queued.can_become(Succeeded));
+    }
+
+    #[test]
+    fn job_variables_do_not_debug_print_values() {
+        let variable = JobVariable {
+            name: "db_password".into(),
+            value: "hunter2".into(),
+            kind: VariableKind::Terraform,
+            sensitive: true,
+        };
+        assert!(!format!("{variable:?}").contains("hunter2"));
+    }
+}

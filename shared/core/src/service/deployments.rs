@@ -1,0 +1,242 @@
+//! What users do with deployments: ask for one, follow it, approve, reject, cancel.
+
+use crate::auth::{Caller, Role};
+use crate::deployment::{
+    Action, CreateDeployment, Deployment, DeploymentStatus, LogChunk, LogPage,
+};
+use crate::ids::new_id;
+use crate::model::{Environment, Listing, Template};
+use crate::ports::{DeploymentMessage, Kind, WriteOp};
+use crate::{Error, Result};
+
+use super::{changed_meanwhile, record, Loaded, PageRequest, Platform, Stored};
+
+impl Stored for Deployment {
+    const KIND: Kind = Kind::Deployment;
+    const NOUN: &'static str = "deployment";
+}
+
+impl Stored for LogChunk {
+    const KIND: Kind = Kind::LogChunk;
+    const NOUN: &'static str = "log chunk";
+}
+
+/// Active deployments are indexed by status, across organizations, for the sweeps.
+pub(super) fn status_index(status: DeploymentStatus) -> Option<String> {
+    (!status.is_final()).then(|| status.as_str().to_string())
+}
+
+/// Log chunks sort by sequence number within their deployment.
+pub(super) fn log_chunk_id(deployment_id: &str, seq: u64) -> String {
+    format!("{deployment_id}/{seq:020}")
+}
+
+fn role_for(action: Action) -> Role {
+    match action {
+        Action::Plan => Role::Planner,
+        Action::Apply | Action::Destroy => Role::Deployer,
+    }
+}
+
+pub(super) fn message_for(org_id: &str, deployment: &Deployment) -> DeploymentMessage {
+    DeploymentMessage {
+        org_id: org_id.to_string(),
+        environment_id: deployment.environment_id.clone(),
+        deployment_id: deployment.id.clone(),
+    }
+}
+
+impl Platform {
+    /// Queues a deployment of the environment; it starts when the environment is free.
+    pub async fn create_deployment(
+        &self,
+        caller: &Caller,
+        environment_id: &str,
+        input: CreateDeployment,
+    ) -> Result<Deployment> {
+        let environment = self
+            .load::<Environment>(&caller.org_id, environment_id)
+            .await?
+            .value;
+        caller.require(role_for(input.action), Some(&environment.project_id))?;
+        let template = self
+            .load::<Template>(&caller.org_id, &environment.template_id)
+            .await?
+            .value;
+        let now = self.now();
+        let deployment = Deployment {
+            id: new_id("dep"),
+            environment_id: environment.id.clone(),
+            project_id: environment.project_id.clone(),
+            action: input.action,
+            status: DeploymentStatus::Queued,
+            requires_approval: environment.requires_approval,
+            revision: environment.revision.unwrap_or(template.revision),
+            commit: None,
+            steps: Vec::new(),
+            plan_summary: None,
+            reason: None,
+            cancel_requested: false,
+            attempt: 0,
+            requested_by: caller.key_id.clone(),
+            approved_by: None,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+        };
+        let mut insert = record(
+            &caller.org_id,
+            &deployment.id,
+            Some(&environment.id),
+            None,
+            &deployment,
+        )?;
+        insert.index_key = status_index(deployment.status);
+        self.commit_audited(
+            caller,
+            "deployment.create",
+            (Kind::Deployment, &deployment.id),
+            vec![WriteOp::Insert(insert)],
+        )
+        .await?;
+        self.announce(&caller.org_id, &deployment).await;
+        Ok(deployment)
+    }
+
+    pub async fn get_deployment(&self, caller: &Caller, id: &str) -> Result<Deployment> {
+        let deployment = self.load::<Deployment>(&caller.org_id, id).await?.value;
+        caller.require(Role::Viewer, Some(&deployment.project_id))?;
+        Ok(deployment)
+    }
+
+    /// An environment's deployments, newest first.
+    pub async fn list_deployments(
+        &self,
+        caller: &Caller,
+        environment_id: &str,
+        page: &PageRequest,
+    ) -> Result<Listing<Deployment>> {
+        let environment = self
+            .load::<Environment>(&caller.org_id, environment_id)
+            .await?
+            .value;
+        caller.require(Role::Viewer, Some(&environment.project_id))?;
+        self.page(&caller.org_id, Some(environment_id), page, true)
+            .await
+    }
+
+    /// The log chunks after sequence number `after`, in order.
+    pub async fn deployment_logs(
+        &self,
+        caller: &Caller,
+        id: &str,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<LogPage> {
+        let deployment = self.get_deployment(caller, id).await?;
+        let page = PageRequest {
+            cursor: after.map(|seq| super::encode_cursor(&log_chunk_id(id, seq))),
+            limit,
+        };
+        let listing: Listing<LogChunk> = self.page(&caller.org_id, Some(id), &page, false).await?;
+        Ok(LogPage {
+            last_seq: listing.items.last().map(|chunk| chunk.seq),
+            complete: deployment.status.is_final() && listing.next.is_none(),
+            items: listing.items,
+        })
+    }
+
+    /// Approves the saved plan: a new sandbox applies exactly that plan.
+    pub async fn approve_deployment(&self, caller: &Caller, id: &str) -> Result<Deployment> {
+        let mut loaded = self.waiting_for_approval(caller, id).await?;
+        let deployment = &mut loaded.value;
+        deployment.status = DeploymentStatus::Queued;
+        deployment.approved_by = Some(caller.key_id.clone());
+        deployment.updated_at = self.now();
+        let op = loaded.replace_keys(None, status_index(DeploymentStatus::Queued))?;
+        self.commit_audited(
+            caller,
+            "deployment.approve",
+            (Kind::Deployment, id),
+            vec![op],
+        )
+        .await
+        .map_err(changed_meanwhile)?;
+        self.announce(&caller.org_id, &loaded.value).await;
+        Ok(loaded.value)
+    }
+
+    pub async fn reject_deployment(&self, caller: &Caller, id: &str) -> Result<Deployment> {
+        let loaded = self.waiting_for_approval(caller, id).await?;
+        self.audit_only(caller, "deployment.reject", id).await?;
+        let reason = format!("rejected by {}", caller.key_name);
+        self.conclude(loaded, DeploymentStatus::Rejected, Some(reason), None)
+            .await
+    }
+
+    /// Cancels a deployment that has not ended. A running sandbox is asked to stop
+    /// (Terraform gets SIGINT first); the deployment ends `cancelled` when it has.
+    pub async fn cancel_deployment(&self, caller: &Caller, id: &str) -> Result<Deployment> {
+        let mut loaded = self.load::<Deployment>(&caller.org_id, id).await?;
+        caller.require(
+            role_for(loaded.value.action),
+            Some(&loaded.value.project_id),
+        )?;
+        match loaded.value.status {
+            DeploymentStatus::Queued | DeploymentStatus::WaitingForApproval => {
+                self.audit_only(caller, "deployment.cancel", id).await?;
+                let reason = format!("cancelled by {}", caller.key_name);
+                self.conclude(loaded, DeploymentStatus::Cancelled, Some(reason), None)
+                    .await
+            }
+            DeploymentStatus::Running => {
+                loaded.value.cancel_requested = true;
+                loaded.value.reason = Some(format!("cancelled by {}", caller.key_name));
+                loaded.value.updated_at = self.now();
+                self.commit_audited(
+                    caller,
+                    "deployment.cancel",
+                    (Kind::Deployment, id),
+                    vec![loaded.replace()?],
+                )
+                .await
+                .map_err(changed_meanwhile)?;
+                if let Err(error) = self.launcher.stop(id).await {
+                    tracing::warn!(deployment_id = id, %error, "stopping the sandbox failed");
+                }
+                Ok(loaded.value)
+            }
+            status => Err(Error::conflict(format!(
+                "the deployment has already ended ({})",
+                status.as_str()
+            ))),
+        }
+    }
+
+    async fn waiting_for_approval(&self, caller: &Caller, id: &str) -> Result<Loaded<Deployment>> {
+        let loaded = self.load::<Deployment>(&caller.org_id, id).await?;
+        caller.require(Role::Deployer, Some(&loaded.value.project_id))?;
+        if loaded.value.status != DeploymentStatus::WaitingForApproval {
+            return Err(Error::conflict(format!(
+                "the deployment is not waiting for approval (it is {})",
+                loaded.value.status.as_str()
+            )));
+        }
+        Ok(loaded)
+    }
+
+    async fn audit_only(&self, caller: &Caller, action: &str, id: &str) -> Result<()> {
+        Ok(self
+            .commit_audited(caller, action, (Kind::Deployment, id), Vec::new())
+            .await?)
+    }
+
+    /// Asks the dispatcher to look at this deployment. A lost message loses nothing: the
+    /// deployment stays queued, and recovery (or the reaper) sends it again.
+    pub(super) async fn announce(&self, org_id: &str, deployment: &Deployment) {
+        if let Err(error) = self.queue.send(&message_for(org_id, deployment)).await {
+            tracing::error!(deployment_id = %deployment.id, %error, "queueing the deployment failed");
+        }
+    }
+}

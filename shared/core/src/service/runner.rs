@@ -1,0 +1,285 @@
+//! The sandbox's side: fetch the job, stream logs and steps, hand over the plan, report
+//! the result. Every call carries a runner token valid for one deployment phase only.
+
+use secrecy::ExposeSecret;
+
+use crate::auth::hash_key;
+use crate::deployment::{
+    Deployment, DeploymentStatus, Job, JobVariable, LogChunk, LogChunkInput, Phase, PhaseReport,
+    PhaseResult, Step, StepReport, StepStatus,
+};
+use crate::model::{Environment, Template};
+use crate::ports::{Kind, StoreError, WriteOp};
+use crate::{Error, Result};
+
+use super::deployments::log_chunk_id;
+use super::dispatch::RunnerTokenRecord;
+use super::{decode, record, Platform};
+
+/// Largest log chunk a sandbox may send; it batches below this.
+pub const MAX_LOG_CHUNK_BYTES: usize = 256 * 1024;
+const MAX_STEP_NAME_LEN: usize = 64;
+const MAX_REASON_LEN: usize = 4096;
+
+/// A sandbox, authenticated by its token.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub org_id: String,
+    pub deployment_id: String,
+    pub environment_id: String,
+    pub attempt: u32,
+}
+
+fn plan_key(deployment_id: &str) -> String {
+    format!("plans/{deployment_id}")
+}
+
+impl Platform {
+    /// A token is valid while its deployment runs the phase it was minted for: it
+    /// expires when the deployment (or the phase) ends, or after its lifetime.
+    pub async fn authenticate_runner(&self, token: &str) -> Result<Runner> {
+        let record = self
+            .store
+            .find_unique(Kind::RunnerToken, &hash_key(token))
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        let token: RunnerTokenRecord = decode(&record)?;
+        if token.expires_at <= self.now() {
+            return Err(Error::Unauthenticated);
+        }
+        let deployment = self
+            .load::<Deployment>(&record.org_id, &token.deployment_id)
+            .await?
+            .value;
+        if deployment.status != DeploymentStatus::Running || deployment.attempt != token.attempt {
+            return Err(Error::Unauthenticated);
+        }
+        Ok(Runner {
+            org_id: record.org_id,
+            deployment_id: token.deployment_id,
+            environment_id: token.environment_id,
+            attempt: token.attempt,
+        })
+    }
+
+    /// The job of this phase, with every variable's value: the one place sensitive
+    /// values leave the platform, to the sandbox that needs them.
+    pub async fn runner_job(&self, runner: &Runner) -> Result<Job> {
+        let deployment = self
+            .load::<Deployment>(&runner.org_id, &runner.deployment_id)
+            .await?
+            .value;
+        let environment = self
+            .load::<Environment>(&runner.org_id, &runner.environment_id)
+            .await?
+            .value;
+        let template = self
+            .load::<Template>(&runner.org_id, &environment.template_id)
+            .await?
+            .value;
+        let phase = deployment.next_phase();
+        let revision = match phase {
+            Phase::ApplySavedPlan => deployment
+                .commit
+                .clone()
+                .unwrap_or(deployment.revision.clone()),
+            _ => deployment.revision.clone(),
+        };
+        Ok(Job {
+            deployment_id: deployment.id,
+            environment_id: environment.id.clone(),
+            action: deployment.action,
+            phase,
+            repository: template.repository,
+            revision,
+            path: template.path,
+            iac_version: template.iac_version,
+            variables: self.job_variables(&runner.org_id, &environment).await?,
+        })
+    }
+
+    async fn job_variables(
+        &self,
+        org_id: &str,
+        environment: &Environment,
+    ) -> Result<Vec<JobVariable>> {
+        let merged = self.merged_variables(org_id, environment).await?;
+        let mut variables = Vec::with_capacity(merged.len());
+        for variable in merged {
+            let value = match &variable.sealed {
+                Some(sealed) => self
+                    .key_ring
+                    .open(org_id, sealed)
+                    .await?
+                    .expose_secret()
+                    .to_string(),
+                None => variable.value.unwrap_or_default(),
+            };
+            variables.push(JobVariable {
+                name: variable.name,
+                value,
+                kind: variable.kind,
+                sensitive: variable.sensitive,
+            });
+        }
+        Ok(variables)
+    }
+
+    /// Stores masked log chunks. Resending a chunk (after a network blip) is harmless.
+    pub async fn append_logs(&self, runner: &Runner, chunks: Vec<LogChunkInput>) -> Result<()> {
+        for chunk in chunks {
+            if chunk.text.len() > MAX_LOG_CHUNK_BYTES || chunk.step.len() > MAX_STEP_NAME_LEN {
+                return Err(Error::invalid(format!(
+                    "a log chunk holds at most {MAX_LOG_CHUNK_BYTES} bytes and a step name {MAX_STEP_NAME_LEN}"
+                )));
+            }
+            let stored = LogChunk {
+                seq: chunk.seq,
+                step: chunk.step,
+                text: chunk.text,
+                at: self.now(),
+            };
+            let id = log_chunk_id(&runner.deployment_id, chunk.seq);
+            let insert = record(
+                &runner.org_id,
+                &id,
+                Some(&runner.deployment_id),
+                None,
+                &stored,
+            )?;
+            match self.store.commit(vec![WriteOp::Insert(insert)]).await {
+                Ok(()) | Err(StoreError::Conflict) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a step starting or ending.
+    pub async fn report_step(&self, runner: &Runner, report: StepReport) -> Result<()> {
+        if report.name.is_empty() || report.name.len() > MAX_STEP_NAME_LEN {
+            return Err(Error::invalid("a step name has 1 to 64 characters"));
+        }
+        self.modify_running(runner, |deployment, now| {
+            let step = match deployment
+                .steps
+                .iter_mut()
+                .find(|step| step.name == report.name)
+            {
+                Some(step) => step,
+                None => {
+                    deployment.steps.push(Step {
+                        name: report.name.clone(),
+                        status: report.status,
+                        started_at: None,
+                        finished_at: None,
+                    });
+                    deployment.steps.last_mut().expect("just pushed")
+                }
+            };
+            step.status = report.status;
+            match report.status {
+                StepStatus::Running => step.started_at = Some(now),
+                _ => {
+                    step.started_at.get_or_insert(now);
+                    step.finished_at = Some(now);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Keeps the saved plan, sealed, for the approved apply.
+    pub async fn put_plan(&self, runner: &Runner, plan: Vec<u8>) -> Result<()> {
+        let sealed = self.key_ring.seal_bytes(&runner.org_id, &plan).await?;
+        self.artifacts
+            .put(&runner.org_id, &plan_key(&runner.deployment_id), sealed)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_plan(&self, runner: &Runner) -> Result<Vec<u8>> {
+        let sealed = self
+            .artifacts
+            .get(&runner.org_id, &plan_key(&runner.deployment_id))
+            .await?
+            .ok_or(Error::NotFound("saved plan"))?;
+        Ok(self.key_ring.open_bytes(&runner.org_id, &sealed).await?)
+    }
+
+    /// The sandbox's result for its phase: ends the deployment, or parks it until a
+    /// person approves the saved plan.
+    pub async fn finish_phase(&self, runner: &Runner, report: PhaseReport) -> Result<Deployment> {
+        let reason = report
+            .reason
+            .map(|reason| truncate(&reason, MAX_REASON_LEN));
+        let (summary, commit) = (report.plan_summary, report.commit);
+        self.modify_running(runner, |deployment, _| {
+            if summary.is_some() {
+                deployment.plan_summary = summary;
+            }
+            if commit.is_some() {
+                deployment.commit = commit.clone();
+            }
+        })
+        .await?;
+        let loaded = self
+            .load::<Deployment>(&runner.org_id, &runner.deployment_id)
+            .await?;
+        let (status, outputs) = match report.result {
+            PhaseResult::PlanReady if loaded.value.next_phase() == Phase::PlanForApproval => {
+                (DeploymentStatus::WaitingForApproval, None)
+            }
+            PhaseResult::PlanReady => {
+                return Err(Error::conflict("this phase does not wait for approval"));
+            }
+            PhaseResult::Succeeded if loaded.value.cancel_requested => {
+                (DeploymentStatus::Cancelled, None)
+            }
+            PhaseResult::Succeeded => (DeploymentStatus::Succeeded, report.outputs),
+            PhaseResult::Failed if loaded.value.cancel_requested => {
+                (DeploymentStatus::Cancelled, None)
+            }
+            PhaseResult::Failed => (DeploymentStatus::Failed, None),
+        };
+        let reason = if status == DeploymentStatus::Cancelled {
+            loaded.value.reason.clone()
+        } else {
+            reason
+        };
+        self.conclude(loaded, status, reason, outputs).await
+    }
+
+    /// Applies `change` to the runner's deployment while it is still running its phase.
+    async fn modify_running(
+        &self,
+        runner: &Runner,
+        change: impl Fn(&mut Deployment, chrono::DateTime<chrono::Utc>),
+    ) -> Result<()> {
+        for _ in 0..10 {
+            let mut loaded = self
+                .load::<Deployment>(&runner.org_id, &runner.deployment_id)
+                .await?;
+            if loaded.value.status != DeploymentStatus::Running
+                || loaded.value.attempt != runner.attempt
+            {
+                return Err(Error::Unauthenticated);
+            }
+            let now = self.now();
+            change(&mut loaded.value, now);
+            loaded.value.updated_at = now;
+            match self.store.commit(vec![loaded.replace()?]).await {
+                Err(StoreError::Conflict) => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(Error::conflict("the deployment kept changing; try again"))
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}

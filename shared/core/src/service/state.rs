@@ -1,0 +1,329 @@
+//! Terraform state behind the platform's HTTP backend: every version kept, sealed at
+//! rest, with Terraform's own locking. Users list versions and read them masked.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::auth::{Caller, Role};
+use crate::model::{Environment, Listing};
+use crate::ports::{Kind, StoreError, WriteOp};
+use crate::{Error, Result};
+
+use super::runner::Runner;
+use super::{record, PageRequest, Platform, Stored};
+
+/// One saved state of an environment. The state itself is a sealed artifact.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateVersion {
+    /// 1 for the first state saved, then one more for each save.
+    pub version: u64,
+    /// Terraform's own serial and lineage, from the state file.
+    pub serial: u64,
+    pub lineage: String,
+    pub deployment_id: String,
+    pub size_bytes: usize,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Stored for StateVersion {
+    const KIND: Kind = Kind::StateVersion;
+    const NOUN: &'static str = "state version";
+}
+
+/// Terraform's lock on an environment's state, as it sent it, and who took it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct StateLock {
+    pub deployment_id: String,
+    /// The lock info Terraform sent (its `ID` is what unlock and save refer to).
+    pub info: Value,
+}
+
+impl Stored for StateLock {
+    const KIND: Kind = Kind::StateLock;
+    const NOUN: &'static str = "state lock";
+}
+
+/// A state lock request refused because someone else holds it; carries their lock info.
+#[derive(Debug)]
+pub struct StateLocked(pub Value);
+
+fn version_id(environment_id: &str, version: u64) -> String {
+    format!("{environment_id}/{version:020}")
+}
+
+fn state_key(environment_id: &str, version: u64) -> String {
+    format!("state/{environment_id}/{version}")
+}
+
+fn lock_id(info: &Value) -> Option<&str> {
+    info.get("ID").and_then(Value::as_str)
+}
+
+impl Platform {
+    fn require_own_environment(runner: &Runner, environment_id: &str) -> Result<()> {
+        if runner.environment_id == environment_id {
+            Ok(())
+        } else {
+            Err(Error::forbidden(
+                "the token is for another environment's state",
+            ))
+        }
+    }
+
+    /// The latest state, or `None` before the first apply.
+    pub async fn read_state(
+        &self,
+        runner: &Runner,
+        environment_id: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        Self::require_own_environment(runner, environment_id)?;
+        match self
+            .latest_state_version(&runner.org_id, environment_id)
+            .await?
+        {
+            None => Ok(None),
+            Some(version) => self
+                .open_state(&runner.org_id, environment_id, version.version)
+                .await
+                .map(Some),
+        }
+    }
+
+    /// Saves a new state version. While the state is locked, only the lock's holder
+    /// (naming its lock id) may save.
+    pub async fn write_state(
+        &self,
+        runner: &Runner,
+        environment_id: &str,
+        lock: Option<&str>,
+        state: Vec<u8>,
+    ) -> Result<StateVersion> {
+        Self::require_own_environment(runner, environment_id)?;
+        if let Some(held) = self
+            .current_state_lock(&runner.org_id, environment_id)
+            .await?
+        {
+            if lock_id(&held.info) != lock {
+                return Err(Error::conflict("the state is locked by another operation"));
+            }
+        }
+        let parsed: Value =
+            serde_json::from_slice(&state).map_err(|_| Error::invalid("the state is not JSON"))?;
+        let serial = parsed.get("serial").and_then(Value::as_u64);
+        let lineage = parsed.get("lineage").and_then(Value::as_str);
+        let (Some(serial), Some(lineage)) = (serial, lineage) else {
+            return Err(Error::invalid("the state has no serial or lineage"));
+        };
+        let previous = self
+            .latest_state_version(&runner.org_id, environment_id)
+            .await?;
+        let version = StateVersion {
+            version: previous.map_or(1, |previous| previous.version + 1),
+            serial,
+            lineage: lineage.to_string(),
+            deployment_id: runner.deployment_id.clone(),
+            size_bytes: state.len(),
+            created_at: self.now(),
+        };
+        let sealed = self.key_ring.seal_bytes(&runner.org_id, &state).await?;
+        self.artifacts
+            .put(
+                &runner.org_id,
+                &state_key(environment_id, version.version),
+                sealed,
+            )
+            .await?;
+        let id = version_id(environment_id, version.version);
+        let insert = record(&runner.org_id, &id, Some(environment_id), None, &version)?;
+        self.store
+            .commit(vec![WriteOp::Insert(insert)])
+            .await
+            .map_err(|error| match error {
+                StoreError::Conflict => Error::conflict("another state was saved at the same time"),
+                other => other.into(),
+            })?;
+        Ok(version)
+    }
+
+    /// Takes Terraform's state lock, or says who holds it.
+    pub async fn lock_state(
+        &self,
+        runner: &Runner,
+        environment_id: &str,
+        info: Value,
+    ) -> Result<Result<(), StateLocked>> {
+        Self::require_own_environment(runner, environment_id)?;
+        if lock_id(&info).is_none() {
+            return Err(Error::invalid("the lock info has no ID"));
+        }
+        let lock = StateLock {
+            deployment_id: runner.deployment_id.clone(),
+            info,
+        };
+        let insert = record(&runner.org_id, environment_id, None, None, &lock)?;
+        match self.store.commit(vec![WriteOp::Insert(insert)]).await {
+            Ok(()) => Ok(Ok(())),
+            Err(StoreError::Conflict) => {
+                let held = self
+                    .current_state_lock(&runner.org_id, environment_id)
+                    .await?;
+                Ok(Err(StateLocked(
+                    held.map(|lock| lock.info).unwrap_or(Value::Null),
+                )))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn unlock_state(
+        &self,
+        runner: &Runner,
+        environment_id: &str,
+        info: Value,
+    ) -> Result<()> {
+        Self::require_own_environment(runner, environment_id)?;
+        let Ok(held) = self.load::<StateLock>(&runner.org_id, environment_id).await else {
+            return Ok(());
+        };
+        if lock_id(&held.value.info) != lock_id(&info) {
+            return Err(Error::conflict("the state is locked by another operation"));
+        }
+        match self.store.commit(vec![held.delete()]).await {
+            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The delete of the state lock if `deployment_id` still holds it: a sandbox that
+    /// died mid-apply must not block the environment forever.
+    pub(super) async fn state_lock_release(
+        &self,
+        org_id: &str,
+        environment_id: &str,
+        deployment_id: &str,
+    ) -> Result<Option<WriteOp>> {
+        Ok(match self.load::<StateLock>(org_id, environment_id).await {
+            Ok(held) if held.value.deployment_id == deployment_id => Some(held.delete()),
+            Ok(_) | Err(Error::NotFound(_)) => None,
+            Err(error) => return Err(error),
+        })
+    }
+
+    /// The environment's state versions, newest first.
+    pub async fn list_state_versions(
+        &self,
+        caller: &Caller,
+        environment_id: &str,
+        page: &PageRequest,
+    ) -> Result<Listing<StateVersion>> {
+        let environment = self
+            .load::<Environment>(&caller.org_id, environment_id)
+            .await?
+            .value;
+        caller.require(Role::Viewer, Some(&environment.project_id))?;
+        self.page(&caller.org_id, Some(environment_id), page, true)
+            .await
+    }
+
+    /// One state version for a person to read: sensitive outputs are `null` and every
+    /// sensitive variable value is masked. Admins only: state describes everything.
+    pub async fn get_state_version(
+        &self,
+        caller: &Caller,
+        environment_id: &str,
+        version: u64,
+    ) -> Result<Value> {
+        let environment = self
+            .load::<Environment>(&caller.org_id, environment_id)
+            .await?
+            .value;
+        caller.require(Role::Admin, Some(&environment.project_id))?;
+        self.load::<StateVersion>(&caller.org_id, &version_id(environment_id, version))
+            .await?;
+        let state = self
+            .open_state(&caller.org_id, environment_id, version)
+            .await?;
+        let mut text =
+            String::from_utf8(state).map_err(|_| Error::invalid("the state is not text"))?;
+        for secret in self.sensitive_values(&caller.org_id, &environment).await? {
+            text = text.replace(&json_escaped(&secret), "***");
+        }
+        let mut state: Value =
+            serde_json::from_str(&text).map_err(|_| Error::invalid("the state is not JSON"))?;
+        if let Some(outputs) = state.get_mut("outputs").and_then(Value::as_object_mut) {
+            for output in outputs.values_mut() {
+                if output.get("sensitive") == Some(&Value::Bool(true)) {
+                    output["value"] = Value::Null;
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    async fn sensitive_values(
+        &self,
+        org_id: &str,
+        environment: &Environment,
+    ) -> Result<Vec<String>> {
+        use secrecy::ExposeSecret;
+        let mut values = Vec::new();
+        for variable in self.merged_variables(org_id, environment).await? {
+            if let Some(sealed) = &variable.sealed {
+                let value = self.key_ring.open(org_id, sealed).await?;
+                if !value.expose_secret().is_empty() {
+                    values.push(value.expose_secret().to_string());
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    async fn latest_state_version(
+        &self,
+        org_id: &str,
+        environment_id: &str,
+    ) -> Result<Option<StateVersion>> {
+        let newest = PageRequest {
+            cursor: None,
+            limit: Some(1),
+        };
+        let listing: Listing<StateVersion> = self
+            .page(org_id, Some(environment_id), &newest, true)
+            .await?;
+        Ok(listing.items.into_iter().next())
+    }
+
+    async fn open_state(
+        &self,
+        org_id: &str,
+        environment_id: &str,
+        version: u64,
+    ) -> Result<Vec<u8>> {
+        let sealed = self
+            .artifacts
+            .get(org_id, &state_key(environment_id, version))
+            .await?
+            .ok_or(Error::NotFound("state"))?;
+        Ok(self.key_ring.open_bytes(org_id, &sealed).await?)
+    }
+
+    async fn current_state_lock(
+        &self,
+        org_id: &str,
+        environment_id: &str,
+    ) -> Result<Option<StateLock>> {
+        match self.load::<StateLock>(org_id, environment_id).await {
+            Ok(held) => Ok(Some(held.value)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// How a value appears inside a JSON string.
+fn json_escaped(value: &str) -> String {
+    let quoted = serde_json::to_string(value).unwrap_or_default();
+    quoted[1..quoted.len() - 1].to_string()
+}

@@ -1,0 +1,163 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use envplane_core::deployment::{CreateDeployment, Deployment, LogPage};
+use envplane_core::model::Listing;
+use envplane_core::service::StateVersion;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{App, PageParams};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Auth, Json, Path, Query};
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(create_deployment, list_deployments))
+        .routes(routes!(get_deployment))
+        .routes(routes!(deployment_logs))
+        .routes(routes!(approve_deployment))
+        .routes(routes!(reject_deployment))
+        .routes(routes!(cancel_deployment))
+        .routes(routes!(list_state_versions))
+        .routes(routes!(get_state_version))
+}
+
+/// Queue a plan, apply or destroy. It runs when the environment is free, one at a time,
+/// in order.
+#[utoipa::path(post, path = "/v1/environments/{id}/deployments", tag = "deployments",
+    params(("id" = String, Path)), request_body = CreateDeployment,
+    responses((status = 202, body = Deployment), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn create_deployment(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Json(input): Json<CreateDeployment>,
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    let deployment = platform.create_deployment(&caller, &id, input).await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
+/// The environment's deployments, newest first.
+#[utoipa::path(get, path = "/v1/environments/{id}/deployments", tag = "deployments",
+    params(("id" = String, Path), PageParams),
+    responses((status = 200, body = Listing<Deployment>), (status = 404, body = ErrorBody)))]
+async fn list_deployments(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Listing<Deployment>>, ApiError> {
+    Ok(Json(
+        platform
+            .list_deployments(&caller, &id, &page.into())
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/deployments/{id}", tag = "deployments",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 404, body = ErrorBody)))]
+async fn get_deployment(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    Ok(Json(platform.get_deployment(&caller, &id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct LogParams {
+    /// Only chunks after this sequence number (the previous page's `last_seq`).
+    after: Option<u64>,
+    /// Chunks per page, 1 to 500 (default 50).
+    limit: Option<usize>,
+}
+
+/// The deployment's log, in order, masked by the sandbox. Poll with `after`.
+#[utoipa::path(get, path = "/v1/deployments/{id}/logs", tag = "deployments",
+    params(("id" = String, Path), LogParams),
+    responses((status = 200, body = LogPage), (status = 404, body = ErrorBody)))]
+async fn deployment_logs(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(params): Query<LogParams>,
+) -> Result<Json<LogPage>, ApiError> {
+    let logs = platform
+        .deployment_logs(&caller, &id, params.after, params.limit)
+        .await?;
+    Ok(Json(logs))
+}
+
+/// Approve the saved plan; a new sandbox applies exactly it. 409 unless waiting.
+#[utoipa::path(post, path = "/v1/deployments/{id}/approve", tag = "deployments",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 409, body = ErrorBody)))]
+async fn approve_deployment(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    Ok(Json(platform.approve_deployment(&caller, &id).await?))
+}
+
+/// Reject the saved plan. 409 unless waiting for approval.
+#[utoipa::path(post, path = "/v1/deployments/{id}/reject", tag = "deployments",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 409, body = ErrorBody)))]
+async fn reject_deployment(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    Ok(Json(platform.reject_deployment(&caller, &id).await?))
+}
+
+/// Cancel: a queued or waiting deployment ends at once; a running sandbox is stopped
+/// (Terraform gets SIGINT first) and the deployment ends `cancelled` when it has.
+#[utoipa::path(post, path = "/v1/deployments/{id}/cancel", tag = "deployments",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 409, body = ErrorBody)))]
+async fn cancel_deployment(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    Ok(Json(platform.cancel_deployment(&caller, &id).await?))
+}
+
+/// The environment's saved Terraform states, newest first.
+#[utoipa::path(get, path = "/v1/environments/{id}/state-versions", tag = "state",
+    params(("id" = String, Path), PageParams),
+    responses((status = 200, body = Listing<StateVersion>), (status = 404, body = ErrorBody)))]
+async fn list_state_versions(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Listing<StateVersion>>, ApiError> {
+    Ok(Json(
+        platform
+            .list_state_versions(&caller, &id, &page.into())
+            .await?,
+    ))
+}
+
+/// One saved state (admins only), with sensitive outputs null and sensitive variable
+/// values masked.
+#[utoipa::path(get, path = "/v1/environments/{id}/state-versions/{version}", tag = "state",
+    params(("id" = String, Path), ("version" = u64, Path)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+async fn get_state_version(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path((id, version)): Path<(String, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(
+        platform.get_state_version(&caller, &id, version).await?,
+    ))
+}

@@ -1,0 +1,190 @@
+//! The sandbox-facing API: the job, logs, steps, the saved plan, the result, and the
+//! Terraform HTTP state backend. Authenticated by the phase's runner token only (bearer,
+//! or as the basic-auth password Terraform's http backend sends).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use envplane_core::deployment::{Deployment, Job, LogChunkInput, PhaseReport, StepReport};
+use envplane_core::service::Runner;
+use envplane_core::{Error, Platform};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
+
+/// Plans and states can be far larger than API requests.
+pub const MAX_ARTIFACT_BYTES: usize = 256 * 1024 * 1024;
+
+type App = Arc<Platform>;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/v1/runner/job", get(job))
+        .route("/v1/runner/logs", post(logs))
+        .route("/v1/runner/steps", post(step))
+        .route("/v1/runner/finish", post(finish))
+        .route(
+            "/v1/runner/plan",
+            get(get_plan)
+                .put(put_plan)
+                .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES)),
+        )
+        .route(
+            "/v1/state/{environment_id}",
+            any(state_backend).layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES)),
+        )
+}
+
+/// The sandbox of one deployment phase.
+pub struct RunnerAuth(Runner);
+
+impl FromRequestParts<App> for RunnerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, platform: &App) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or(Error::Unauthenticated)?;
+        let token = if let Some(token) = header.strip_prefix("Bearer ") {
+            token.trim().to_string()
+        } else if let Some(encoded) = header.strip_prefix("Basic ") {
+            basic_auth_password(encoded.trim()).ok_or(Error::Unauthenticated)?
+        } else {
+            return Err(Error::Unauthenticated.into());
+        };
+        Ok(RunnerAuth(platform.authenticate_runner(&token).await?))
+    }
+}
+
+fn basic_auth_password(encoded: &str) -> Option<String> {
+    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
+    decoded
+        .split_once(':')
+        .map(|(_, password)| password.to_string())
+}
+
+async fn job(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(platform.runner_job(&runner).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogBatch {
+    chunks: Vec<LogChunkInput>,
+}
+
+async fn logs(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+    Json(batch): Json<LogBatch>,
+) -> Result<StatusCode, ApiError> {
+    platform.append_logs(&runner, batch.chunks).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn step(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+    Json(report): Json<StepReport>,
+) -> Result<StatusCode, ApiError> {
+    platform.report_step(&runner, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn finish(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+    Json(report): Json<PhaseReport>,
+) -> Result<Json<Deployment>, ApiError> {
+    Ok(Json(platform.finish_phase(&runner, report).await?))
+}
+
+async fn put_plan(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+    plan: Bytes,
+) -> Result<StatusCode, ApiError> {
+    platform.put_plan(&runner, plan.to_vec()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_plan(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+) -> Result<Vec<u8>, ApiError> {
+    Ok(platform.get_plan(&runner).await?)
+}
+
+#[derive(Deserialize)]
+struct StateParams {
+    /// The lock id Terraform holds while saving.
+    #[serde(rename = "ID")]
+    lock_id: Option<String>,
+}
+
+/// Terraform's http backend: GET the state, POST a new one, LOCK and UNLOCK.
+async fn state_backend(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+    method: Method,
+    Path(environment_id): Path<String>,
+    Query(params): Query<StateParams>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    match method.as_str() {
+        "GET" => Ok(match platform.read_state(&runner, &environment_id).await? {
+            Some(state) => state.into_response(),
+            None => StatusCode::NO_CONTENT.into_response(),
+        }),
+        "POST" => {
+            platform
+                .write_state(
+                    &runner,
+                    &environment_id,
+                    params.lock_id.as_deref(),
+                    body.to_vec(),
+                )
+                .await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        "LOCK" => {
+            let info = lock_info(&body)?;
+            Ok(
+                match platform.lock_state(&runner, &environment_id, info).await? {
+                    Ok(()) => StatusCode::OK.into_response(),
+                    Err(held) => (StatusCode::LOCKED, axum::Json(held.0)).into_response(),
+                },
+            )
+        }
+        "UNLOCK" => {
+            platform
+                .unlock_state(&runner, &environment_id, lock_info(&body)?)
+                .await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the state backend takes GET, POST, LOCK and UNLOCK",
+        )),
+    }
+}
+
+fn lock_info(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body).map_err(|_| ApiError::bad_request("the lock info is not JSON"))
+}
