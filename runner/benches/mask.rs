@@ -63,7 +63,7 @@ fn log_text(rng: &mut Prng, secrets: &[Vec<u8>]) -> Vec<u8> {
             _ => format!("{resource}[{index}]: Creation complete after {elapsed}s [id={:x}]\n", rng.next()),
         };
         text.extend_from_slice(entry.as_bytes());
-        if line % SECRET_EVERY_LINES == 0 {
+        if line.is_multiple_of(SECRET_EVERY_LINES) {
             text.extend_from_slice(b"export TOKEN=");
             text.extend_from_slice(&secrets[rng.below(secrets.len() as u64) as usize]);
             text.push(b'\n');

@@ -300,7 +300,7 @@ async fn outputs(context: &Context, terraform: &Terraform) -> Result<Map<String,
         let raw = run_captured(terraform.command(&["output", "-json"]), &mut log)
             .await
             .map_err(|error| explain(&log, "the outputs could not be read", &error))?;
-        let outputs = terraform::public_outputs(&raw)
+        let outputs = terraform::public_outputs(&raw, &secrets(&context.job, &context.token))
             .map_err(|e| Failure(format!("the outputs could not be read: {e}")))?;
         log.push(format!("{} outputs saved\n", outputs.len()).as_bytes());
         Ok(outputs)

@@ -202,7 +202,10 @@ fn validate_commands(hook: Hook, commands: &[String]) -> Result<(), FlowError> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with the keys `version` and `hooks`"
+)]
 struct FlowFile {
     #[serde(default)]
     version: Option<u64>,
@@ -211,7 +214,10 @@ struct FlowFile {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map from hook names (such as `before_init`) to commands"
+)]
 struct HooksFile {
     #[serde(default)]
     before_init: Option<Commands>,
@@ -403,12 +409,23 @@ mod tests {
             "{message}"
         );
         assert!(parse_error("hooks:\n  before_init: [[echo]]\n").contains("invalid envplane.yml"));
-        assert!(parse_error("hooks: [before_init]\n").contains("invalid envplane.yml"));
+        let message = parse_error("hooks: [before_init]\n");
+        assert!(
+            message.contains("expected a map from hook names"),
+            "{message}"
+        );
+        let message = parse_error("- echo\n");
+        assert!(
+            message.contains("expected a map with the keys `version` and `hooks`"),
+            "{message}"
+        );
     }
 
     #[test]
     fn rejects_invalid_yaml() {
-        assert!(parse_error("hooks: [unclosed\n").starts_with("invalid envplane.yml: "));
+        let message = parse_error("hooks:\n  before_init: \"unterminated\n");
+        assert!(message.starts_with("invalid envplane.yml: "), "{message}");
+        assert!(message.contains("line 2"), "{message}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! then (if allowed) a fresh download from the release server, verified against the
 //! release's SHA256SUMS before it is unpacked.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, Permissions};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -241,10 +241,23 @@ pub async fn resolve_terraform(
     options: &ResolveOptions,
 ) -> Result<PathBuf, ResolveError> {
     let version = TerraformVersion::parse(version)?;
+    if let Some(installed) = find_installed(&version, options).await {
+        return Ok(installed);
+    }
+    if !options.allow_download {
+        return Err(not_installed(&version, options));
+    }
+    let target = versioned_dir(&options.download_dir, &version).join(BINARY_NAME);
+    download_release(&version, options, &target).await?;
+    Ok(target)
+}
+
+/// Looks in the tools dir, on PATH and among earlier downloads, in that order.
+async fn find_installed(version: &TerraformVersion, options: &ResolveOptions) -> Option<PathBuf> {
     if let Some(tools_dir) = &options.tools_dir {
-        let provided = versioned_binary_path(tools_dir, &version);
+        let provided = versioned_dir(tools_dir, version).join(BINARY_NAME);
         if is_executable_file(&provided) {
-            return Ok(provided);
+            return Some(provided);
         }
     }
     let search_path = options
@@ -252,47 +265,29 @@ pub async fn resolve_terraform(
         .clone()
         .or_else(|| std::env::var_os("PATH"))
         .unwrap_or_default();
-    if let Some(found) = find_on_path(&version, &search_path, options.version_timeout).await {
-        return Ok(found);
+    if let Some(found) = find_on_path(version, &search_path, options.version_timeout).await {
+        return Some(found);
     }
     // Only verified binaries are ever renamed into place, so an earlier download is reusable.
-    let downloaded = versioned_binary_path(&options.download_dir, &version);
-    if is_executable_file(&downloaded) {
-        return Ok(downloaded);
-    }
-    if !options.allow_download {
-        return Err(not_installed(&version, options));
-    }
-    download_release(&version, options, &downloaded).await?;
-    Ok(downloaded)
+    let downloaded = versioned_dir(&options.download_dir, version).join(BINARY_NAME);
+    is_executable_file(&downloaded).then_some(downloaded)
 }
 
-fn versioned_binary_path(root: &Path, version: &TerraformVersion) -> PathBuf {
-    root.join(BINARY_NAME)
-        .join(version.as_str())
-        .join(BINARY_NAME)
+/// `<root>/terraform/<version>`: where one version's binary lives.
+fn versioned_dir(root: &Path, version: &TerraformVersion) -> PathBuf {
+    root.join(BINARY_NAME).join(version.as_str())
 }
 
 fn not_installed(version: &TerraformVersion, options: &ResolveOptions) -> ResolveError {
-    let mut looked_in: Vec<String> = Vec::new();
-    if let Some(tools_dir) = &options.tools_dir {
-        looked_in.push(
-            tools_dir
-                .join(BINARY_NAME)
-                .join(version.as_str())
-                .display()
-                .to_string(),
-        );
-    }
-    looked_in.push("PATH".to_owned());
-    looked_in.push(
-        options
-            .download_dir
-            .join(BINARY_NAME)
-            .join(version.as_str())
+    let tools_dir = options.tools_dir.as_deref();
+    let looked_in: Vec<String> = tools_dir
+        .map(|dir| versioned_dir(dir, version).display().to_string())
+        .into_iter()
+        .chain(["PATH".to_owned()])
+        .chain([versioned_dir(&options.download_dir, version)
             .display()
-            .to_string(),
-    );
+            .to_string()])
+        .collect();
     ResolveError::NotInstalled {
         version: version.as_str().to_owned(),
         looked_in: looked_in.join(", "),
@@ -305,16 +300,21 @@ fn is_executable_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The absolute directories of a PATH value. Relative entries (and empty ones, which
+/// mean the working directory) are dropped: they would point into the repository.
+fn absolute_dirs(search_path: &OsStr) -> Vec<PathBuf> {
+    std::env::split_paths(search_path)
+        .filter(|dir| dir.is_absolute())
+        .collect()
+}
+
 /// The first `terraform` on `search_path` that reports exactly `version`.
 async fn find_on_path(
     version: &TerraformVersion,
-    search_path: &OsString,
+    search_path: &OsStr,
     timeout: Duration,
 ) -> Option<PathBuf> {
-    for dir in std::env::split_paths(search_path) {
-        if !dir.is_absolute() {
-            continue;
-        }
+    for dir in absolute_dirs(search_path) {
         let candidate = dir.join(BINARY_NAME);
         if !is_executable_file(&candidate) {
             continue;
@@ -720,13 +720,12 @@ mod tests {
         assert_eq!(release_arch_name("x86_64"), "amd64");
         assert_eq!(release_arch_name("aarch64"), "arm64");
         assert_eq!(release_os_name("linux"), "linux");
+        assert_eq!(release_os_name("macos"), "darwin");
         let options = ResolveOptions::for_this_machine(None, PathBuf::from("/tmp/d"));
         assert_eq!(options.release_base_url, DEFAULT_RELEASE_BASE_URL);
         assert!(options.allow_download);
-        assert!(
-            ["amd64", "arm64"].contains(&options.arch.as_str())
-                || cfg!(not(any(target_arch = "x86_64", target_arch = "aarch64")))
-        );
+        assert_eq!(options.os, release_os_name(std::env::consts::OS));
+        assert_eq!(options.arch, release_arch_name(std::env::consts::ARCH));
     }
 
     #[test]
@@ -831,15 +830,13 @@ mod tests {
         assert!(resolve_terraform("1.5.7-rc1", &options).await.is_err());
     }
 
-    #[tokio::test]
-    async fn skips_relative_path_entries() {
-        let root = tempfile::tempdir().unwrap();
-        fake_terraform_reporting(root.path(), "1.5.7");
-        let mut options = isolated_options(root.path());
-        // Relative to the working directory, which is not the temp dir: must not be searched
-        // even if it were.
-        options.search_path = Some(OsString::from("relative/bin::."));
-        assert!(resolve_terraform("1.5.7", &options).await.is_err());
+    #[test]
+    fn searches_only_absolute_path_entries() {
+        let dirs = absolute_dirs(OsStr::new("/usr/bin::.:relative/bin:/opt/tools/bin"));
+        assert_eq!(
+            dirs,
+            [PathBuf::from("/usr/bin"), PathBuf::from("/opt/tools/bin")]
+        );
     }
 
     #[tokio::test]

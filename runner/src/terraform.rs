@@ -90,8 +90,12 @@ pub fn plan_summary(shown: &[u8]) -> Result<PlanSummary, serde_json::Error> {
 }
 
 /// Outputs from `terraform output -json`, sensitive ones replaced by `null` here, in
-/// the sandbox, so their values never leave it.
-pub fn public_outputs(output_json: &[u8]) -> Result<Map<String, Value>, serde_json::Error> {
+/// the sandbox, so their values never leave it; any secret inside the others (say a
+/// `nonsensitive()` connection string) is masked.
+pub fn public_outputs(
+    output_json: &[u8],
+    secrets: &[String],
+) -> Result<Map<String, Value>, serde_json::Error> {
     let outputs: Map<String, Value> = serde_json::from_slice(output_json)?;
     Ok(outputs
         .into_iter()
@@ -99,11 +103,35 @@ pub fn public_outputs(output_json: &[u8]) -> Result<Map<String, Value>, serde_js
             let value = if output["sensitive"] == Value::Bool(true) {
                 Value::Null
             } else {
-                output.get("value").cloned().unwrap_or(Value::Null)
+                mask_strings(output.get("value").cloned().unwrap_or(Value::Null), secrets)
             };
             (name, value)
         })
         .collect())
+}
+
+fn mask_strings(value: Value, secrets: &[String]) -> Value {
+    match value {
+        Value::String(text) => Value::String(
+            secrets
+                .iter()
+                .filter(|secret| !secret.is_empty())
+                .fold(text, |text, secret| text.replace(secret.as_str(), "***")),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| mask_strings(item, secrets))
+                .collect(),
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(name, field)| (name, mask_strings(field, secrets)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -158,9 +186,16 @@ mod tests {
             "greeting": {"sensitive": false, "type": "string", "value": "hello"},
             "password": {"sensitive": true, "type": "string", "value": "hunter2"}
         }"#;
-        let public = public_outputs(outputs).unwrap();
+        let public = public_outputs(outputs, &[]).unwrap();
         assert_eq!(public["greeting"], "hello");
         assert_eq!(public["password"], Value::Null);
         assert!(!serde_json::to_string(&public).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_inside_plain_outputs_are_masked() {
+        let outputs = br#"{"url": {"sensitive": false, "value": {"dsn": ["pg://u:hunter2@h"]}}}"#;
+        let public = public_outputs(outputs, &["hunter2".to_string()]).unwrap();
+        assert_eq!(public["url"], serde_json::json!({"dsn": ["pg://u:***@h"]}));
     }
 }

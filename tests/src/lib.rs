@@ -292,9 +292,9 @@ impl TestApp {
     }
 }
 
-/// The path of a workspace binary, built first if needed (tests of one package cannot
-/// depend on another package's binaries directly).
-pub fn binary(name: &str) -> std::path::PathBuf {
+/// The path of a workspace binary (`envplane` or `envplane-runner`), built first if
+/// needed: tests of one package cannot depend on another package's binaries directly.
+pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let status = std::process::Command::new(env!("CARGO"))
@@ -303,15 +303,187 @@ pub fn binary(name: &str) -> std::path::PathBuf {
                 "--quiet",
                 "-p",
                 "envplane-cli",
-                "--bin",
-                "envplane",
+                "-p",
+                "envplane-runner",
+                "--bins",
             ])
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "building the envplane binary failed");
+        assert!(status.success(), "building the envplane binaries failed");
     });
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("debug").join(name)
+    target_dir().join("debug").join(name)
+}
+
+/// A Git repository (branch `main`) with `files` committed, for templates to point at.
+pub fn git_repository(files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().expect("repository directory");
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.email=tests@envplane.dev",
+                "-c",
+                "user.name=tests",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run git");
+        assert!(status.success(), "git {args:?} failed");
+    };
+    git(&["init", "--quiet"]);
+    git(&["add", "--all"]);
+    git(&["commit", "--quiet", "--message", "fixture"]);
+    dir
+}
+
+/// A Terraform configuration that needs no provider: variables, locals and outputs.
+pub const GREETING_CONFIG: &str = r#"
+variable "greeting" {
+  type    = string
+  default = "hello"
+}
+
+variable "password" {
+  type      = string
+  sensitive = true
+  default   = "unset"
+}
+
+locals {
+  message = "${var.greeting} world"
+}
+
+output "message" {
+  value = local.message
+}
+
+output "password" {
+  value     = var.password
+  sensitive = true
+}
+"#;
+
+impl TestApp {
+    /// A project, a template on `repository` and an environment; returns their ids.
+    pub async fn environment_on(
+        &self,
+        repository: &TempDir,
+        name: &str,
+        requires_approval: bool,
+    ) -> Seeded {
+        let key = &self.admin_key;
+        let project = self
+            .post("/v1/projects", key, json!({ "name": name }))
+            .await
+            .expect(201);
+        let project_id = project["id"].as_str().unwrap().to_string();
+        let template = self
+            .post(
+                "/v1/templates",
+                key,
+                json!({
+                    "name": name,
+                    "project_id": project_id,
+                    "repository": format!("file://{}", repository.path().display()),
+                    "iac_version": "1.0.3"
+                }),
+            )
+            .await
+            .expect(201);
+        let template_id = template["id"].as_str().unwrap().to_string();
+        let environment = self
+            .post(
+                "/v1/environments",
+                key,
+                json!({
+                    "name": name, "project_id": project_id, "template_id": template_id,
+                    "requires_approval": requires_approval
+                }),
+            )
+            .await
+            .expect(201);
+        Seeded {
+            project_id,
+            template_id,
+            environment_id: environment["id"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// Queues a deployment; returns its id.
+    pub async fn deploy(&self, environment_id: &str, action: &str) -> String {
+        let deployment = self
+            .post(
+                &format!("/v1/environments/{environment_id}/deployments"),
+                &self.admin_key,
+                json!({ "action": action }),
+            )
+            .await
+            .expect(202);
+        assert_eq!(deployment["status"], "queued");
+        deployment["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls the deployment until its status is one of `statuses` (60 s at most).
+    pub async fn wait_for(&self, deployment_id: &str, statuses: &[&str]) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let deployment = self
+                .get(&format!("/v1/deployments/{deployment_id}"), &self.admin_key)
+                .await
+                .expect(200);
+            if statuses
+                .iter()
+                .any(|status| deployment["status"] == *status)
+            {
+                return deployment;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deployment never became {statuses:?}: {deployment}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The deployment's whole log, in order.
+    pub async fn logs(&self, deployment_id: &str) -> String {
+        let mut text = String::new();
+        let mut after: Option<u64> = None;
+        loop {
+            let path = match after {
+                Some(seq) => format!("/v1/deployments/{deployment_id}/logs?limit=500&after={seq}"),
+                None => format!("/v1/deployments/{deployment_id}/logs?limit=500"),
+            };
+            let page = self.get(&path, &self.admin_key).await.expect(200);
+            let items = page["items"].as_array().unwrap();
+            if items.is_empty() {
+                return text;
+            }
+            for chunk in items {
+                text.push_str(chunk["text"].as_str().unwrap());
+            }
+            after = page["last_seq"].as_u64();
+        }
+    }
+
+    /// Sets a variable on an environment.
+    pub async fn set_variable(&self, environment_id: &str, name: &str, body: Value) {
+        let reply = self
+            .put(
+                &format!("/v1/environments/{environment_id}/variables/{name}"),
+                &self.admin_key,
+                body,
+            )
+            .await;
+        assert!(reply.status.is_success(), "{}", reply.text);
+    }
 }
