@@ -323,3 +323,22 @@ async fn deployments_follow_tenancy_and_roles() {
     .await
     .expect_error(401, "unauthenticated");
 }
+
+#[tokio::test]
+async fn a_sandbox_killed_mid_run_fails_its_deployment_and_frees_the_environment() {
+    let app = spawn_app().await;
+    // The hook kills the runner itself, as an out-of-memory kill would.
+    let repository = git_repository(&[
+        ("main.tf", GREETING_CONFIG),
+        ("envplane.yml", "hooks:\n  before_apply: kill -KILL $PPID\n"),
+    ]);
+    let seeded = app.environment_on(&repository, "killed", false).await;
+    let id = app.deploy(&seeded.environment_id, "apply").await;
+    let next = app.deploy(&seeded.environment_id, "plan").await;
+    let failed = app.wait_for(&id, &["failed", "succeeded"]).await;
+    assert_eq!(failed["status"], "failed");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.starts_with("the sandbox stopped before reporting a result"), "{reason}");
+    let planned = app.wait_for(&next, &["succeeded", "failed"]).await;
+    assert_eq!(planned["status"], "succeeded", "the state lock was left behind: {planned}");
+}
