@@ -309,17 +309,23 @@ async fn outputs(context: &Context, terraform: &Terraform) -> Result<Map<String,
     finish_step(context, name, log, result).await
 }
 
-/// The variables hooks and Terraform see: `env` ones as they are, `terraform` ones as
-/// `TF_VAR_<name>`, and nothing of the runner's own environment but the basics.
-fn base_environment(job: &Job) -> BTreeMap<String, String> {
-    let mut environment: BTreeMap<String, String> = ["PATH", "HOME", "TMPDIR", "LANG"]
-        .into_iter()
+/// The runner's own values of `names`, for the commands it starts with a cleared
+/// environment.
+fn inherited(names: &[&str]) -> BTreeMap<String, String> {
+    names
+        .iter()
         .filter_map(|name| {
             std::env::var(name)
                 .ok()
                 .map(|value| (name.to_string(), value))
         })
-        .collect();
+        .collect()
+}
+
+/// The variables hooks and Terraform see: `env` ones as they are, `terraform` ones as
+/// `TF_VAR_<name>`, and nothing of the runner's own environment but the basics.
+fn base_environment(job: &Job) -> BTreeMap<String, String> {
+    let mut environment = inherited(&["PATH", "HOME", "TMPDIR", "LANG"]);
     environment.insert("TF_IN_AUTOMATION".into(), "1".into());
     environment.insert("TF_INPUT".into(), "0".into());
     environment.insert("CHECKPOINT_DISABLE".into(), "1".into());
@@ -406,14 +412,7 @@ struct Git {
 
 impl Git {
     fn new(context: &Context) -> Result<Self, Failure> {
-        let mut environment: BTreeMap<String, String> = ["PATH", "HOME", "LANG"]
-            .into_iter()
-            .filter_map(|name| {
-                std::env::var(name)
-                    .ok()
-                    .map(|value| (name.to_string(), value))
-            })
-            .collect();
+        let mut environment = inherited(&["PATH", "HOME", "LANG"]);
         environment.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
         let variable = |name: &str| {
             context

@@ -166,26 +166,39 @@ impl TestApp {
 
     /// A project, a template in it and an environment of that template; returns their ids.
     pub async fn seed(&self, key: &str, name: &str) -> Seeded {
+        let environment = json!({ "name": format!("{name}-env") });
+        self.create_environment(
+            key,
+            name,
+            |project_id| template_body(project_id, &format!("{name}-tpl")),
+            environment,
+        )
+        .await
+    }
+
+    /// Creates a project named `name`, a template (`template(project_id)` as body) and
+    /// an environment (`environment` plus the ids).
+    async fn create_environment(
+        &self,
+        key: &str,
+        name: &str,
+        template: impl FnOnce(&str) -> Value,
+        mut environment: Value,
+    ) -> Seeded {
         let project = self
             .post("/v1/projects", key, json!({ "name": name }))
             .await
             .expect(201);
         let project_id = project["id"].as_str().unwrap().to_string();
         let template = self
-            .post(
-                "/v1/templates",
-                key,
-                template_body(&project_id, &format!("{name}-tpl")),
-            )
+            .post("/v1/templates", key, template(&project_id))
             .await
             .expect(201);
         let template_id = template["id"].as_str().unwrap().to_string();
+        environment["project_id"] = json!(project_id);
+        environment["template_id"] = json!(template_id);
         let environment = self
-            .post(
-                "/v1/environments",
-                key,
-                json!({ "name": format!("{name}-env"), "project_id": project_id, "template_id": template_id }),
-            )
+            .post("/v1/environments", key, environment)
             .await
             .expect(201);
         Seeded {
@@ -380,42 +393,11 @@ impl TestApp {
         name: &str,
         requires_approval: bool,
     ) -> Seeded {
-        let key = &self.admin_key;
-        let project = self
-            .post("/v1/projects", key, json!({ "name": name }))
+        let repository = format!("file://{}", repository.path().display());
+        let template = |project_id: &str| json!({ "name": name, "project_id": project_id, "repository": repository, "iac_version": "1.0.3" });
+        let environment = json!({ "name": name, "requires_approval": requires_approval });
+        self.create_environment(&self.admin_key, name, template, environment)
             .await
-            .expect(201);
-        let project_id = project["id"].as_str().unwrap().to_string();
-        let template = self
-            .post(
-                "/v1/templates",
-                key,
-                json!({
-                    "name": name,
-                    "project_id": project_id,
-                    "repository": format!("file://{}", repository.path().display()),
-                    "iac_version": "1.0.3"
-                }),
-            )
-            .await
-            .expect(201);
-        let template_id = template["id"].as_str().unwrap().to_string();
-        let environment = self
-            .post(
-                "/v1/environments",
-                key,
-                json!({
-                    "name": name, "project_id": project_id, "template_id": template_id,
-                    "requires_approval": requires_approval
-                }),
-            )
-            .await
-            .expect(201);
-        Seeded {
-            project_id,
-            template_id,
-            environment_id: environment["id"].as_str().unwrap().to_string(),
-        }
     }
 
     /// Queues a deployment; returns its id.

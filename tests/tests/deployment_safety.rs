@@ -338,7 +338,13 @@ async fn a_sandbox_killed_mid_run_fails_its_deployment_and_frees_the_environment
     let failed = app.wait_for(&id, &["failed", "succeeded"]).await;
     assert_eq!(failed["status"], "failed");
     let reason = failed["reason"].as_str().unwrap();
-    assert!(reason.starts_with("the sandbox stopped before reporting a result"), "{reason}");
+    assert!(
+        reason.starts_with("the sandbox stopped before reporting a result"),
+        "{reason}"
+    );
     let planned = app.wait_for(&next, &["succeeded", "failed"]).await;
-    assert_eq!(planned["status"], "succeeded", "the state lock was left behind: {planned}");
+    assert_eq!(
+        planned["status"], "succeeded",
+        "the state lock was left behind: {planned}"
+    );
 }

@@ -109,7 +109,15 @@ impl ApiClient {
     }
 
     pub async fn get(&self, path: &[&str]) -> Result<Value, ClientError> {
-        let url = self.endpoint(path, &[])?;
+        self.get_query(path, &[]).await
+    }
+
+    pub async fn get_query(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Value, ClientError> {
+        let url = self.endpoint(path, query)?;
         self.expect_body(Method::GET, url, None::<&()>).await
     }
 

@@ -5,11 +5,13 @@
 
 mod api_keys;
 mod audit;
+mod deployments;
 mod environments;
 mod http;
 mod organization;
 mod output;
 mod projects;
+mod state;
 mod templates;
 mod variables;
 
@@ -71,6 +73,62 @@ pub enum ClientCommand {
         #[command(flatten)]
         args: audit::Args,
     },
+    /// Deploy an environment: apply (the default), plan only or destroy.
+    Deploy {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(flatten)]
+        args: deployments::DeployArgs,
+    },
+    /// Approve a deployment waiting for approval: its saved plan is applied.
+    Approve {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(flatten)]
+        args: deployments::ApproveArgs,
+    },
+    /// Reject a deployment waiting for approval.
+    Reject {
+        #[command(flatten)]
+        globals: Globals,
+        #[arg(value_name = "DEPLOYMENT_ID")]
+        id: String,
+    },
+    /// Cancel a queued, running or waiting deployment.
+    Cancel {
+        #[command(flatten)]
+        globals: Globals,
+        #[arg(value_name = "DEPLOYMENT_ID")]
+        id: String,
+    },
+    /// Print a deployment's log.
+    Logs {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(flatten)]
+        args: deployments::LogsArgs,
+    },
+    /// List an environment's deployments, newest first.
+    Deployments {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(flatten)]
+        args: deployments::ListArgs,
+    },
+    /// Show a deployment.
+    Deployment {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: deployments::Command,
+    },
+    /// An environment's saved Terraform states.
+    State {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: state::Command,
+    },
 }
 
 /// Where the API is, who calls it and how to print its answers.
@@ -131,6 +189,38 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Audit { globals, args } => {
             let (api, format) = globals.connect()?;
             audit::run(&api, format, args).await
+        }
+        ClientCommand::Deploy { globals, args } => {
+            let (api, format) = globals.connect()?;
+            deployments::deploy(&api, format, args).await
+        }
+        ClientCommand::Approve { globals, args } => {
+            let (api, format) = globals.connect()?;
+            deployments::approve(&api, format, args).await
+        }
+        ClientCommand::Reject { globals, id } => {
+            let (api, format) = globals.connect()?;
+            deployments::decide(&api, format, &id, "reject", false).await
+        }
+        ClientCommand::Cancel { globals, id } => {
+            let (api, format) = globals.connect()?;
+            deployments::decide(&api, format, &id, "cancel", false).await
+        }
+        ClientCommand::Logs { globals, args } => {
+            let (api, format) = globals.connect()?;
+            deployments::logs(&api, format, args).await
+        }
+        ClientCommand::Deployments { globals, args } => {
+            let (api, format) = globals.connect()?;
+            deployments::list(&api, format, args).await
+        }
+        ClientCommand::Deployment { globals, command } => {
+            let (api, format) = globals.connect()?;
+            deployments::run(&api, format, command).await
+        }
+        ClientCommand::State { globals, command } => {
+            let (api, format) = globals.connect()?;
+            state::run(&api, format, command).await
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Printing answers: tables for people by default, the API's JSON with `--output json`.
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use comfy_table::{presets, Table};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::http::Listing;
@@ -104,6 +105,33 @@ pub fn timestamp(at: &DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// The API's name of an enum value, such as `waiting_for_approval`.
+pub fn label(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        other => format!("{other:?}"),
+    }
+}
+
+/// How long something took, or has taken so far: `-` when it has not started.
+pub fn elapsed(started: Option<DateTime<Utc>>, finished: Option<DateTime<Utc>>) -> String {
+    started.map_or_else(
+        || "-".to_string(),
+        |started| duration(finished.unwrap_or_else(Utc::now) - started),
+    )
+}
+
+/// `0.4s`, `12.3s`, `2m 05s`, `1h 02m`.
+pub fn duration(delta: TimeDelta) -> String {
+    let millis = delta.num_milliseconds().max(0);
+    let seconds = millis / 1000;
+    match seconds {
+        0..60 => format!("{:.1}s", millis as f64 / 1000.0),
+        60..3600 => format!("{}m {:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +194,32 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(timestamp(&at), "2025-03-04 05:06:07 UTC");
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        let ms = TimeDelta::milliseconds;
+        assert_eq!(duration(ms(0)), "0.0s");
+        assert_eq!(duration(ms(420)), "0.4s");
+        assert_eq!(duration(ms(59_940)), "59.9s");
+        assert_eq!(duration(ms(125_000)), "2m 05s");
+        assert_eq!(duration(ms(3_723_000)), "1h 02m");
+        assert_eq!(
+            duration(ms(-5_000)),
+            "0.0s",
+            "clock skew is not negative time"
+        );
+        assert_eq!(elapsed(None, None), "-");
+        let at = Utc::now();
+        assert_eq!(elapsed(Some(at), Some(at + ms(1500))), "1.5s");
+    }
+
+    #[test]
+    fn labels_are_the_api_names() {
+        use envplane_core::deployment::DeploymentStatus;
+        assert_eq!(
+            label(&DeploymentStatus::WaitingForApproval),
+            "waiting_for_approval"
+        );
     }
 }

@@ -313,18 +313,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_token_is_never_a_command_line_argument() {
-        let args = bubblewrap_args(
-            &config(),
-            &request("https://github.com/acme/infra.git"),
-            Path::new("/tmp/w"),
-        );
-        let joined = args
+    fn command_line(repository: &str) -> String {
+        bubblewrap_args(&config(), &request(repository), Path::new("/tmp/w"))
             .iter()
             .map(|a| a.to_string_lossy().to_string())
             .collect::<Vec<_>>()
-            .join(" ");
+            .join(" ")
+    }
+
+    #[test]
+    fn the_token_is_never_a_command_line_argument() {
+        let joined = command_line("https://github.com/acme/infra.git");
         assert!(!joined.contains("ert_secret_token"));
         assert!(joined.contains("--die-with-parent"));
         assert!(joined.contains("--unshare-pid"));
@@ -333,16 +332,7 @@ mod tests {
 
     #[test]
     fn file_repositories_are_mounted_read_only() {
-        let args = bubblewrap_args(
-            &config(),
-            &request("file:///srv/repos/infra"),
-            Path::new("/tmp/w"),
-        );
-        let joined = args
-            .iter()
-            .map(|a| a.to_string_lossy().to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let joined = command_line("file:///srv/repos/infra");
         assert!(joined.contains("--ro-bind-try /srv/repos/infra /srv/repos/infra"));
     }
 }

@@ -117,6 +117,16 @@ impl Platform {
         environment_id: &str,
         page: &PageRequest,
     ) -> Result<Listing<Deployment>> {
+        self.environment_history(caller, environment_id, page).await
+    }
+
+    /// Records kept under an environment (deployments, state versions), newest first.
+    pub(super) async fn environment_history<T: Stored>(
+        &self,
+        caller: &Caller,
+        environment_id: &str,
+        page: &PageRequest,
+    ) -> Result<Listing<T>> {
         let environment = self
             .load::<Environment>(&caller.org_id, environment_id)
             .await?

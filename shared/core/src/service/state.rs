@@ -218,13 +218,7 @@ impl Platform {
         environment_id: &str,
         page: &PageRequest,
     ) -> Result<Listing<StateVersion>> {
-        let environment = self
-            .load::<Environment>(&caller.org_id, environment_id)
-            .await?
-            .value;
-        caller.require(Role::Viewer, Some(&environment.project_id))?;
-        self.page(&caller.org_id, Some(environment_id), page, true)
-            .await
+        self.environment_history(caller, environment_id, page).await
     }
 
     /// One state version for a person to read: sensitive outputs are `null` and every
