@@ -68,6 +68,30 @@ pub(super) struct Conclusion {
     pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+impl Conclusion {
+    /// A failure after someone asked to cancel is the cancel taking effect; a success
+    /// stands (the cancel came too late to stop the apply).
+    fn for_deployment(
+        deployment: &Deployment,
+        status: DeploymentStatus,
+        reason: Option<String>,
+        outputs: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        if deployment.cancel_requested && status == DeploymentStatus::Failed {
+            return Self {
+                status: DeploymentStatus::Cancelled,
+                reason: deployment.reason.clone(),
+                outputs: None,
+            };
+        }
+        Self {
+            status,
+            reason,
+            outputs,
+        }
+    }
+}
+
 impl Platform {
     /// Handles one queue message. Idempotent: a message delivered twice starts at most
     /// one sandbox, because every start is a conditional write.
@@ -186,19 +210,21 @@ impl Platform {
         }
     }
 
+    /// Throttling and missing capacity are retried with backoff; then the error stands.
     async fn launch_with_retries(&self, request: LaunchRequest) -> Result<(), LaunchError> {
         let mut delay = Duration::from_millis(200);
-        for attempt in 1..=LAUNCH_ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             match self.launcher.launch(request.clone()).await {
                 Err(LaunchError::Transient(reason)) if attempt < LAUNCH_ATTEMPTS => {
                     tracing::warn!(%reason, attempt, "sandbox launch throttled; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 4;
+                    attempt += 1;
                 }
                 other => return other,
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     async fn environment_lock(
@@ -266,17 +292,6 @@ impl Platform {
         if loaded.value.status != DeploymentStatus::Running || loaded.value.attempt != attempt {
             return Ok(None);
         }
-        let status = if loaded.value.cancel_requested {
-            DeploymentStatus::Cancelled
-        } else {
-            status
-        };
-        let reason = loaded
-            .value
-            .reason
-            .clone()
-            .filter(|_| status == DeploymentStatus::Cancelled)
-            .unwrap_or(reason);
         self.conclude(loaded, status, Some(reason), None)
             .await
             .map(Some)
@@ -293,12 +308,9 @@ impl Platform {
         outputs: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Deployment> {
         let org_id = loaded.stored.org_id.clone();
-        let conclusion = Conclusion {
-            status,
-            reason,
-            outputs,
-        };
         for _ in 0..5 {
+            let conclusion =
+                Conclusion::for_deployment(&loaded.value, status, reason.clone(), outputs.clone());
             if !loaded.value.status.can_become(conclusion.status) {
                 return Err(Error::conflict(format!(
                     "the deployment is {} and cannot become {}",

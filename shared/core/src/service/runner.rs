@@ -233,19 +233,8 @@ impl Platform {
             PhaseResult::PlanReady => {
                 return Err(Error::conflict("this phase does not wait for approval"));
             }
-            PhaseResult::Succeeded if loaded.value.cancel_requested => {
-                (DeploymentStatus::Cancelled, None)
-            }
             PhaseResult::Succeeded => (DeploymentStatus::Succeeded, report.outputs),
-            PhaseResult::Failed if loaded.value.cancel_requested => {
-                (DeploymentStatus::Cancelled, None)
-            }
             PhaseResult::Failed => (DeploymentStatus::Failed, None),
-        };
-        let reason = if status == DeploymentStatus::Cancelled {
-            loaded.value.reason.clone()
-        } else {
-            reason
         };
         self.conclude(loaded, status, reason, outputs).await
     }
