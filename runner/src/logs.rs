@@ -35,6 +35,8 @@ pub struct StepLog {
     partial: Vec<u8>,
     /// The last masked text, to name why a step failed.
     tail: String,
+    /// Output after the last newline, held so whole lines can be dropped.
+    line: Vec<u8>,
     shipper: LogShipper,
 }
 
@@ -57,6 +59,7 @@ impl LogShipper {
             masker: Masker::new(self.secrets.iter()),
             partial: Vec::new(),
             tail: String::new(),
+            line: Vec::new(),
             shipper: self.clone(),
         }
     }
@@ -79,7 +82,19 @@ impl LogShipper {
 
 impl StepLog {
     pub fn push(&mut self, bytes: &[u8]) {
-        let masked = self.masker.push(bytes);
+        self.line.extend_from_slice(bytes);
+        let Some(last_newline) = self.line.iter().rposition(|&byte| byte == b'\n') else {
+            return;
+        };
+        let rest = self.line.split_off(last_newline + 1);
+        let complete = std::mem::replace(&mut self.line, rest);
+        let kept: Vec<u8> = complete
+            .split_inclusive(|&byte| byte == b'\n')
+            .filter(|line| !is_http_backend_debug_line(line))
+            .flatten()
+            .copied()
+            .collect();
+        let masked = self.masker.push(&kept);
         self.emit(masked);
     }
 
@@ -105,7 +120,9 @@ impl StepLog {
     }
 
     pub fn finish(mut self) {
-        let masked = self.masker.finish();
+        let rest = std::mem::take(&mut self.line);
+        let mut masked = self.masker.push(&rest);
+        masked.extend(self.masker.finish());
         self.emit(masked);
         if !self.partial.is_empty() {
             let rest = String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned();
@@ -146,6 +163,24 @@ impl StepLog {
             text,
         });
     }
+}
+
+/// Terraform's http backend client prints `2026/11/29 05:33:05 [DEBUG] GET http://...`
+/// for every state request whatever TF_LOG says: noise in a user's log.
+fn is_http_backend_debug_line(line: &[u8]) -> bool {
+    let timestamp = b"0000/00/00 00:00:00 ";
+    line.len() > timestamp.len()
+        && line[..timestamp.len()]
+            .iter()
+            .zip(timestamp)
+            .all(|(byte, shape)| {
+                if *shape == b'0' {
+                    byte.is_ascii_digit()
+                } else {
+                    byte == shape
+                }
+            })
+        && line[timestamp.len()..].starts_with(b"[DEBUG] ")
 }
 
 async fn ship(client: ApiClient, mut events: mpsc::UnboundedReceiver<Event>) {
@@ -206,5 +241,24 @@ impl Batch {
         }
         self.chunks.clear();
         self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_backend_debug_lines_are_dropped() {
+        assert!(is_http_backend_debug_line(
+            b"2026/11/29 05:33:05 [DEBUG] GET http://127.0.0.1/v1/state/env_1\n"
+        ));
+        assert!(!is_http_backend_debug_line(
+            b"Apply complete! Resources: 0 added\n"
+        ));
+        assert!(!is_http_backend_debug_line(b"[DEBUG] something\n"));
+        assert!(!is_http_backend_debug_line(
+            b"2026/11/29 05:33:05 [ERROR] state lock\n"
+        ));
     }
 }

@@ -166,6 +166,13 @@ async fn an_approved_apply_runs_exactly_the_saved_plan() {
     assert_eq!(done["attempt"], 2);
     assert!(done["approved_by"].is_string());
     assert!(step_names(&done).contains(&"apply:succeeded".to_string()));
+    // One log across both sandboxes: the plan, then the approved apply.
+    let logs = app.logs(&id).await;
+    let (plan, apply) = (
+        logs.find("Changes to Outputs").unwrap(),
+        logs.find("Apply complete!").unwrap(),
+    );
+    assert!(plan < apply, "{logs}");
     let environment = app
         .get(&format!("/v1/environments/{}", seeded.environment_id), &key)
         .await

@@ -18,7 +18,7 @@ use super::output::{self, Format, Render};
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Log chunks asked for per request (the API's most).
-const LOG_PAGE: &str = "500";
+const LOG_PAGE: usize = 500;
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -71,16 +71,22 @@ pub enum Command {
     },
 }
 
+impl DeployArgs {
+    fn action(&self) -> Action {
+        if self.plan_only {
+            Action::Plan
+        } else if self.destroy {
+            Action::Destroy
+        } else {
+            Action::Apply
+        }
+    }
+}
+
 pub async fn deploy(api: &ApiClient, format: Format, args: DeployArgs) -> anyhow::Result<()> {
-    let action = if args.plan_only {
-        Action::Plan
-    } else if args.destroy {
-        Action::Destroy
-    } else {
-        Action::Apply
-    };
     let path = ["v1", "environments", &args.environment_id, "deployments"];
-    let deployment = api.post(&path, &json!({ "action": action })).await?;
+    let body = json!({ "action": args.action() });
+    let deployment = api.post(&path, &body).await?;
     if args.wait {
         follow(api, format, deployment).await
     } else {
@@ -146,9 +152,10 @@ struct LogPage {
 /// with `follow`, polls until the deployment has ended and every chunk is out.
 pub async fn logs(api: &ApiClient, format: Format, args: LogsArgs) -> anyhow::Result<()> {
     let path = ["v1", "deployments", args.id.as_str(), "logs"];
+    let limit = LOG_PAGE.to_string();
     let mut after: Option<String> = None;
     loop {
-        let mut query = vec![("limit", LOG_PAGE)];
+        let mut query = vec![("limit", limit.as_str())];
         if let Some(seq) = &after {
             query.push(("after", seq));
         }
@@ -168,7 +175,8 @@ pub async fn logs(api: &ApiClient, format: Format, args: LogsArgs) -> anyhow::Re
         if page.complete || (page.items.is_empty() && !args.follow) {
             return Ok(());
         }
-        if page.items.is_empty() {
+        // A full page means more is waiting: catch up at once, poll gently after.
+        if page.items.len() < LOG_PAGE {
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
@@ -181,14 +189,12 @@ async fn follow(api: &ApiClient, format: Format, mut value: Value) -> anyhow::Re
     let mut progress = Progress::new(std::io::stdout().is_terminal());
     loop {
         let deployment: Deployment = output::parse(value.clone())?;
-        let settled = deployment.status.is_final()
-            || deployment.status == DeploymentStatus::WaitingForApproval;
         if format == Format::Table {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(progress.render(&deployment, Utc::now()).as_bytes())?;
             stdout.flush()?;
         }
-        if settled {
+        if settled(deployment.status) {
             match format {
                 Format::Json => output::print_json(&value),
                 Format::Table => println!("{}", outcome(&deployment)),
@@ -205,6 +211,11 @@ async fn follow(api: &ApiClient, format: Format, mut value: Value) -> anyhow::Re
         tokio::time::sleep(POLL_INTERVAL).await;
         value = api.get(&["v1", "deployments", &deployment.id]).await?;
     }
+}
+
+/// Whether following a deployment stops here: it ended, or waits for a person.
+fn settled(status: DeploymentStatus) -> bool {
+    status.is_final() || status == DeploymentStatus::WaitingForApproval
 }
 
 /// The live step display: redrawn in place on a terminal, a line per change otherwise.
@@ -233,7 +244,7 @@ impl Progress {
             "Deployment {} ({}): {}",
             deployment.id,
             output::label(&deployment.action),
-            deployment.status.as_str()
+            status(deployment)
         );
         let mut text = String::new();
         if self.terminal {
@@ -253,7 +264,8 @@ impl Progress {
             self.drawn = lines.len();
             return text;
         }
-        if self.status != Some(deployment.status) {
+        // How it ended is told once, by the outcome that follows.
+        if self.status != Some(deployment.status) && !settled(deployment.status) {
             self.status = Some(deployment.status);
             text.push_str(&header);
             text.push('\n');
@@ -293,11 +305,16 @@ fn outcome(deployment: &Deployment) -> String {
         DeploymentStatus::WaitingForApproval => format!(
             "Deployment {id} is waiting for approval: envplane approve {id} (or reject {id})"
         ),
-        status => format!(
-            "Deployment {id} {} after {}.",
-            status.as_str(),
-            output::elapsed(deployment.started_at, deployment.finished_at)
-        ),
+        status => {
+            let took = match deployment.started_at {
+                Some(_) => format!(
+                    " after {}",
+                    output::elapsed(deployment.started_at, deployment.finished_at)
+                ),
+                None => String::new(),
+            };
+            format!("Deployment {id} {}{took}.", status.as_str())
+        }
     }];
     if let Some(plan) = &deployment.plan_summary {
         let outputs = if plan.outputs_changed {
@@ -311,6 +328,16 @@ fn outcome(deployment: &Deployment) -> String {
         lines.push(format!("Reason: {reason}"));
     }
     lines.join("\n")
+}
+
+/// The status, and whether a cancel was asked for and is under way.
+fn status(deployment: &Deployment) -> String {
+    let status = deployment.status.as_str();
+    if deployment.cancel_requested && !deployment.status.is_final() {
+        format!("{status} (cancelling)")
+    } else {
+        status.to_string()
+    }
 }
 
 /// `+1 ~0 -2`: resources to add, change and destroy; `-` before a plan.
@@ -329,7 +356,7 @@ impl Render for Deployment {
         vec![
             self.id.clone(),
             output::label(&self.action),
-            self.status.as_str().to_string(),
+            status(self),
             output::timestamp(&self.created_at),
             output::elapsed(self.started_at, self.finished_at),
             summary(self.plan_summary.as_ref()),
@@ -363,13 +390,12 @@ impl Render for Detail {
 
     fn row(&self) -> Vec<String> {
         let deployment = &self.0;
-        let time =
-            |at: Option<DateTime<Utc>>| at.map_or_else(|| "-".into(), |at| output::timestamp(&at));
+        let time = |at: Option<&DateTime<Utc>>| at.map_or_else(|| "-".into(), output::timestamp);
         vec![
             deployment.id.clone(),
             deployment.environment_id.clone(),
             output::label(&deployment.action),
-            deployment.status.as_str().to_string(),
+            status(deployment),
             deployment.revision.clone(),
             output::or_dash(deployment.commit.as_deref()),
             summary(deployment.plan_summary.as_ref()),
@@ -378,8 +404,8 @@ impl Render for Detail {
             deployment.requested_by.clone(),
             output::or_dash(deployment.approved_by.as_deref()),
             output::timestamp(&deployment.created_at),
-            time(deployment.started_at),
-            time(deployment.finished_at),
+            time(deployment.started_at.as_ref()),
+            time(deployment.finished_at.as_ref()),
             output::elapsed(deployment.started_at, deployment.finished_at),
         ]
     }
@@ -393,7 +419,8 @@ impl Render for Step {
             self.name.clone(),
             output::label(&self.status),
             self.started_at
-                .map_or_else(|| "-".into(), |at| output::timestamp(&at)),
+                .as_ref()
+                .map_or_else(|| "-".into(), output::timestamp),
             output::elapsed(self.started_at, self.finished_at),
         ]
     }
@@ -429,6 +456,23 @@ mod tests {
             "finished_at": null
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn flags_choose_the_action() {
+        #[derive(clap::Parser)]
+        struct Deploy {
+            #[command(flatten)]
+            args: DeployArgs,
+        }
+        let parse = |args: &[&str]| {
+            <Deploy as clap::Parser>::try_parse_from(["deploy", "env_1"].iter().chain(args))
+                .map(|deploy| deploy.args.action())
+        };
+        assert_eq!(parse(&[]).unwrap(), Action::Apply);
+        assert_eq!(parse(&["--plan-only", "--wait"]).unwrap(), Action::Plan);
+        assert_eq!(parse(&["--destroy"]).unwrap(), Action::Destroy);
+        assert!(parse(&["--plan-only", "--destroy"]).is_err());
     }
 
     #[test]
@@ -481,6 +525,16 @@ mod tests {
             "{next}"
         );
         assert!(!next.contains('\x1b'));
+        let steps = vec![
+            step("clone", StepStatus::Succeeded, 1, Some(2)),
+            step("init", StepStatus::Failed, 2, Some(3)),
+        ];
+        let failed = progress.render(&deployment(DeploymentStatus::Failed, steps), at(4));
+        assert_eq!(
+            failed.lines().count(),
+            1,
+            "the outcome tells the end: {failed}"
+        );
     }
 
     #[test]
@@ -509,6 +563,9 @@ mod tests {
             outcome(&failed),
             "Deployment dep_1 failed after 12.0s.\nPlan: +1 ~0 -0\nReason: terraform apply exited with 1"
         );
+        let mut never_started = deployment(DeploymentStatus::Cancelled, vec![]);
+        never_started.started_at = None;
+        assert_eq!(outcome(&never_started), "Deployment dep_1 cancelled.");
         let waiting = deployment(DeploymentStatus::WaitingForApproval, vec![]);
         assert!(outcome(&waiting).contains("envplane approve dep_1"));
     }
@@ -520,5 +577,8 @@ mod tests {
         let row = done.row();
         assert_eq!(row[..3], ["dep_1", "apply", "succeeded"]);
         assert_eq!(row[4..], ["1m 05s", "-"]);
+        let mut cancelling = deployment(DeploymentStatus::Running, vec![]);
+        cancelling.cancel_requested = true;
+        assert_eq!(cancelling.row()[2], "running (cancelling)");
     }
 }

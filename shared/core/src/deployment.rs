@@ -156,6 +156,7 @@ pub struct CreateDeployment {
 /// An ordered piece of a deployment's log, already masked by the sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogChunk {
+    /// Increases through the deployment, across its sandboxes (plan, approved apply).
     pub seq: u64,
     pub step: String,
     pub text: String,

@@ -133,13 +133,19 @@ impl Platform {
                     "a log chunk holds at most {MAX_LOG_CHUNK_BYTES} bytes and a step name {MAX_STEP_NAME_LEN}"
                 )));
             }
+            if chunk.seq > u64::from(u32::MAX) {
+                return Err(Error::invalid("a log chunk's seq is at most 2^32 - 1"));
+            }
+            // Each sandbox numbers its chunks from 1; the attempt in the high bits keeps
+            // an approved apply's log after its plan's.
+            let seq = (u64::from(runner.attempt) << 32) | chunk.seq;
             let stored = LogChunk {
-                seq: chunk.seq,
+                seq,
                 step: chunk.step,
                 text: chunk.text,
                 at: self.now(),
             };
-            let id = log_chunk_id(&runner.deployment_id, chunk.seq);
+            let id = log_chunk_id(&runner.deployment_id, seq);
             let insert = record(
                 &runner.org_id,
                 &id,
