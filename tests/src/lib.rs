@@ -1,8 +1,11 @@
 //! The test kit for end-to-end tests: an envplane on a random loopback port with a fresh
-//! data directory, driven over real HTTP.
+//! data directory, driven over real HTTP; [`cli`] drives the real binaries instead.
+
+pub mod cli;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use envplane_local::LocalConfig;
 
@@ -94,10 +97,16 @@ pub fn tools_dir() -> PathBuf {
         .unwrap_or_else(|| target_dir().join("tools"))
 }
 
+/// The workspace's target directory (a relative `CARGO_TARGET_DIR` is taken from the
+/// workspace root, where [`binary`] runs cargo).
 fn target_dir() -> PathBuf {
+    let workspace = workspace_dir();
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .map_or_else(|| workspace.join("target"), |dir| workspace.join(dir))
+}
+
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 impl TestApp {
@@ -305,12 +314,14 @@ impl TestApp {
     }
 }
 
-/// The path of a workspace binary (`envplane` or `envplane-runner`), built first if
-/// needed: tests of one package cannot depend on another package's binaries directly.
+/// The path of a workspace binary (`envplane` or `envplane-runner`), built once per test
+/// run (a no-op when they are fresh): tests of one package cannot depend on another
+/// package's binaries directly.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let status = std::process::Command::new(env!("CARGO"))
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let directory = BUILT.get_or_init(|| {
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build
             .args([
                 "build",
                 "--quiet",
@@ -320,11 +331,33 @@ pub fn binary(name: &str) -> PathBuf {
                 "envplane-runner",
                 "--bins",
             ])
-            .status()
-            .expect("run cargo build");
+            .current_dir(workspace_dir());
+        // The variables cargo sets for this test package would look like changes to the
+        // build scripts that watch them (ring watches CARGO_MANIFEST_DIR) and rebuild
+        // them, invalidating the outer build. Cargo's own settings (CARGO_HOME,
+        // CARGO_TARGET_DIR, ...) and RUSTUP_*, PATH stay.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_for_this_test = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref());
+            if set_for_this_test {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build.status().expect("run cargo build");
         assert!(status.success(), "building the envplane binaries failed");
+        target_dir().join("debug")
     });
-    target_dir().join("debug").join(name)
+    directory.join(name)
 }
 
 /// A Git repository (branch `main`) with `files` committed, for templates to point at.

@@ -1,9 +1,8 @@
 //! A restart keeps every object, and the first start hands out the operator's key once.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 
+use envplane_e2e::cli::Server;
 use envplane_e2e::spawn_app;
 use serde_json::json;
 
@@ -66,31 +65,9 @@ async fn a_restart_keeps_everything() {
 /// The real `envplane serve` binary: prints the admin key once, stores it 0600.
 #[test]
 fn serve_prints_the_admin_key_once() {
-    let binary = envplane_e2e::binary("envplane");
     let data_dir = tempfile::tempdir().unwrap();
-    let start = || {
-        let mut child = Command::new(&binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start envplane serve");
-        let mut printed = Vec::new();
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            let listening = line.starts_with("envplane listening on http://127.0.0.1:");
-            printed.push(line);
-            if listening {
-                break;
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        printed.join("\n")
-    };
-
-    let first = start();
+    let first = Server::start_in(data_dir.path());
+    assert!(first.url.starts_with("http://127.0.0.1:"), "{}", first.url);
     let key_file = data_dir.path().join("admin-key");
     let key = std::fs::read_to_string(&key_file)
         .unwrap()
@@ -98,8 +75,9 @@ fn serve_prints_the_admin_key_once() {
         .to_string();
     assert!(key.starts_with("epk_"));
     assert!(
-        first.contains(&key),
-        "the first start prints the key: {first}"
+        first.printed.contains(&key),
+        "the first start prints the key: {}",
+        first.printed
     );
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -108,11 +86,14 @@ fn serve_prints_the_admin_key_once() {
         .permissions()
         .mode();
     assert_eq!(master & 0o777, 0o600);
+    drop(first);
 
-    let second = start();
+    let second = Server::start_in(data_dir.path());
     assert!(
-        !second.contains(&key),
-        "a restart prints the key again: {second}"
+        !second.printed.contains(&key),
+        "a restart prints the key again: {}",
+        second.printed
     );
+    drop(second);
     assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), key);
 }
