@@ -3,12 +3,12 @@
 //! SQLite transaction, so a batch of writes is all or nothing.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use envplane_core::ports::{IndexQuery, Kind, ListQuery, Page, Record, Store, StoreError, WriteOp};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use tokio::sync::Semaphore;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -40,8 +40,9 @@ pub struct SqliteStore {
 
 struct Connections {
     writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    /// Reader connections not in use; a permit guarantees one is there.
+    idle_readers: Mutex<Vec<Connection>>,
+    reader_permits: Semaphore,
 }
 
 impl SqliteStore {
@@ -64,14 +65,14 @@ impl SqliteStore {
                 reader
                     .execute_batch("PRAGMA busy_timeout = 5000;")
                     .map_err(backend)?;
-                Ok(Mutex::new(reader))
+                Ok(reader)
             })
             .collect::<Result<_, StoreError>>()?;
         Ok(Self {
             inner: Arc::new(Connections {
                 writer: Mutex::new(writer),
-                readers,
-                next_reader: AtomicUsize::new(0),
+                idle_readers: Mutex::new(readers),
+                reader_permits: Semaphore::new(READERS),
             }),
         })
     }
@@ -82,13 +83,41 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        run_blocking(move || {
-            let index = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let connection = inner.readers[index].lock().map_err(|_| poisoned())?;
-            work(&connection)
+        // Waiting for a permit here, not in a blocking thread, keeps the blocking pool
+        // to one thread per connection under load.
+        let permit = self
+            .inner
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Backend("the store is closed".into()))?;
+        let connection = self
+            .inner
+            .idle_readers
+            .lock()
+            .map_err(|_| poisoned())?
+            .pop()
+            .ok_or_else(|| StoreError::Backend("no reader connection is left".into()))?;
+        match tokio::task::spawn_blocking(move || {
+            let result = work(&connection);
+            (connection, result)
         })
         .await
+        {
+            Ok((connection, result)) => {
+                self.inner
+                    .idle_readers
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .push(connection);
+                result
+            }
+            Err(error) => {
+                // The connection went down with the task: one reader fewer from now on.
+                permit.forget();
+                Err(StoreError::Backend(format!("store task failed: {error}")))
+            }
+        }
     }
 }
 
