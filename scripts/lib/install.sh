@@ -52,3 +52,33 @@ ensure_test_terraform() {
     rm -rf "$download"
     "$target" version | head -1
 }
+
+# The AWS emulator for the AWS adapter tests: moto server, pinned, on 127.0.0.1.
+MOTO_PACKAGE="moto[server]==5.2.5"
+
+ensure_moto() {
+    if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+        echo "installing $MOTO_PACKAGE..."
+        python3 -m pip install --quiet --disable-pip-version-check "$MOTO_PACKAGE"
+    fi
+}
+
+# Starts moto on a free port and points the AWS SDK at it (AWS_ENDPOINT_URL and fake
+# credentials); stops it when the calling script exits.
+start_moto() {
+    local port
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    python3 -m moto.server -H 127.0.0.1 -p "$port" >"${TMPDIR:-/tmp}/envplane-moto-$port.log" 2>&1 &
+    MOTO_PID=$!
+    trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do
+        if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" >/dev/null 2>&1; then
+            export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+            export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+            return
+        fi
+        sleep 0.2
+    done
+    echo "moto server did not start; see ${TMPDIR:-/tmp}/envplane-moto-$port.log" >&2
+    exit 1
+}
