@@ -1,8 +1,13 @@
 //! Adapters for running envplane on AWS: every port of `envplane-core` on the AWS
 //! service that carries it in production.
 
+pub mod config;
+pub mod deployer;
 pub mod dynamodb;
+pub mod ecs;
 pub mod emulator;
 pub mod kms;
 pub mod s3;
 pub mod secrets;
+pub mod sqs;
+pub mod task_events;

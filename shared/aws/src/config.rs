@@ -1,0 +1,185 @@
+//! The configuration every function reads once at cold start, from environment
+//! variables, into typed settings; a missing one is a start-up error naming it.
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use envplane_core::ports::SystemClock;
+use envplane_core::service::{Ports, Settings};
+use envplane_core::Platform;
+
+use crate::dynamodb::DynamoDbStore;
+use crate::ecs::{EcsLauncher, EcsSettings};
+use crate::kms::KmsKeyRing;
+use crate::s3::S3Artifacts;
+use crate::sqs::SqsQueue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing configuration: set {0}")]
+    Missing(&'static str),
+    #[error("invalid configuration {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where the platform's resources are.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// The single DynamoDB table.
+    pub table_name: String,
+    /// The SQS deployments queue.
+    pub queue_url: String,
+    /// The customer-managed KMS key for data keys and SSE-KMS.
+    pub kms_key_id: String,
+    /// The versioned S3 bucket for states and plans.
+    pub artifacts_bucket: String,
+    /// The public API URL sandboxes call back.
+    pub api_url: String,
+    pub ecs_cluster: String,
+    pub runner_task_definition: String,
+    pub runner_container: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub max_parallel_deployments: usize,
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
+        _ => Err(ConfigError::Missing(name)),
+    }
+}
+
+fn list(name: &'static str) -> Result<Vec<String>, ConfigError> {
+    let items: Vec<String> = required(name)?
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect();
+    if items.is_empty() {
+        return Err(ConfigError::Missing(name));
+    }
+    Ok(items)
+}
+
+impl AwsSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let max_parallel_deployments = match std::env::var("ENVPLANE_MAX_PARALLEL_DEPLOYMENTS") {
+            Err(_) => 50,
+            Ok(value) => value.parse().map_err(|_| ConfigError::Invalid {
+                name: "ENVPLANE_MAX_PARALLEL_DEPLOYMENTS",
+                reason: format!("{value:?} is not a number"),
+            })?,
+        };
+        let api_url = required("ENVPLANE_API_URL")?;
+        if !api_url.starts_with("https://") && !api_url.starts_with("http://127.0.0.1") {
+            return Err(ConfigError::Invalid {
+                name: "ENVPLANE_API_URL",
+                reason: "sandboxes call back over HTTPS only".into(),
+            });
+        }
+        Ok(Self {
+            table_name: required("ENVPLANE_TABLE_NAME")?,
+            queue_url: required("ENVPLANE_QUEUE_URL")?,
+            kms_key_id: required("ENVPLANE_KMS_KEY_ID")?,
+            artifacts_bucket: required("ENVPLANE_ARTIFACTS_BUCKET")?,
+            api_url,
+            ecs_cluster: required("ENVPLANE_ECS_CLUSTER")?,
+            runner_task_definition: required("ENVPLANE_RUNNER_TASK_DEFINITION")?,
+            runner_container: std::env::var("ENVPLANE_RUNNER_CONTAINER")
+                .unwrap_or_else(|_| "runner".into()),
+            subnets: list("ENVPLANE_SUBNETS")?,
+            security_groups: list("ENVPLANE_SECURITY_GROUPS")?,
+            max_parallel_deployments,
+        })
+    }
+}
+
+/// The platform on the AWS adapters, and the queue (the deployer requeues through it).
+pub struct AwsPlatform {
+    pub platform: Arc<Platform>,
+    pub queue: Arc<SqsQueue>,
+}
+
+/// Builds every adapter from `settings` and the SDK configuration (region and
+/// credentials from the Lambda environment; `AWS_ENDPOINT_URL` in tests).
+pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let queue = Arc::new(SqsQueue::new(
+        aws_sdk_sqs::Client::new(sdk),
+        &settings.queue_url,
+    ));
+    let launcher = EcsLauncher::new(
+        aws_sdk_ecs::Client::new(sdk),
+        EcsSettings {
+            cluster: settings.ecs_cluster.clone(),
+            task_definition: settings.runner_task_definition.clone(),
+            container: settings.runner_container.clone(),
+            subnets: settings.subnets.clone(),
+            security_groups: settings.security_groups.clone(),
+            api_url: settings.api_url.clone(),
+        },
+    );
+    let ports = Ports {
+        store: Arc::new(DynamoDbStore::new(dynamodb.clone(), &settings.table_name)),
+        key_ring: Arc::new(KmsKeyRing::new(
+            aws_sdk_kms::Client::new(sdk),
+            dynamodb,
+            &settings.table_name,
+            &settings.kms_key_id,
+        )),
+        clock: Arc::new(SystemClock),
+        queue: queue.clone(),
+        launcher: Arc::new(launcher),
+        artifacts: Arc::new(S3Artifacts::new(
+            aws_sdk_s3::Client::new(sdk),
+            &settings.artifacts_bucket,
+            &settings.kms_key_id,
+        )),
+    };
+    let platform_settings = Settings {
+        local_mode: false,
+        max_parallel_deployments: settings.max_parallel_deployments,
+    };
+    AwsPlatform {
+        platform: Arc::new(Platform::new(ports, platform_settings)),
+        queue,
+    }
+}
+
+/// The platform configured from the environment, as every function builds it at cold
+/// start.
+pub async fn platform_from_env() -> Result<AwsPlatform, ConfigError> {
+    let settings = AwsSettings::from_env()?;
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    Ok(platform(&settings, &sdk))
+}
+
+/// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
+pub fn init_lambda_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .without_time()
+        .init();
+}
+
+/// The deployer's view of the queue's redrive policy: `ENVPLANE_REDRIVE_LIMIT` must
+/// equal its `maxReceiveCount` (default 5).
+pub fn redrive_limit_from_env() -> Result<u32, ConfigError> {
+    match std::env::var("ENVPLANE_REDRIVE_LIMIT") {
+        Err(_) => Ok(crate::deployer::DEFAULT_REDRIVE_LIMIT),
+        Ok(value) => value
+            .parse()
+            .ok()
+            .filter(|limit| *limit >= 1)
+            .ok_or(ConfigError::Invalid {
+                name: "ENVPLANE_REDRIVE_LIMIT",
+                reason: format!("{value:?} is not a whole number of at least 1"),
+            }),
+    }
+}

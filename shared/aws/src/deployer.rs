@@ -1,0 +1,415 @@
+//! λ deployer's behaviour: each record of an SQS batch from the deployments queue is
+//! one dispatch. Records that should be tried again (a malformed body, a dispatch error,
+//! no free sandbox slot) go back to the queue as batch item failures, to be delivered
+//! again after the queue's visibility timeout; the others are deleted.
+//!
+//! On the last delivery before the redrive policy moves a record to the dead-letter
+//! queue (`redrive_limit`, the queue's `maxReceiveCount`), a deployment that still
+//! cannot be dispatched fails with the reason, so nobody waits for it forever. Waiting
+//! for a free sandbox slot is not a failure: on its last delivery such a record is sent
+//! again as a fresh message instead, and keeps its place in line for as long as it takes.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use envplane_core::ports::{DeploymentMessage, Queue};
+use envplane_core::service::DispatchOutcome;
+use envplane_core::Platform;
+
+use crate::sqs::{for_each_record, receive_count};
+
+/// The queue's redrive policy `maxReceiveCount` when `ENVPLANE_REDRIVE_LIMIT` is unset.
+pub const DEFAULT_REDRIVE_LIMIT: u32 = 5;
+
+/// Dispatches every deployment message of the batch; returns the records to deliver
+/// again. `queue` is the deployments queue the batch came from.
+pub async fn handle_batch(
+    platform: &Platform,
+    queue: &dyn Queue,
+    event: SqsEvent,
+    redrive_limit: u32,
+) -> SqsBatchResponse {
+    for_each_record(event, |record| {
+        handle_record(platform, queue, record, redrive_limit)
+    })
+    .await
+}
+
+async fn handle_record(
+    platform: &Platform,
+    queue: &dyn Queue,
+    record: SqsMessage,
+    redrive_limit: u32,
+) -> Result<(), String> {
+    let receives = receive_count(&record);
+    let last_delivery = receives >= redrive_limit;
+    // The body is never logged; a parse error names only where the body went wrong.
+    let message: DeploymentMessage = match record.body.as_deref().map(serde_json::from_str) {
+        Some(Ok(message)) => message,
+        Some(Err(error)) => {
+            return Err(format!(
+                "the body is not a deployment message ({:?} error at line {}, column {})",
+                error.classify(),
+                error.line(),
+                error.column()
+            ))
+        }
+        None => return Err("the record has no body".into()),
+    };
+    tracing::Span::current().record("deployment_id", message.deployment_id.as_str());
+    let failure = match platform.dispatch(&message).await {
+        Ok(DispatchOutcome::AtCapacity) if last_delivery => match queue.send(&message).await {
+            Ok(()) => {
+                tracing::info!("no free sandbox slot yet; queued again as a fresh message");
+                return Ok(());
+            }
+            Err(error) => format!(
+                "no sandbox slot was free, and queueing the deployment again failed: {error}"
+            ),
+        },
+        Ok(DispatchOutcome::AtCapacity) => {
+            return Err("no free sandbox slot; delivered again after the visibility timeout".into())
+        }
+        Ok(outcome) => {
+            tracing::info!(?outcome, "dispatched");
+            return Ok(());
+        }
+        Err(error) => format!("dispatching failed: {error}"),
+    };
+    if last_delivery {
+        let reason = format!(
+            "the deployment could not be started after {receives} deliveries of its queue message: {failure}"
+        );
+        tracing::error!(%reason, "last delivery; the message moves to the dead-letter queue");
+        if let Err(error) = platform.dead_lettered(&message, &reason).await {
+            tracing::error!(%error, "failing the dead-lettered deployment failed");
+        }
+    }
+    Err(failure)
+}
+
+#[cfg(test)]
+pub(crate) mod fixture {
+    //! A platform on local adapters with one queued deployment, and fakes for the ports
+    //! the AWS handlers drive: a launcher that records, a store that can be made to fail.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use envplane_core::auth::Caller;
+    use envplane_core::deployment::Deployment;
+    use envplane_core::ports::{
+        DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest, Launcher, ListQuery, Page,
+        Queue, QueueError, Record, Store, StoreError, SystemClock, WriteOp,
+    };
+    use envplane_core::service::{Ports, Settings};
+    use envplane_core::Platform;
+    use envplane_local::{FileArtifacts, FileKeyRing, SqliteStore};
+    use serde_json::json;
+
+    /// Fails the cross-organization index reads, which dispatch needs and concluding a
+    /// deployment does not, while `down` is set.
+    pub struct FlakyStore {
+        inner: SqliteStore,
+        pub down: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Store for FlakyStore {
+        async fn get(
+            &self,
+            kind: Kind,
+            org_id: &str,
+            id: &str,
+        ) -> Result<Option<Record>, StoreError> {
+            self.inner.get(kind, org_id, id).await
+        }
+        async fn find_unique(&self, kind: Kind, key: &str) -> Result<Option<Record>, StoreError> {
+            self.inner.find_unique(kind, key).await
+        }
+        async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+            self.inner.list(query).await
+        }
+        async fn list_indexed(&self, query: IndexQuery) -> Result<Page, StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("the table is unavailable".into()));
+            }
+            self.inner.list_indexed(query).await
+        }
+        async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+            self.inner.commit(ops).await
+        }
+    }
+
+    #[derive(Default)]
+    pub struct RecordingLauncher {
+        pub launched: Mutex<Vec<(String, u32)>>,
+    }
+
+    #[async_trait]
+    impl Launcher for RecordingLauncher {
+        async fn launch(&self, request: LaunchRequest) -> Result<(), LaunchError> {
+            self.launched
+                .lock()
+                .unwrap()
+                .push((request.deployment_id, request.attempt));
+            Ok(())
+        }
+        async fn stop(&self, _deployment_id: &str) -> Result<(), LaunchError> {
+            Ok(())
+        }
+    }
+
+    /// Records what is sent; refuses while `down` is set.
+    #[derive(Default)]
+    pub struct RecordingQueue {
+        pub sent: Mutex<Vec<DeploymentMessage>>,
+        pub down: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Queue for RecordingQueue {
+        async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(QueueError::Backend("the queue is unavailable".into()));
+            }
+            self.sent.lock().unwrap().push(message.clone());
+            Ok(())
+        }
+    }
+
+    pub struct Fixture {
+        pub platform: Arc<Platform>,
+        pub store: Arc<FlakyStore>,
+        pub launcher: Arc<RecordingLauncher>,
+        pub queue: Arc<RecordingQueue>,
+        pub caller: Caller,
+        pub message: DeploymentMessage,
+        _data_dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        /// A platform allowing `max_parallel_deployments`, with one queued deployment.
+        pub async fn new(max_parallel_deployments: usize) -> Self {
+            let data_dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(FlakyStore {
+                inner: SqliteStore::open(&data_dir.path().join("envplane.db")).unwrap(),
+                down: AtomicBool::new(false),
+            });
+            let launcher = Arc::new(RecordingLauncher::default());
+            let queue = Arc::new(RecordingQueue::default());
+            let ports = Ports {
+                store: store.clone(),
+                key_ring: Arc::new(
+                    FileKeyRing::open_or_create(&data_dir.path().join("master.key")).unwrap(),
+                ),
+                clock: Arc::new(SystemClock),
+                queue: queue.clone(),
+                launcher: launcher.clone(),
+                artifacts: Arc::new(FileArtifacts::new(data_dir.path().join("artifacts"))),
+            };
+            let platform = Arc::new(Platform::new(
+                ports,
+                Settings {
+                    local_mode: false,
+                    max_parallel_deployments,
+                },
+            ));
+            let (caller, message) = queued_deployment(&platform).await;
+            queue.sent.lock().unwrap().clear();
+            Self {
+                platform,
+                store,
+                launcher,
+                queue,
+                caller,
+                message,
+                _data_dir: data_dir,
+            }
+        }
+
+        pub async fn deployment(&self) -> Deployment {
+            self.platform
+                .get_deployment(&self.caller, &self.message.deployment_id)
+                .await
+                .unwrap()
+        }
+    }
+
+    /// Bootstraps the platform and queues one deployment: project, template, environment.
+    pub async fn queued_deployment(platform: &Platform) -> (Caller, DeploymentMessage) {
+        use envplane_core::secrecy::ExposeSecret;
+        let key = platform.bootstrap().await.unwrap().unwrap();
+        let caller = platform
+            .authenticate(key.expose_secret(), "test")
+            .await
+            .unwrap();
+        let project = platform
+            .create_project(&caller, from(json!({"name": "payments"})))
+            .await
+            .unwrap();
+        let template = platform
+            .create_template(
+                &caller,
+                from(json!({
+                    "name": "network",
+                    "project_id": project.id,
+                    "repository": "https://github.com/acme/infra.git",
+                    "iac_version": "1.9.8",
+                })),
+            )
+            .await
+            .unwrap();
+        let environment = platform
+            .create_environment(
+                &caller,
+                from(json!({
+                    "name": "staging",
+                    "project_id": project.id,
+                    "template_id": template.id,
+                })),
+            )
+            .await
+            .unwrap();
+        let deployment = platform
+            .create_deployment(&caller, &environment.id, from(json!({"action": "apply"})))
+            .await
+            .unwrap();
+        let message = DeploymentMessage {
+            org_id: caller.org_id.clone(),
+            environment_id: environment.id,
+            deployment_id: deployment.id,
+        };
+        (caller, message)
+    }
+
+    fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::fixture::Fixture;
+    use super::*;
+    use envplane_core::deployment::DeploymentStatus;
+    use serde_json::json;
+
+    fn record(id: &str, body: serde_json::Value, receives: u32) -> serde_json::Value {
+        json!({
+            "messageId": id,
+            "body": body.as_str().map(str::to_string).unwrap_or_else(|| body.to_string()),
+            "attributes": {"ApproximateReceiveCount": receives.to_string()},
+            "eventSource": "aws:sqs",
+        })
+    }
+
+    fn batch(records: Vec<serde_json::Value>) -> SqsEvent {
+        serde_json::from_value(json!({ "Records": records })).unwrap()
+    }
+
+    fn failed(response: &SqsBatchResponse) -> Vec<&str> {
+        response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect()
+    }
+
+    impl Fixture {
+        async fn deliver(&self, receives: u32, redrive_limit: u32) -> SqsBatchResponse {
+            let message = serde_json::to_value(&self.message).unwrap();
+            let event = batch(vec![record("m1", message, receives)]);
+            handle_batch(&self.platform, self.queue.as_ref(), event, redrive_limit).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queued_deployment_is_launched_and_its_record_deleted() {
+        let fixture = Fixture::new(4).await;
+        let response = fixture.deliver(1, DEFAULT_REDRIVE_LIMIT).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(
+            *fixture.launcher.launched.lock().unwrap(),
+            [(fixture.message.deployment_id.clone(), 1)]
+        );
+        assert_eq!(fixture.deployment().await.status, DeploymentStatus::Running);
+
+        // A redelivery of the same message starts nothing more.
+        let response = fixture.deliver(2, DEFAULT_REDRIVE_LIMIT).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(fixture.launcher.launched.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_the_records_to_try_again_return_to_the_queue() {
+        let fixture = Fixture::new(4).await;
+        let message = serde_json::to_value(&fixture.message).unwrap();
+        let unknown =
+            json!({"org_id": "org_x", "environment_id": "env_x", "deployment_id": "dep_x"});
+        let response = handle_batch(
+            &fixture.platform,
+            fixture.queue.as_ref(),
+            batch(vec![
+                record("m1", json!("{\"deployment_id\": \"dep_1\""), 1),
+                record("m2", message, 1),
+                record("m3", json!({"hello": "world"}), 5),
+                record("m4", unknown, 1),
+                json!({"messageId": "m5", "attributes": {}}),
+            ]),
+            DEFAULT_REDRIVE_LIMIT,
+        )
+        .await;
+        assert_eq!(failed(&response), ["m1", "m3", "m5"]);
+        assert_eq!(fixture.launcher.launched.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn at_capacity_the_record_returns_and_is_queued_afresh_on_its_last_delivery() {
+        let fixture = Fixture::new(0).await;
+        let response = fixture.deliver(4, 5).await;
+        assert_eq!(failed(&response), ["m1"]);
+        assert!(fixture.queue.sent.lock().unwrap().is_empty());
+
+        let response = fixture.deliver(5, 5).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(
+            *fixture.queue.sent.lock().unwrap(),
+            vec![fixture.message.clone()]
+        );
+        assert_eq!(fixture.deployment().await.status, DeploymentStatus::Queued);
+        assert!(fixture.launcher.launched.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn at_capacity_on_the_last_delivery_without_a_queue_the_deployment_fails() {
+        let fixture = Fixture::new(0).await;
+        fixture.queue.down.store(true, Ordering::SeqCst);
+        let response = fixture.deliver(5, 5).await;
+        assert_eq!(failed(&response), ["m1"]);
+        let deployment = fixture.deployment().await;
+        assert_eq!(deployment.status, DeploymentStatus::Failed);
+        let reason = deployment.reason.unwrap();
+        assert!(reason.contains("after 5 deliveries"), "{reason}");
+        assert!(reason.contains("the queue is unavailable"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn dispatch_errors_return_the_record_and_fail_the_deployment_on_the_last_delivery() {
+        let fixture = Fixture::new(4).await;
+        fixture.store.down.store(true, Ordering::SeqCst);
+        let response = fixture.deliver(1, 2).await;
+        assert_eq!(failed(&response), ["m1"]);
+        assert_eq!(fixture.deployment().await.status, DeploymentStatus::Queued);
+
+        let response = fixture.deliver(2, 2).await;
+        assert_eq!(failed(&response), ["m1"]);
+        let deployment = fixture.deployment().await;
+        assert_eq!(deployment.status, DeploymentStatus::Failed);
+        let reason = deployment.reason.unwrap();
+        assert!(reason.contains("after 2 deliveries"), "{reason}");
+        assert!(reason.contains("the table is unavailable"), "{reason}");
+        assert!(fixture.launcher.launched.lock().unwrap().is_empty());
+    }
+}
