@@ -1,6 +1,7 @@
 //! The test kit for end-to-end tests: an envplane on a random loopback port with a fresh
 //! data directory, driven over real HTTP; [`cli`] drives the real binaries instead.
 
+pub mod aws;
 pub mod cli;
 
 use std::net::SocketAddr;

@@ -33,6 +33,9 @@ pub struct AwsSettings {
     pub kms_key_id: String,
     /// The versioned S3 bucket for states and plans.
     pub artifacts_bucket: String,
+    /// Address the bucket in the path rather than the host name, for S3-compatible
+    /// endpoints without per-bucket host names (the emulator).
+    pub s3_path_style: bool,
     /// The public API URL sandboxes call back.
     pub api_url: String,
     pub ecs_cluster: String,
@@ -63,6 +66,18 @@ fn list(name: &'static str) -> Result<Vec<String>, ConfigError> {
     Ok(items)
 }
 
+/// An optional `true`/`false` variable; unset is false.
+fn flag(name: &'static str) -> Result<bool, ConfigError> {
+    match std::env::var(name).as_deref().map(str::trim) {
+        Err(_) | Ok("") | Ok("false") => Ok(false),
+        Ok("true") => Ok(true),
+        Ok(value) => Err(ConfigError::Invalid {
+            name,
+            reason: format!("{value:?} is neither true nor false"),
+        }),
+    }
+}
+
 impl AwsSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let max_parallel_deployments = match std::env::var("ENVPLANE_MAX_PARALLEL_DEPLOYMENTS") {
@@ -84,6 +99,7 @@ impl AwsSettings {
             queue_url: required("ENVPLANE_QUEUE_URL")?,
             kms_key_id: required("ENVPLANE_KMS_KEY_ID")?,
             artifacts_bucket: required("ENVPLANE_ARTIFACTS_BUCKET")?,
+            s3_path_style: flag("ENVPLANE_S3_PATH_STYLE")?,
             api_url,
             ecs_cluster: required("ENVPLANE_ECS_CLUSTER")?,
             runner_task_definition: required("ENVPLANE_RUNNER_TASK_DEFINITION")?,
@@ -94,6 +110,15 @@ impl AwsSettings {
             max_parallel_deployments,
         })
     }
+}
+
+/// An S3 client; `path_style` for endpoints without per-bucket host names.
+pub fn s3_client(sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(path_style)
+            .build(),
+    )
 }
 
 /// The platform on the AWS adapters, and the queue (the deployer requeues through it).
@@ -133,7 +158,7 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
         queue: queue.clone(),
         launcher: Arc::new(launcher),
         artifacts: Arc::new(S3Artifacts::new(
-            aws_sdk_s3::Client::new(sdk),
+            s3_client(sdk, settings.s3_path_style),
             &settings.artifacts_bucket,
             &settings.kms_key_id,
         )),

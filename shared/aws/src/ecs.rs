@@ -328,8 +328,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::{sdk_config, unique_name};
-    use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, NetworkMode, Task, TaskField};
+    use crate::emulator::{
+        manual_task_progression, runner_cluster, sandbox_network, sdk_config, unique_name,
+    };
+    use aws_sdk_ecs::types::{Task, TaskField};
     use envplane_core::secrecy::SecretString;
 
     const TOKEN: &str = "ert_runner_token_for_the_test";
@@ -484,121 +486,19 @@ mod tests {
             .collect()
     }
 
-    /// Calls the emulator's EC2 query API (the tests need no EC2 SDK) and returns the
-    /// text of the first `<tag>` of the answer.
-    async fn ec2(params: &[(&str, &str)], tag: &str) -> String {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
-        let mut form = vec![("Version", "2016-11-15")];
-        form.extend_from_slice(params);
-        let answer = reqwest::Client::new()
-            .post(format!("{endpoint}/"))
-            .header(
-                "Authorization",
-                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, \
-                 SignedHeaders=host, Signature=emulator",
-            )
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            answer.status().is_success(),
-            "EC2 {params:?}: {}",
-            answer.status()
-        );
-        let text = answer.text().await.unwrap();
-        let open = format!("<{tag}>");
-        let start = text
-            .find(&open)
-            .map(|at| at + open.len())
-            .unwrap_or_else(|| {
-                panic!("no <{tag}> in the EC2 answer: {text}");
-            });
-        let end = start + text[start..].find('<').unwrap();
-        text[start..end].to_string()
-    }
-
     struct Sandbox {
         ecs: aws_sdk_ecs::Client,
         launcher: EcsLauncher,
         cluster: String,
     }
 
-    /// A VPC (DNS hostnames on), a subnet, a security group, a cluster and a Fargate task
-    /// definition in the emulator, with tasks kept at RUNNING until stopped.
+    /// The sandbox network, a cluster and the runner task definition in the emulator,
+    /// with tasks kept at RUNNING until stopped.
     async fn sandbox() -> Sandbox {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
-        let transition = reqwest::Client::new()
-            .post(format!("{endpoint}/moto-api/state-manager/set-transition"))
-            .json(&serde_json::json!({
-                "model_name": "ecs::task",
-                "transition": {"progression": "manual", "times": 999}
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert!(transition.status().is_success());
-
-        let vpc = ec2(
-            &[("Action", "CreateVpc"), ("CidrBlock", "10.0.0.0/16")],
-            "vpcId",
-        )
-        .await;
-        ec2(
-            &[
-                ("Action", "ModifyVpcAttribute"),
-                ("VpcId", &vpc),
-                ("EnableDnsHostnames.Value", "true"),
-            ],
-            "requestId",
-        )
-        .await;
-        let subnet = ec2(
-            &[
-                ("Action", "CreateSubnet"),
-                ("VpcId", &vpc),
-                ("CidrBlock", "10.0.1.0/24"),
-            ],
-            "subnetId",
-        )
-        .await;
-        let group_name = unique_name("envplane-sandbox");
-        let security_group = ec2(
-            &[
-                ("Action", "CreateSecurityGroup"),
-                ("GroupName", &group_name),
-                ("GroupDescription", "envplane sandboxes: no inbound"),
-                ("VpcId", &vpc),
-            ],
-            "groupId",
-        )
-        .await;
-
+        manual_task_progression().await;
+        let (subnet, security_group) = sandbox_network().await;
         let ecs = aws_sdk_ecs::Client::new(&sdk_config().await);
-        let cluster = unique_name("envplane");
-        ecs.create_cluster()
-            .cluster_name(&cluster)
-            .send()
-            .await
-            .unwrap();
-        let family = unique_name("envplane-runner");
-        ecs.register_task_definition()
-            .family(&family)
-            .requires_compatibilities(Compatibility::Fargate)
-            .network_mode(NetworkMode::Awsvpc)
-            .cpu("256")
-            .memory("512")
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name("runner")
-                    .image("ghcr.io/envplane/runner:test")
-                    .memory(512)
-                    .essential(true)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        let (cluster, family) = runner_cluster(&ecs).await;
         let mut settings = settings(vec![subnet], vec![security_group], &cluster);
         settings.task_definition = family;
         Sandbox {

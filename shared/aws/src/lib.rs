@@ -5,6 +5,7 @@ pub mod config;
 pub mod deployer;
 pub mod dynamodb;
 pub mod ecs;
+#[cfg(any(test, feature = "emulator"))]
 pub mod emulator;
 pub mod kms;
 pub mod s3;

@@ -116,11 +116,7 @@ mod tests {
         async fn new() -> Self {
             let config = sdk_config().await;
             // The emulator has no per-bucket host names.
-            let client = aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&config)
-                    .force_path_style(true)
-                    .build(),
-            );
+            let client = crate::config::s3_client(&config, true);
             let key_id = aws_sdk_kms::Client::new(&config)
                 .create_key()
                 .send()

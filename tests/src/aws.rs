@@ -1,0 +1,376 @@
+//! envplane on its AWS adapters, against the emulator that `scripts/test` starts. The api,
+//! deployer and task-events handlers are the real ones; this harness stands in for what
+//! AWS runs around them: the SQS event source mapping that feeds the deployer, Fargate
+//! running the runner's container (the emulator runs none), and EventBridge telling
+//! task-events that a task stopped.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_ecs::types::{DesiredStatus, Task};
+use envplane_aws::config::AwsPlatform;
+use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
+use envplane_aws::task_events::handle_task_state_change;
+use envplane_core::secrecy::ExposeSecret;
+use envplane_core::Platform;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::{binary, tools_dir, Seeded, TestApp};
+
+/// Repositories as sandboxes reach them (an `https://` URL, as production requires)
+/// and the local directories git in a sandbox fetches them from instead, since nothing
+/// here reaches a Git host.
+type Repositories = Arc<Mutex<Vec<(String, PathBuf)>>>;
+
+/// What the stand-in for Fargate does with a task that RunTask started.
+#[derive(Clone, Copy, Debug)]
+pub enum Sandbox {
+    /// Runs `envplane-runner` with exactly the task's container overrides, then stops
+    /// the task with the runner's exit code.
+    RunRunner,
+    /// Stops the task at once, as a container killed with `exit_code` before it could
+    /// report anything.
+    Crash { exit_code: i32 },
+}
+
+/// Which stand-ins run; without them a test drives deliveries and tasks itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Harness {
+    pub event_source_mapping: bool,
+    pub fargate: Option<Sandbox>,
+}
+
+impl Harness {
+    /// The whole path, with sandboxes that run the runner.
+    pub const FULL: Harness = Harness {
+        event_source_mapping: true,
+        fargate: Some(Sandbox::RunRunner),
+    };
+    /// Only the api: the test delivers queue messages and plays the tasks.
+    pub const API_ONLY: Harness = Harness {
+        event_source_mapping: false,
+        fargate: None,
+    };
+}
+
+pub struct AwsApp {
+    pub app: TestApp,
+    pub stack: Stack,
+    /// The deployments queue's deployer, as one Lambda instance would build it.
+    pub deployer: AwsPlatform,
+    pub ecs: aws_sdk_ecs::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    repositories: Repositories,
+    stand_ins: Vec<JoinHandle<()>>,
+}
+
+impl Drop for AwsApp {
+    fn drop(&mut self) {
+        for stand_in in &self.stand_ins {
+            stand_in.abort();
+        }
+    }
+}
+
+/// A fresh installation in the emulator, its api served on a loopback port (the same
+/// router the api Lambda serves), and the stand-ins `harness` asks for.
+pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stack = Stack::create(&format!("http://{address}")).await;
+    let api = envplane_aws::config::platform(&stack.settings, &stack.sdk);
+    let admin_key = api
+        .platform
+        .bootstrap()
+        .await
+        .expect("bootstrap")
+        .expect("a fresh table bootstraps")
+        .expose_secret()
+        .to_string();
+    let router = envplane_http::api_router(api.platform);
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let deployer = envplane_aws::config::platform(&stack.settings, &stack.sdk);
+    let task_events = envplane_aws::config::platform(&stack.settings, &stack.sdk).platform;
+    let ecs = aws_sdk_ecs::Client::new(&stack.sdk);
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let repositories = Repositories::default();
+    let mut stand_ins = Vec::new();
+    if harness.event_source_mapping {
+        let deployer = envplane_aws::config::platform(&stack.settings, &stack.sdk);
+        let (sqs, queue_url) = (sqs.clone(), stack.settings.queue_url.clone());
+        stand_ins.push(tokio::spawn(async move {
+            loop {
+                let delivered = deliver_batch(
+                    &deployer.platform,
+                    deployer.queue.as_ref(),
+                    &sqs,
+                    &queue_url,
+                    1,
+                )
+                .await;
+                if delivered.is_err() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }));
+    }
+    if let Some(sandbox) = harness.fargate {
+        let fargate = Fargate {
+            ecs: ecs.clone(),
+            cluster: stack.settings.ecs_cluster.clone(),
+            task_events,
+            sandbox,
+            repositories: repositories.clone(),
+        };
+        stand_ins.push(tokio::spawn(fargate.run()));
+    }
+    AwsApp {
+        app: TestApp {
+            address,
+            admin_key,
+            data_dir: tempfile::tempdir().expect("temporary directory"),
+            client: reqwest::Client::new(),
+            server,
+        },
+        stack,
+        deployer,
+        ecs,
+        sqs,
+        repositories,
+        stand_ins,
+    }
+}
+
+/// The stand-in for Fargate and for EventBridge's task state change events.
+struct Fargate {
+    ecs: aws_sdk_ecs::Client,
+    cluster: String,
+    /// The task-events function's platform.
+    task_events: Arc<Platform>,
+    sandbox: Sandbox,
+    repositories: Repositories,
+}
+
+impl Fargate {
+    async fn run(self) {
+        let this = Arc::new(self);
+        let mut started = HashSet::new();
+        loop {
+            for task in this.tasks(DesiredStatus::Running).await {
+                let arn = task.task_arn().unwrap_or_default().to_string();
+                if started.insert(arn) {
+                    tokio::spawn(Arc::clone(&this).run_task(task));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn tasks(&self, desired: DesiredStatus) -> Vec<Task> {
+        tasks(&self.ecs, &self.cluster, desired).await
+    }
+
+    async fn run_task(self: Arc<Self>, task: Task) {
+        let exit_code = match self.sandbox {
+            Sandbox::RunRunner => self.run_runner(&task).await,
+            Sandbox::Crash { exit_code } => exit_code,
+        };
+        let arn = task.task_arn().unwrap_or_default();
+        let stopped = self
+            .ecs
+            .stop_task()
+            .cluster(&self.cluster)
+            .task(arn)
+            .reason("Essential container in task exited")
+            .send()
+            .await
+            .expect("StopTask")
+            .task
+            .expect("the stopped task");
+        let event = task_state_change(&stopped, Some(exit_code));
+        handle_task_state_change(&self.task_events, event)
+            .await
+            .expect("task-events handles the stop");
+    }
+
+    /// Runs the runner as the task's container would: only the container overrides'
+    /// variables, plus what the runner image provides (tools, PATH, a home whose git
+    /// configuration stands in for the network).
+    async fn run_runner(&self, task: &Task) -> i32 {
+        let home = tempfile::tempdir().expect("the container's home");
+        let git_config: String = self
+            .repositories
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(url, dir)| format!("[url \"file://{}\"]\n\tinsteadOf = {url}\n", dir.display()))
+            .collect();
+        std::fs::write(home.path().join(".gitconfig"), git_config).expect("write .gitconfig");
+        let work_dir = tempfile::tempdir().expect("the task's work directory");
+        let mut command = tokio::process::Command::new(binary("envplane-runner"));
+        command
+            .env_clear()
+            .envs(container_environment(task))
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", home.path())
+            .env("TMPDIR", work_dir.path())
+            .env("ENVPLANE_TOOLS_DIR", tools_dir())
+            .current_dir(work_dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        let status = command.status().await.expect("start envplane-runner");
+        status.code().unwrap_or(137)
+    }
+}
+
+/// The variables of the task's container overrides.
+fn container_environment(task: &Task) -> Vec<(String, String)> {
+    task.overrides()
+        .map(|overrides| overrides.container_overrides())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|container| container.environment())
+        .map(|pair| {
+            (
+                pair.name().unwrap_or_default().to_string(),
+                pair.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The cluster's tasks with `desired` status, described with their tags.
+pub async fn tasks(ecs: &aws_sdk_ecs::Client, cluster: &str, desired: DesiredStatus) -> Vec<Task> {
+    let arns = ecs
+        .list_tasks()
+        .cluster(cluster)
+        .desired_status(desired)
+        .send()
+        .await
+        .expect("ListTasks")
+        .task_arns
+        .unwrap_or_default();
+    if arns.is_empty() {
+        return Vec::new();
+    }
+    ecs.describe_tasks()
+        .cluster(cluster)
+        .set_tasks(Some(arns))
+        .send()
+        .await
+        .expect("DescribeTasks")
+        .tasks
+        .unwrap_or_default()
+}
+
+impl AwsApp {
+    /// A project, a template on `repository` (served at an `https://` URL) and an
+    /// environment; returns their ids.
+    pub async fn environment_on(
+        &self,
+        repository: &tempfile::TempDir,
+        name: &str,
+        requires_approval: bool,
+    ) -> Seeded {
+        let url = format!("https://git.envplane.test/acme/{name}.git");
+        self.repositories
+            .lock()
+            .unwrap()
+            .push((url.clone(), repository.path().to_path_buf()));
+        let template = |project_id: &str| json!({ "name": name, "project_id": project_id, "repository": url, "iac_version": "1.0.3" });
+        let environment = json!({ "name": name, "requires_approval": requires_approval });
+        self.app
+            .create_environment(&self.app.admin_key, name, template, environment)
+            .await
+    }
+
+    /// `startedBy` of every task the installation ever started, sorted.
+    pub async fn started_tasks(&self) -> Vec<String> {
+        let cluster = &self.stack.settings.ecs_cluster;
+        let mut started = Vec::new();
+        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            let tasks = tasks(&self.ecs, cluster, desired).await;
+            started.extend(
+                tasks
+                    .iter()
+                    .filter_map(|task| task.started_by().map(str::to_string)),
+            );
+        }
+        started.sort();
+        started
+    }
+
+    /// Everything the installation keeps at rest or sent to ECS, as text: every item of
+    /// the table, every version of every object in the bucket, every task (with its
+    /// overrides) ever started.
+    pub async fn everything_stored(&self) -> String {
+        let mut text = String::new();
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.stack.sdk);
+        let mut start = None;
+        loop {
+            let page = dynamodb
+                .scan()
+                .table_name(&self.stack.settings.table_name)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("Scan");
+            text.push_str(&format!("{:?}", page.items()));
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        let s3 = envplane_aws::config::s3_client(&self.stack.sdk, true);
+        let bucket = &self.stack.settings.artifacts_bucket;
+        let versions = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("ListObjectVersions");
+        for version in versions.versions() {
+            let object = s3
+                .get_object()
+                .bucket(bucket)
+                .key(version.key().unwrap_or_default())
+                .set_version_id(version.version_id().map(str::to_string))
+                .send()
+                .await
+                .expect("GetObject");
+            let bytes = object.body.collect().await.expect("object body");
+            text.push_str(&String::from_utf8_lossy(&bytes.into_bytes()));
+        }
+        let cluster = &self.stack.settings.ecs_cluster;
+        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            for task in tasks(&self.ecs, cluster, desired).await {
+                // The SDK's Debug redacts the overrides' environment: spell it out.
+                for (name, value) in container_environment(&task) {
+                    text.push_str(&format!("{name}={value}\n"));
+                }
+                text.push_str(&format!("{task:?}"));
+            }
+        }
+        text
+    }
+
+    /// The keys of the bucket's objects.
+    pub async fn artifact_keys(&self) -> Vec<String> {
+        envplane_aws::config::s3_client(&self.stack.sdk, true)
+            .list_objects_v2()
+            .bucket(&self.stack.settings.artifacts_bucket)
+            .send()
+            .await
+            .expect("ListObjectsV2")
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_string))
+            .collect()
+    }
+}

@@ -1,0 +1,220 @@
+//! The deployment flow on the AWS adapters, against the emulator: API -> SQS -> deployer
+//! -> RunTask -> runner (real Terraform) -> state on S3 -> task-events. See
+//! `envplane_e2e::aws` for what the harness plays instead of AWS.
+
+use envplane_aws::deployer::handle_batch;
+use envplane_aws::emulator::sqs_event;
+use envplane_e2e::aws::{spawn_app_on_aws, Harness, Sandbox};
+use envplane_e2e::{git_repository, GREETING_CONFIG};
+use serde_json::json;
+
+const PASSWORD: &str = "Qv7-aws-sensitive-PASSWORD";
+
+#[tokio::test]
+async fn a_deployment_plans_waits_applies_and_destroys_through_sqs_fargate_and_s3() {
+    let aws = spawn_app_on_aws(Harness::FULL).await;
+    let app = &aws.app;
+    let key = app.admin_key.clone();
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "on-aws", true).await;
+    let environment_path = format!("/v1/environments/{}", seeded.environment_id);
+    app.set_variable(
+        &seeded.environment_id,
+        "password",
+        json!({"value": PASSWORD, "sensitive": true}),
+    )
+    .await;
+
+    let id = app.deploy(&seeded.environment_id, "apply").await;
+    let waiting = app.wait_for(&id, &["waiting_for_approval", "failed"]).await;
+    assert_eq!(waiting["status"], "waiting_for_approval", "{waiting}");
+    app.post(&format!("/v1/deployments/{id}/approve"), &key, json!({}))
+        .await
+        .expect(200);
+    let done = app.wait_for(&id, &["succeeded", "failed"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempt"], 2);
+    let logs = app.logs(&id).await;
+    assert!(logs.contains("Apply complete!"), "{logs}");
+    assert!(!logs.contains(PASSWORD));
+    let environment = app.get(&environment_path, &key).await.expect(200);
+    assert_eq!(
+        environment["outputs"],
+        json!({"message": "hello world", "password": null})
+    );
+    let state = app
+        .get(&format!("{environment_path}/state-versions/1"), &key)
+        .await
+        .expect(200);
+    assert_eq!(state["outputs"]["message"]["value"], "hello world");
+    let mut keys: Vec<String> = aws
+        .artifact_keys()
+        .await
+        .into_iter()
+        .map(|key| key.split_once('/').unwrap().1.to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            format!("plans/{id}"),
+            format!("state/{}/1", seeded.environment_id)
+        ]
+    );
+
+    let destroy = app.deploy(&seeded.environment_id, "destroy").await;
+    let approval = app
+        .wait_for(&destroy, &["waiting_for_approval", "failed"])
+        .await;
+    assert_eq!(approval["status"], "waiting_for_approval", "{approval}");
+    app.post(
+        &format!("/v1/deployments/{destroy}/approve"),
+        &key,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    let destroyed = app.wait_for(&destroy, &["succeeded", "failed"]).await;
+    assert_eq!(destroyed["status"], "succeeded", "{destroyed}");
+    let environment = app.get(&environment_path, &key).await.expect(200);
+    assert_eq!(environment["outputs"], json!({}));
+
+    // One sandbox per phase: plan, approved apply, destroy plan, approved destroy.
+    assert_eq!(
+        aws.started_tasks().await,
+        [
+            format!("{id}.1"),
+            format!("{id}.2"),
+            format!("{destroy}.1"),
+            format!("{destroy}.2")
+        ]
+    );
+    let stored = aws.everything_stored().await;
+    for secret in [PASSWORD, key.as_str()] {
+        assert!(
+            !stored.contains(secret),
+            "a secret is stored or sent to ECS in plaintext"
+        );
+    }
+    // The scan saw the table and the tasks' overrides.
+    assert!(stored.contains(&id));
+    assert!(stored.contains("ENVPLANE_RUNNER_TOKEN"), "{stored}");
+}
+
+#[tokio::test]
+async fn a_sandbox_that_dies_fails_its_deployment_and_frees_the_environment() {
+    let aws = spawn_app_on_aws(Harness {
+        event_source_mapping: true,
+        fargate: Some(Sandbox::Crash { exit_code: 137 }),
+    })
+    .await;
+    let app = &aws.app;
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "dies", false).await;
+    for _ in 0..2 {
+        let id = app.deploy(&seeded.environment_id, "apply").await;
+        let failed = app.wait_for(&id, &["failed", "succeeded"]).await;
+        assert_eq!(failed["status"], "failed", "{failed}");
+        let reason = failed["reason"].as_str().unwrap();
+        assert!(reason.contains("exit code 137"), "{reason}");
+        assert!(
+            reason.contains("Essential container in task exited"),
+            "{reason}"
+        );
+    }
+}
+
+/// SQS delivers at least once: the same message, received again after its visibility
+/// timeout, must not start a second sandbox.
+#[tokio::test]
+async fn a_message_delivered_three_times_starts_one_task() {
+    let aws = spawn_app_on_aws(Harness::API_ONLY).await;
+    let app = &aws.app;
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "redelivered", false).await;
+    let id = app.deploy(&seeded.environment_id, "plan").await;
+
+    for delivery in 1..=3 {
+        let received = aws
+            .sqs
+            .receive_message()
+            .queue_url(&aws.stack.settings.queue_url)
+            .visibility_timeout(0)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await
+            .unwrap();
+        let messages = received.messages();
+        assert_eq!(messages.len(), 1, "delivery {delivery}");
+        let event = sqs_event(messages);
+        assert_eq!(
+            event.records[0].attributes["ApproximateReceiveCount"],
+            delivery.to_string()
+        );
+        let response = handle_batch(
+            &aws.deployer.platform,
+            aws.deployer.queue.as_ref(),
+            event,
+            5,
+        )
+        .await;
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    }
+    assert_eq!(aws.started_tasks().await, [format!("{id}.1")]);
+    let deployment = app
+        .get(&format!("/v1/deployments/{id}"), &app.admin_key)
+        .await
+        .expect(200);
+    assert_eq!(deployment["status"], "running", "{deployment}");
+}
+
+/// Two deployer instances, each with its own batch, race for one environment: the
+/// environment's lock lets exactly one sandbox start, for its oldest deployment.
+#[tokio::test]
+async fn two_deployers_racing_for_one_environment_start_one_task() {
+    let aws = spawn_app_on_aws(Harness::API_ONLY).await;
+    let app = &aws.app;
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "raced", false).await;
+    let first = app.deploy(&seeded.environment_id, "plan").await;
+    let second = app.deploy(&seeded.environment_id, "plan").await;
+    let received = aws
+        .sqs
+        .receive_message()
+        .queue_url(&aws.stack.settings.queue_url)
+        .max_number_of_messages(10)
+        .visibility_timeout(30)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let messages = received.messages();
+    assert_eq!(messages.len(), 2);
+
+    let other = envplane_aws::config::platform(&aws.stack.settings, &aws.stack.sdk);
+    let (one, two) = tokio::join!(
+        handle_batch(
+            &aws.deployer.platform,
+            aws.deployer.queue.as_ref(),
+            sqs_event(&messages[..1]),
+            5
+        ),
+        handle_batch(
+            &other.platform,
+            other.queue.as_ref(),
+            sqs_event(messages),
+            5
+        ),
+    );
+    assert!(one.batch_item_failures.is_empty(), "{one:?}");
+    assert!(two.batch_item_failures.is_empty(), "{two:?}");
+    assert_eq!(aws.started_tasks().await, [format!("{first}.1")]);
+    let waiting = app
+        .get(&format!("/v1/deployments/{second}"), &app.admin_key)
+        .await
+        .expect(200);
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+}
