@@ -25,6 +25,9 @@ pub async fn sdk_config() -> SdkConfig {
     let endpoint = endpoint();
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
+        // The emulator answers 500 when two transactions on one table overlap (it copies
+        // the table without a lock); the SDK retries a 500, and more attempts ride it out.
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "testing", "testing", None, None, "emulator",
