@@ -2,14 +2,16 @@
 # Lambda cold start (issue 4): each function's stripped release binary size, and its init
 # time from process start to its first request to a local Lambda Runtime API emulator
 # (bench/src/bin/cold-start.rs), next to a hello-world lambda_runtime binary in the same
-# run. The functions get a full configuration; init makes no AWS call.
+# run, all built with the `lambda` profile. The functions get a full configuration,
+# including SSL_CERT_FILE as docs/aws.md asks (here, Debian's CA bundle); init makes no
+# AWS call.
 #
 # Usage: bench/lambda-cold-start.sh [RUNS]   (default 50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-50}"
 
-cargo build --release -p envplane-api -p envplane-deployer -p envplane-task-events -p envplane-bench --bins
+cargo build --profile lambda -p envplane-api -p envplane-deployer -p envplane-task-events -p envplane-bench --bins
 
 config=(
     ENVPLANE_TABLE_NAME=envplane ENVPLANE_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/deployments
@@ -17,15 +19,16 @@ config=(
     ENVPLANE_API_URL=https://api.envplane.example.com ENVPLANE_ECS_CLUSTER=envplane
     ENVPLANE_RUNNER_TASK_DEFINITION=envplane-runner ENVPLANE_SUBNETS=subnet-1,subnet-2
     ENVPLANE_SECURITY_GROUPS=sg-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 )
 
 echo "| binary | size (stripped) |"
 echo "| --- | ---: |"
 for binary in api deployer task-events hello-lambda; do
-    printf '| %s | %.1f MB |\n' "$binary" "$(stat -c %s "target/release/$binary" | awk '{print $1/1000000}')"
+    printf '| %s | %.1f MB |\n' "$binary" "$(stat -c %s "target/lambda/$binary" | awk '{print $1/1000000}')"
 done
 echo
-./target/release/cold-start "$RUNS" target/release/hello-lambda
+./target/lambda/cold-start "$RUNS" target/lambda/hello-lambda
 for binary in api deployer task-events; do
-    ./target/release/cold-start "$RUNS" "target/release/$binary" "${config[@]}"
+    ./target/lambda/cold-start "$RUNS" "target/lambda/$binary" "${config[@]}"
 done

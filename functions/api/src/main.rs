@@ -2,8 +2,10 @@
 //! `envplane serve`. This file only reads configuration and wires adapters.
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> anyhow::Result<()> {
     envplane_aws::config::init_lambda_tracing();
     let aws = envplane_aws::config::platform_from_env().await?;
-    lambda_http::run(envplane_http::api_router(aws.platform)).await
+    lambda_http::run(envplane_http::api_router(aws.platform))
+        .await
+        .map_err(|error| anyhow::anyhow!(error))
 }

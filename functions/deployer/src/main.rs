@@ -6,7 +6,7 @@ use envplane_aws::deployer::handle_batch;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> anyhow::Result<()> {
     envplane_aws::config::init_lambda_tracing();
     let aws = envplane_aws::config::platform_from_env().await?;
     let redrive_limit = envplane_aws::config::redrive_limit_from_env()?;
@@ -23,4 +23,5 @@ async fn main() -> Result<(), Error> {
         )
     }))
     .await
+    .map_err(|error| anyhow::anyhow!(error))
 }

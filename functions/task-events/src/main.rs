@@ -6,7 +6,7 @@ use envplane_aws::task_events::{handle_task_state_change, EcsTaskStateChange};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> anyhow::Result<()> {
     envplane_aws::config::init_lambda_tracing();
     let aws = envplane_aws::config::platform_from_env().await?;
     let platform = &aws.platform;
@@ -17,4 +17,5 @@ async fn main() -> Result<(), Error> {
         },
     ))
     .await
+    .map_err(|error| anyhow::anyhow!(error))
 }

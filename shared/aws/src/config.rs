@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, SdkConfig};
 use envplane_core::ports::SystemClock;
 use envplane_core::service::{Ports, Settings};
@@ -177,8 +178,22 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
 /// start.
 pub async fn platform_from_env() -> Result<AwsPlatform, ConfigError> {
     let settings = AwsSettings::from_env()?;
-    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let sdk = lambda_sdk_config().await?;
     Ok(platform(&settings, &sdk))
+}
+
+/// The SDK configuration of a function: the region and the role's credentials from the
+/// variables Lambda sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`); `AWS_ENDPOINT_URL` and the other `AWS_*` settings still apply.
+/// The SDK's default chains would also build the profile, SSO, web identity (an STS
+/// client) and IMDS providers, which a function never uses: a third of its init.
+async fn lambda_sdk_config() -> Result<SdkConfig, ConfigError> {
+    let region = required("AWS_REGION")?;
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .credentials_provider(EnvironmentVariableCredentialsProvider::new())
+        .load()
+        .await)
 }
 
 /// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
