@@ -54,6 +54,8 @@ fn invalid_values_are_named() {
         ("ENVPLANE_MAX_PARALLEL_DEPLOYMENTS", "many"),
         ("ENVPLANE_S3_PATH_STYLE", "yes"),
         ("ENVPLANE_REDRIVE_LIMIT", "0"),
+        ("SSL_CERT_FILE", "/nonexistent/ca-bundle.crt"),
+        ("SSL_CERT_FILE", "/dev/null"),
     ] {
         let error = start("", &[(name, value)]);
         assert!(
@@ -61,4 +63,19 @@ fn invalid_values_are_named() {
             "{name}: {error}"
         );
     }
+}
+
+#[test]
+fn a_system_ca_bundle_is_accepted() {
+    let bundle = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ]
+    .into_iter()
+    .find(|path| std::path::Path::new(path).exists())
+    .expect("the machine has a CA bundle");
+    // With a valid configuration the function goes on to read the Lambda runtime's
+    // variables, which are not set here.
+    let error = start("", &[("SSL_CERT_FILE", bundle)]);
+    assert!(error.contains("AWS_LAMBDA_FUNCTION_NAME"), "{error}");
 }

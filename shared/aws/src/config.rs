@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use envplane_core::ports::SystemClock;
 use envplane_core::service::{Ports, Settings};
 use envplane_core::Platform;
@@ -192,8 +194,67 @@ async fn lambda_sdk_config() -> Result<SdkConfig, ConfigError> {
     Ok(aws_config::defaults(BehaviorVersion::latest())
         .region(aws_config::Region::new(region))
         .credentials_provider(EnvironmentVariableCredentialsProvider::new())
+        .http_client(https_client(&trusted_roots()?)?)
         .load()
         .await)
+}
+
+/// The roots the AWS API endpoints' certificates chain to (Amazon Trust Services, and
+/// Starfield Services G2 which cross-signs them).
+const AMAZON_ROOTS: &[u8] = include_bytes!("amazon-roots.pem");
+
+/// What the functions' TLS trusts: the Amazon roots, or the PEM bundle `SSL_CERT_FILE`
+/// names (an endpoint behind another CA, a TLS-inspecting egress proxy). Not the whole
+/// system store, which the SDK would read and parse at every cold start: a third of a
+/// function's init, to trust ~140 roots where AWS needs five.
+fn trusted_roots() -> Result<Vec<u8>, ConfigError> {
+    let Some(path) = std::env::var_os("SSL_CERT_FILE") else {
+        return Ok(AMAZON_ROOTS.to_vec());
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "SSL_CERT_FILE",
+        reason,
+    };
+    let pem = std::fs::read(&path)
+        .map_err(|error| invalid(format!("cannot read {}: {error}", path.to_string_lossy())))?;
+    check_roots(&pem).map_err(invalid)?;
+    Ok(pem)
+}
+
+/// Every certificate of `pem` must be a usable root (the SDK's TLS setup panics on one
+/// that is not), and there must be at least one.
+fn check_roots(pem: &[u8]) -> Result<usize, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("not a PEM bundle: {error}"))?;
+    let (valid, invalid) = rustls::RootCertStore::empty().add_parsable_certificates(certificates);
+    match (valid, invalid) {
+        (_, 1..) => Err(format!("{invalid} of its certificates cannot be parsed")),
+        (0, 0) => Err("no certificate in it".into()),
+        (valid, 0) => Ok(valid),
+    }
+}
+
+/// The HTTPS client every SDK client of a function shares: rustls on aws-lc, trusting
+/// only the roots in `pem`.
+fn https_client(pem: &[u8]) -> Result<SharedHttpClient, ConfigError> {
+    let trust_store = TrustStore::empty().with_pem_certificate(pem.to_vec());
+    let context = TlsContext::builder()
+        .with_trust_store(trust_store)
+        .build()
+        .map_err(|error| ConfigError::Invalid {
+            name: "SSL_CERT_FILE",
+            reason: error.to_string(),
+        })?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https())
 }
 
 /// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
@@ -221,5 +282,25 @@ pub fn redrive_limit_from_env() -> Result<u32, ConfigError> {
                 name: "ENVPLANE_REDRIVE_LIMIT",
                 reason: format!("{value:?} is not a whole number of at least 1"),
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_amazon_roots_are_five_usable_roots() {
+        assert_eq!(check_roots(AMAZON_ROOTS), Ok(5));
+        https_client(AMAZON_ROOTS).unwrap();
+    }
+
+    #[test]
+    fn a_bundle_without_usable_roots_is_refused() {
+        assert!(check_roots(b"").unwrap_err().contains("no certificate"));
+        let broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(check_roots(broken)
+            .unwrap_err()
+            .contains("cannot be parsed"));
     }
 }
