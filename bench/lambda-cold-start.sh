@@ -2,9 +2,8 @@
 # Lambda cold start (issue 4): each function's stripped release binary size, and its init
 # time from process start to its first request to a local Lambda Runtime API emulator
 # (bench/src/bin/cold-start.rs), next to a hello-world lambda_runtime binary in the same
-# run, all built with the `lambda` profile. The functions get a full configuration,
-# including SSL_CERT_FILE as docs/aws.md asks (here, Debian's CA bundle); init makes no
-# AWS call.
+# run, all built with the `lambda` profile. The functions get a full configuration;
+# init makes no AWS call.
 #
 # Usage: bench/lambda-cold-start.sh [RUNS]   (default 50)
 set -euo pipefail
@@ -19,7 +18,6 @@ config=(
     ENVPLANE_API_URL=https://api.envplane.example.com ENVPLANE_ECS_CLUSTER=envplane
     ENVPLANE_RUNNER_TASK_DEFINITION=envplane-runner ENVPLANE_SUBNETS=subnet-1,subnet-2
     ENVPLANE_SECURITY_GROUPS=sg-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x
-    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 )
 
 echo "| binary | size (stripped) |"

@@ -14,6 +14,7 @@ use envplane_core::Platform;
 use crate::dynamodb::DynamoDbStore;
 use crate::ecs::{EcsLauncher, EcsSettings};
 use crate::kms::KmsKeyRing;
+use crate::lazy::LazyClient;
 use crate::s3::S3Artifacts;
 use crate::sqs::SqsQueue;
 
@@ -133,13 +134,13 @@ pub struct AwsPlatform {
 /// Builds every adapter from `settings` and the SDK configuration (region and
 /// credentials from the Lambda environment; `AWS_ENDPOINT_URL` in tests).
 pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let dynamodb = LazyClient::new(sdk, aws_sdk_dynamodb::Client::new);
     let queue = Arc::new(SqsQueue::new(
-        aws_sdk_sqs::Client::new(sdk),
+        LazyClient::new(sdk, aws_sdk_sqs::Client::new),
         &settings.queue_url,
     ));
     let launcher = EcsLauncher::new(
-        aws_sdk_ecs::Client::new(sdk),
+        LazyClient::new(sdk, aws_sdk_ecs::Client::new),
         EcsSettings {
             cluster: settings.ecs_cluster.clone(),
             task_definition: settings.runner_task_definition.clone(),
@@ -152,7 +153,7 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
     let ports = Ports {
         store: Arc::new(DynamoDbStore::new(dynamodb.clone(), &settings.table_name)),
         key_ring: Arc::new(KmsKeyRing::new(
-            aws_sdk_kms::Client::new(sdk),
+            LazyClient::new(sdk, aws_sdk_kms::Client::new),
             dynamodb,
             &settings.table_name,
             &settings.kms_key_id,
@@ -161,7 +162,11 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
         queue: queue.clone(),
         launcher: Arc::new(launcher),
         artifacts: Arc::new(S3Artifacts::new(
-            s3_client(sdk, settings.s3_path_style),
+            if settings.s3_path_style {
+                LazyClient::new(sdk, |sdk| s3_client(sdk, true))
+            } else {
+                LazyClient::new(sdk, |sdk| s3_client(sdk, false))
+            },
             &settings.artifacts_bucket,
             &settings.kms_key_id,
         )),

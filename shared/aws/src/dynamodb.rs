@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
+
+use crate::lazy::LazyClient;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -74,14 +76,14 @@ type Item = HashMap<String, AttributeValue>;
 /// with the same key schema and indexes).
 #[derive(Clone, Debug)]
 pub struct DynamoDbStore {
-    client: aws_sdk_dynamodb::Client,
+    client: LazyClient<aws_sdk_dynamodb::Client>,
     table: String,
 }
 
 impl DynamoDbStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<LazyClient<Client>>, table: impl Into<String>) -> Self {
         Self {
-            client,
+            client: client.into(),
             table: table.into(),
         }
     }
@@ -514,6 +516,7 @@ impl DynamoDbStore {
     ) -> Result<Option<String>, StoreError> {
         let output = self
             .client
+            .get()
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key_item(&record_key(kind, org_id, id))))
@@ -626,7 +629,7 @@ impl DynamoDbStore {
     }
 
     fn query(&self) -> QueryFluentBuilder {
-        self.client.query().table_name(&self.table)
+        self.client.get().query().table_name(&self.table)
     }
 }
 
@@ -658,6 +661,7 @@ impl Store for DynamoDbStore {
     async fn get(&self, kind: Kind, org_id: &str, id: &str) -> Result<Option<Record>, StoreError> {
         let output = self
             .client
+            .get()
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key_item(&record_key(kind, org_id, id))))
@@ -682,6 +686,7 @@ impl Store for DynamoDbStore {
     ) -> Result<Option<Record>, StoreError> {
         let output = self
             .client
+            .get()
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key_item(&guard_key(kind, unique_key))))
@@ -833,6 +838,7 @@ impl Store for DynamoDbStore {
             }
         }
         self.client
+            .get()
             .transact_write_items()
             .set_transact_items(Some(writes.into_iter().map(|write| write.item).collect()))
             .send()
@@ -946,6 +952,7 @@ mod tests {
         for write in [stale, foreign_guard] {
             let result = store
                 .client
+                .get()
                 .transact_write_items()
                 .transact_items(write.item)
                 .send()
@@ -1036,6 +1043,7 @@ mod tests {
         item.insert(BODY.into(), s("{not json"));
         store
             .client
+            .get()
             .put_item()
             .table_name(store.table())
             .set_item(Some(item))

@@ -16,6 +16,8 @@ use envplane_core::ports::{LaunchError, LaunchRequest, Launcher};
 use envplane_core::secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
+use crate::lazy::LazyClient;
+
 /// The reason StopTask records when a deployment is cancelled.
 pub const STOP_REASON: &str = "cancelled by envplane";
 
@@ -92,13 +94,16 @@ pub fn client_token(deployment_id: &str, attempt: u32) -> String {
 /// Starts and stops sandboxes as ECS Fargate tasks.
 #[derive(Debug, Clone)]
 pub struct EcsLauncher {
-    client: aws_sdk_ecs::Client,
+    client: LazyClient<aws_sdk_ecs::Client>,
     settings: EcsSettings,
 }
 
 impl EcsLauncher {
-    pub fn new(client: aws_sdk_ecs::Client, settings: EcsSettings) -> Self {
-        Self { client, settings }
+    pub fn new(client: impl Into<LazyClient<aws_sdk_ecs::Client>>, settings: EcsSettings) -> Self {
+        Self {
+            client: client.into(),
+            settings,
+        }
     }
 
     /// The RunTask call of one deployment phase, before it is sent.
@@ -130,6 +135,7 @@ impl EcsLauncher {
         let tag = |key: &str, value: String| Tag::builder().key(key).value(value).build();
         Ok(self
             .client
+            .get()
             .run_task()
             .cluster(&self.settings.cluster)
             .task_definition(&self.settings.task_definition)
@@ -158,6 +164,7 @@ impl EcsLauncher {
     async fn already_running(&self, started_by: &str) -> Result<bool, LaunchError> {
         let listed = self
             .client
+            .get()
             .list_tasks()
             .cluster(&self.settings.cluster)
             .started_by(started_by)
@@ -177,6 +184,7 @@ impl EcsLauncher {
         loop {
             let page = self
                 .client
+                .get()
                 .list_tasks()
                 .cluster(&self.settings.cluster)
                 .desired_status(DesiredStatus::Running)
@@ -188,6 +196,7 @@ impl EcsLauncher {
             if !page.task_arns().is_empty() {
                 let described = self
                     .client
+                    .get()
                     .describe_tasks()
                     .cluster(&self.settings.cluster)
                     .set_tasks(Some(page.task_arns().to_vec()))
@@ -239,6 +248,7 @@ impl Launcher for EcsLauncher {
     async fn stop(&self, deployment_id: &str) -> Result<(), LaunchError> {
         for task_arn in self.tasks_of(deployment_id).await? {
             self.client
+                .get()
                 .stop_task()
                 .cluster(&self.settings.cluster)
                 .task(&task_arn)

@@ -23,6 +23,8 @@ use envplane_core::ports::{KeyRing, KeyRingError};
 use envplane_core::secrecy::{ExposeSecret, SecretSlice};
 use tokio::sync::OnceCell;
 
+use crate::lazy::LazyClient;
+
 /// The KMS encryption context key that binds a data key to its organization.
 pub const ENCRYPTION_CONTEXT_KEY: &str = "envplane:organization";
 /// The sort key of an organization's data key item.
@@ -88,8 +90,8 @@ where
 type DataKey = SecretSlice<u8>;
 
 pub struct KmsKeyRing {
-    kms: aws_sdk_kms::Client,
-    dynamodb: aws_sdk_dynamodb::Client,
+    kms: LazyClient<aws_sdk_kms::Client>,
+    dynamodb: LazyClient<aws_sdk_dynamodb::Client>,
     table_name: String,
     kms_key_id: String,
     /// One cell per organization, so concurrent first uses load the key once.
@@ -98,14 +100,14 @@ pub struct KmsKeyRing {
 
 impl KmsKeyRing {
     pub fn new(
-        kms: aws_sdk_kms::Client,
-        dynamodb: aws_sdk_dynamodb::Client,
+        kms: impl Into<LazyClient<aws_sdk_kms::Client>>,
+        dynamodb: impl Into<LazyClient<aws_sdk_dynamodb::Client>>,
         table_name: impl Into<String>,
         kms_key_id: impl Into<String>,
     ) -> Self {
         Self {
-            kms,
-            dynamodb,
+            kms: kms.into(),
+            dynamodb: dynamodb.into(),
             table_name: table_name.into(),
             kms_key_id: kms_key_id.into(),
             keys: Mutex::new(HashMap::new()),
@@ -141,6 +143,7 @@ impl KmsKeyRing {
         let (plaintext, ciphertext) = self.generate(org_id).await?;
         let put = self
             .dynamodb
+            .get()
             .put_item()
             .table_name(&self.table_name)
             .item("PK", AttributeValue::S(partition_key(org_id)))
@@ -177,6 +180,7 @@ impl KmsKeyRing {
     async fn stored_key(&self, org_id: &str) -> Result<Option<Vec<u8>>, KmsKeyRingError> {
         let output = self
             .dynamodb
+            .get()
             .get_item()
             .table_name(&self.table_name)
             .key("PK", AttributeValue::S(partition_key(org_id)))
@@ -203,6 +207,7 @@ impl KmsKeyRing {
     async fn generate(&self, org_id: &str) -> Result<(DataKey, Vec<u8>), KmsKeyRingError> {
         let mut output = self
             .kms
+            .get()
             .generate_data_key()
             .key_id(&self.kms_key_id)
             .key_spec(DataKeySpec::Aes256)
@@ -229,6 +234,7 @@ impl KmsKeyRing {
     async fn decrypt(&self, org_id: &str, ciphertext: Vec<u8>) -> Result<DataKey, KmsKeyRingError> {
         let mut output = self
             .kms
+            .get()
             .decrypt()
             .key_id(&self.kms_key_id)
             .ciphertext_blob(Blob::new(ciphertext))

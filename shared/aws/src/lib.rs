@@ -8,6 +8,7 @@ pub mod ecs;
 #[cfg(any(test, feature = "emulator"))]
 pub mod emulator;
 pub mod kms;
+pub mod lazy;
 pub mod s3;
 pub mod secrets;
 pub mod sqs;

@@ -11,21 +11,22 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use envplane_core::ports::{ArtifactError, Artifacts};
 
 use crate::kms::aws_error_code;
+use crate::lazy::LazyClient;
 
 pub struct S3Artifacts {
-    client: aws_sdk_s3::Client,
+    client: LazyClient<aws_sdk_s3::Client>,
     bucket: String,
     kms_key_id: String,
 }
 
 impl S3Artifacts {
     pub fn new(
-        client: aws_sdk_s3::Client,
+        client: impl Into<LazyClient<aws_sdk_s3::Client>>,
         bucket: impl Into<String>,
         kms_key_id: impl Into<String>,
     ) -> Self {
         Self {
-            client,
+            client: client.into(),
             bucket: bucket.into(),
             kms_key_id: kms_key_id.into(),
         }
@@ -56,6 +57,7 @@ impl Artifacts for S3Artifacts {
     async fn put(&self, org_id: &str, key: &str, bytes: Vec<u8>) -> Result<(), ArtifactError> {
         let object_key = Self::object_key(org_id, key)?;
         self.client
+            .get()
             .put_object()
             .bucket(&self.bucket)
             .key(&object_key)
@@ -77,6 +79,7 @@ impl Artifacts for S3Artifacts {
         let object_key = Self::object_key(org_id, key)?;
         let output = match self
             .client
+            .get()
             .get_object()
             .bucket(&self.bucket)
             .key(&object_key)

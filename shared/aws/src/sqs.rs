@@ -9,17 +9,22 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use envplane_core::ports::{DeploymentMessage, Queue, QueueError};
 use tracing::Instrument;
 
+use crate::lazy::LazyClient;
+
 /// The `Queue` port on an SQS queue: each message is one `DeploymentMessage` as JSON.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
-    client: aws_sdk_sqs::Client,
+    client: LazyClient<aws_sdk_sqs::Client>,
     queue_url: String,
 }
 
 impl SqsQueue {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+    pub fn new(
+        client: impl Into<LazyClient<aws_sdk_sqs::Client>>,
+        queue_url: impl Into<String>,
+    ) -> Self {
         Self {
-            client,
+            client: client.into(),
             queue_url: queue_url.into(),
         }
     }
@@ -31,6 +36,7 @@ impl Queue for SqsQueue {
         let body = serde_json::to_string(message)
             .map_err(|e| QueueError::Backend(format!("cannot encode the message: {e}")))?;
         self.client
+            .get()
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
