@@ -13,25 +13,33 @@ pub struct LazyClient<C>(Arc<Inner<C>>);
 struct Inner<C> {
     client: OnceLock<C>,
     /// `None` for a client given ready-made.
-    build: Option<(SdkConfig, fn(&SdkConfig) -> C)>,
+    recipe: Option<Recipe<C>>,
+}
+
+struct Recipe<C> {
+    sdk: SdkConfig,
+    build: fn(&SdkConfig) -> C,
 }
 
 impl<C> LazyClient<C> {
     pub fn new(sdk: &SdkConfig, build: fn(&SdkConfig) -> C) -> Self {
         Self(Arc::new(Inner {
             client: OnceLock::new(),
-            build: Some((sdk.clone(), build)),
+            recipe: Some(Recipe {
+                sdk: sdk.clone(),
+                build,
+            }),
         }))
     }
 
     pub fn get(&self) -> &C {
         let inner = &self.0;
         inner.client.get_or_init(|| {
-            let (sdk, build) = inner
-                .build
+            let recipe = inner
+                .recipe
                 .as_ref()
                 .expect("a client given ready-made is never built");
-            build(sdk)
+            (recipe.build)(&recipe.sdk)
         })
     }
 }
@@ -55,7 +63,7 @@ impl<C> From<C> for LazyClient<C> {
     fn from(client: C) -> Self {
         Self(Arc::new(Inner {
             client: OnceLock::from(client),
-            build: None,
+            recipe: None,
         }))
     }
 }
