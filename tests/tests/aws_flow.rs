@@ -218,3 +218,54 @@ async fn two_deployers_racing_for_one_environment_start_one_task() {
         .expect(200);
     assert_eq!(waiting["status"], "queued", "{waiting}");
 }
+
+/// A message no deployer can read goes back to the queue each time, and the queue's
+/// redrive policy moves it to the dead-letter queue after the fifth delivery.
+#[tokio::test]
+async fn a_poison_message_ends_in_the_dead_letter_queue() {
+    let aws = spawn_app_on_aws(Harness::API_ONLY).await;
+    let queue_url = &aws.stack.settings.queue_url;
+    aws.sqs
+        .send_message()
+        .queue_url(queue_url)
+        .message_body("{not a deployment message")
+        .send()
+        .await
+        .unwrap();
+
+    let mut deliveries = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while messages_in(&aws, &aws.stack.dead_letter_queue_url).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+        deliveries += envplane_aws::emulator::deliver_batch(
+            &aws.deployer.platform,
+            aws.deployer.queue.as_ref(),
+            &aws.sqs,
+            queue_url,
+            1,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(deliveries, 5);
+    assert_eq!(messages_in(&aws, queue_url).await, 0);
+}
+
+async fn messages_in(aws: &envplane_e2e::aws::AwsApp, queue_url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attributes = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    attributes
+        .values()
+        .map(|count| count.parse::<usize>().unwrap())
+        .sum()
+}
