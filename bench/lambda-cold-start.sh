@@ -2,7 +2,7 @@
 # Lambda cold start (issue 4): each function's stripped release binary size, and its init
 # time from process start to its first request to a local Lambda Runtime API emulator
 # (bench/src/bin/cold-start.rs), next to a hello-world lambda_runtime binary in the same
-# run, all built with the `lambda` profile. The functions get a full configuration;
+# run, all built with the `lambda-release` profile. The functions get a full configuration;
 # init makes no AWS call.
 #
 # Usage: bench/lambda-cold-start.sh [RUNS]   (default 50)
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-50}"
 
-cargo build --profile lambda -p envplane-api -p envplane-deployer -p envplane-task-events -p envplane-bench --bins
+cargo build --profile lambda-release -p envplane-api -p envplane-deployer -p envplane-task-events -p envplane-bench --bins
 
 config=(
     ENVPLANE_TABLE_NAME=envplane ENVPLANE_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/deployments
@@ -23,10 +23,10 @@ config=(
 echo "| binary | size (stripped) |"
 echo "| --- | ---: |"
 for binary in api deployer task-events hello-lambda; do
-    printf '| %s | %.1f MB |\n' "$binary" "$(stat -c %s "target/lambda/$binary" | awk '{print $1/1000000}')"
+    printf '| %s | %.1f MB |\n' "$binary" "$(stat -c %s "target/lambda-release/$binary" | awk '{print $1/1000000}')"
 done
 echo
-./target/lambda/cold-start "$RUNS" target/lambda/hello-lambda
+./target/lambda-release/cold-start "$RUNS" target/lambda-release/hello-lambda
 for binary in api deployer task-events; do
-    ./target/lambda/cold-start "$RUNS" "target/lambda/$binary" "${config[@]}"
+    ./target/lambda-release/cold-start "$RUNS" "target/lambda-release/$binary" "${config[@]}"
 done
