@@ -132,7 +132,8 @@ pub struct AwsPlatform {
 }
 
 /// Builds every adapter from `settings` and the SDK configuration (region and
-/// credentials from the Lambda environment; `AWS_ENDPOINT_URL` in tests).
+/// credentials from the Lambda environment; `AWS_ENDPOINT_URL` in tests). The SDK
+/// clients themselves are built on first use.
 pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
     let dynamodb = LazyClient::new(sdk, aws_sdk_dynamodb::Client::new);
     let queue = Arc::new(SqsQueue::new(
@@ -193,7 +194,7 @@ pub async fn platform_from_env() -> Result<AwsPlatform, ConfigError> {
 /// variables Lambda sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`); `AWS_ENDPOINT_URL` and the other `AWS_*` settings still apply.
 /// The SDK's default chains would also build the profile, SSO, web identity (an STS
-/// client) and IMDS providers, which a function never uses: a third of its init.
+/// client) and IMDS providers at every cold start, which a function never uses.
 async fn lambda_sdk_config() -> Result<SdkConfig, ConfigError> {
     let region = required("AWS_REGION")?;
     Ok(aws_config::defaults(BehaviorVersion::latest())
@@ -210,8 +211,9 @@ const AMAZON_ROOTS: &[u8] = include_bytes!("amazon-roots.pem");
 
 /// What the functions' TLS trusts: the Amazon roots, or the PEM bundle `SSL_CERT_FILE`
 /// names (an endpoint behind another CA, a TLS-inspecting egress proxy). Not the whole
-/// system store, which the SDK would read and parse at every cold start: a third of a
-/// function's init, to trust ~140 roots where AWS needs five.
+/// system store, which the SDK would read and parse at every cold start (half of a
+/// function's init on Debian, see docs/benchmarks.md) to trust ~140 roots where AWS
+/// needs five.
 fn trusted_roots() -> Result<Vec<u8>, ConfigError> {
     let Some(path) = std::env::var_os("SSL_CERT_FILE") else {
         return Ok(AMAZON_ROOTS.to_vec());
