@@ -4,6 +4,7 @@
 
 use envplane_aws::deployer::handle_batch;
 use envplane_aws::emulator::sqs_event;
+use envplane_aws::reaper::{reap_dead_letters, DeadLetters, DEAD_LETTER_REASON};
 use envplane_e2e::aws::{spawn_app_on_aws, Harness, Sandbox};
 use envplane_e2e::{git_repository, GREETING_CONFIG};
 use serde_json::json;
@@ -249,6 +250,78 @@ async fn a_poison_message_ends_in_the_dead_letter_queue() {
     }
     assert_eq!(deliveries, 5);
     assert_eq!(messages_in(&aws, queue_url).await, 0);
+
+    // The reaper drops it: it names no deployment.
+    let reaped = reap_dead_letters(&aws.deployer.platform, &dead_letters(&aws))
+        .await
+        .unwrap();
+    assert_eq!(reaped.unreadable, 1);
+    assert_eq!(messages_in(&aws, &aws.stack.dead_letter_queue_url).await, 0);
+}
+
+/// A deployer that died on a message's last delivery leaves its deployment queued and the
+/// message in the dead-letter queue: the reaper fails the deployment with the reason.
+#[tokio::test]
+async fn the_reaper_fails_a_deployment_whose_message_was_dead_lettered() {
+    let aws = spawn_app_on_aws(Harness::API_ONLY).await;
+    let app = &aws.app;
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws
+        .environment_on(&repository, "dead-lettered", false)
+        .await;
+    let id = app.deploy(&seeded.environment_id, "apply").await;
+    // What the redrive policy does after the last delivery.
+    let received = aws
+        .sqs
+        .receive_message()
+        .queue_url(&aws.stack.settings.queue_url)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let message = &received.messages()[0];
+    aws.sqs
+        .send_message()
+        .queue_url(&aws.stack.dead_letter_queue_url)
+        .message_body(message.body().unwrap())
+        .send()
+        .await
+        .unwrap();
+    aws.sqs
+        .delete_message()
+        .queue_url(&aws.stack.settings.queue_url)
+        .receipt_handle(message.receipt_handle().unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    let reaped = reap_dead_letters(&aws.deployer.platform, &dead_letters(&aws))
+        .await
+        .unwrap();
+    assert_eq!(reaped.concluded, 1);
+    let failed = app
+        .get(&format!("/v1/deployments/{id}"), &app.admin_key)
+        .await
+        .expect(200);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["reason"], DEAD_LETTER_REASON);
+    assert!(aws.started_tasks().await.is_empty());
+    // The environment is free: the next deployment is dispatched.
+    let next = app.deploy(&seeded.environment_id, "plan").await;
+    envplane_aws::emulator::deliver_batch(
+        &aws.deployer.platform,
+        aws.deployer.queue.as_ref(),
+        &aws.sqs,
+        &aws.stack.settings.queue_url,
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(aws.started_tasks().await, [format!("{next}.1")]);
+}
+
+fn dead_letters(aws: &envplane_e2e::aws::AwsApp) -> DeadLetters {
+    DeadLetters::new(aws.sqs.clone(), &aws.stack.dead_letter_queue_url)
 }
 
 async fn messages_in(aws: &envplane_e2e::aws::AwsApp, queue_url: &str) -> usize {

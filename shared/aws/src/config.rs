@@ -15,6 +15,7 @@ use crate::dynamodb::DynamoDbStore;
 use crate::ecs::{EcsLauncher, EcsSettings};
 use crate::kms::KmsKeyRing;
 use crate::lazy::LazyClient;
+use crate::reaper::DeadLetters;
 use crate::s3::S3Artifacts;
 use crate::sqs::SqsQueue;
 
@@ -129,6 +130,8 @@ pub fn s3_client(sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
 pub struct AwsPlatform {
     pub platform: Arc<Platform>,
     pub queue: Arc<SqsQueue>,
+    /// For the clients a function needs besides the platform's.
+    pub sdk: SdkConfig,
 }
 
 /// Builds every adapter from `settings` and the SDK configuration (region and
@@ -179,6 +182,7 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
     AwsPlatform {
         platform: Arc::new(Platform::new(ports, platform_settings)),
         queue,
+        sdk: sdk.clone(),
     }
 }
 
@@ -274,6 +278,14 @@ pub fn init_lambda_tracing() {
         )
         .without_time()
         .init();
+}
+
+/// The reaper's dead-letter queue: `ENVPLANE_DEAD_LETTER_QUEUE_URL`.
+pub fn dead_letters_from_env(sdk: &SdkConfig) -> Result<DeadLetters, ConfigError> {
+    Ok(DeadLetters::new(
+        LazyClient::new(sdk, aws_sdk_sqs::Client::new),
+        required("ENVPLANE_DEAD_LETTER_QUEUE_URL")?,
+    ))
 }
 
 /// The deployer's view of the queue's redrive policy: `ENVPLANE_REDRIVE_LIMIT` must

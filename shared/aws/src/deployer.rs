@@ -10,11 +10,11 @@
 //! again as a fresh message instead, and keeps its place in line for as long as it takes.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use envplane_core::ports::{DeploymentMessage, Queue};
+use envplane_core::ports::Queue;
 use envplane_core::service::DispatchOutcome;
 use envplane_core::Platform;
 
-use crate::sqs::{for_each_record, receive_count};
+use crate::sqs::{deployment_message, for_each_record, receive_count};
 
 /// The queue's redrive policy `maxReceiveCount` when `ENVPLANE_REDRIVE_LIMIT` is unset.
 pub const DEFAULT_REDRIVE_LIMIT: u32 = 5;
@@ -41,19 +41,7 @@ async fn handle_record(
 ) -> Result<(), String> {
     let receives = receive_count(&record);
     let last_delivery = receives >= redrive_limit;
-    // The body is never logged; a parse error names only where the body went wrong.
-    let message: DeploymentMessage = match record.body.as_deref().map(serde_json::from_str) {
-        Some(Ok(message)) => message,
-        Some(Err(error)) => {
-            return Err(format!(
-                "the body is not a deployment message ({:?} error at line {}, column {})",
-                error.classify(),
-                error.line(),
-                error.column()
-            ))
-        }
-        None => return Err("the record has no body".into()),
-    };
+    let message = deployment_message(record.body.as_deref())?;
     tracing::Span::current().record("deployment_id", message.deployment_id.as_str());
     let failure = match platform.dispatch(&message).await {
         Ok(DispatchOutcome::AtCapacity) if last_delivery => match queue.send(&message).await {

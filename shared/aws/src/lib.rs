@@ -9,6 +9,7 @@ pub mod ecs;
 pub mod emulator;
 pub mod kms;
 pub mod lazy;
+pub mod reaper;
 pub mod s3;
 pub mod secrets;
 pub mod sqs;

@@ -53,6 +53,21 @@ impl Queue for SqsQueue {
     }
 }
 
+/// Reads a message body of the deployments queue. The body is never logged; an error
+/// names only where the body went wrong.
+pub fn deployment_message(body: Option<&str>) -> Result<DeploymentMessage, String> {
+    match body.map(serde_json::from_str) {
+        Some(Ok(message)) => Ok(message),
+        Some(Err(error)) => Err(format!(
+            "the body is not a deployment message ({:?} error at line {}, column {})",
+            error.classify(),
+            error.line(),
+            error.column()
+        )),
+        None => Err("the record has no body".into()),
+    }
+}
+
 /// How many times SQS has delivered the record, this delivery included.
 pub fn receive_count(record: &SqsMessage) -> u32 {
     record

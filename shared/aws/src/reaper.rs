@@ -1,0 +1,197 @@
+//! The reaper's work, on a schedule: messages the deployments queue gave up on (moved to
+//! its dead-letter queue after the redrive limit) fail their deployment with the reason.
+//! The deployer already does that on a message's last delivery; the reaper is the
+//! backstop for a last delivery whose deployer died or timed out first, so no deployment
+//! waits in the queue forever.
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::Message;
+use envplane_core::Platform;
+use serde::Serialize;
+
+use crate::lazy::LazyClient;
+use crate::sqs::deployment_message;
+
+/// At most this many batches of 10 per run, so one run stays well inside its timeout;
+/// the next run takes the rest.
+const MAX_BATCHES: usize = 100;
+
+pub const DEAD_LETTER_REASON: &str = "the deployment was never started: its queue message \
+    failed every delivery and was moved to the dead-letter queue";
+
+#[derive(Debug, thiserror::Error)]
+#[error("the dead-letter queue {queue_url} could not be read: {reason}")]
+pub struct ReapError {
+    queue_url: String,
+    reason: String,
+}
+
+/// The deployments queue's dead-letter queue.
+pub struct DeadLetters {
+    client: LazyClient<aws_sdk_sqs::Client>,
+    queue_url: String,
+}
+
+/// What one run did.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Reaped {
+    /// Messages of deployments now failed (or that had ended meanwhile), deleted.
+    pub concluded: usize,
+    /// Messages that are no deployment message, deleted.
+    pub unreadable: usize,
+    /// Messages left for the next run: failing their deployment failed.
+    pub retried: usize,
+}
+
+impl DeadLetters {
+    pub fn new(
+        client: impl Into<LazyClient<aws_sdk_sqs::Client>>,
+        queue_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            client: client.into(),
+            queue_url: queue_url.into(),
+        }
+    }
+
+    fn error(&self, operation: &str, error: impl std::error::Error) -> ReapError {
+        ReapError {
+            queue_url: self.queue_url.clone(),
+            reason: format!("{operation}: {}", DisplayErrorContext(error)),
+        }
+    }
+
+    async fn receive(&self) -> Result<Vec<Message>, ReapError> {
+        let received = self
+            .client
+            .get()
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .map_err(|error| self.error("ReceiveMessage", error))?;
+        Ok(received.messages.unwrap_or_default())
+    }
+
+    async fn delete(&self, message: &Message) -> Result<(), ReapError> {
+        self.client
+            .get()
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(message.receipt_handle().unwrap_or_default())
+            .send()
+            .await
+            .map_err(|error| self.error("DeleteMessage", error))?;
+        Ok(())
+    }
+}
+
+/// Handles one EventBridge scheduled event: a run of [`reap_dead_letters`].
+pub async fn handle_schedule(
+    platform: &Platform,
+    dead_letters: &DeadLetters,
+    event: EventBridgeEvent<serde_json::Value>,
+) -> Result<Reaped, ReapError> {
+    let reaped = reap_dead_letters(platform, dead_letters).await?;
+    tracing::info!(scheduled_at = ?event.time, ?reaped, "dead-letter queue drained");
+    Ok(reaped)
+}
+
+/// Drains the dead-letter queue: each deployment message fails its deployment if it is
+/// still queued, then is deleted; a message that is no deployment message is deleted
+/// with an error log (never its body). A message whose deployment could not be updated
+/// stays, and comes back after the queue's visibility timeout.
+pub async fn reap_dead_letters(
+    platform: &Platform,
+    dead_letters: &DeadLetters,
+) -> Result<Reaped, ReapError> {
+    let mut reaped = Reaped::default();
+    for _ in 0..MAX_BATCHES {
+        let messages = dead_letters.receive().await?;
+        if messages.is_empty() {
+            break;
+        }
+        for message in &messages {
+            match deployment_message(message.body()) {
+                Ok(deployment) => {
+                    if let Err(error) = platform
+                        .dead_lettered(&deployment, DEAD_LETTER_REASON)
+                        .await
+                    {
+                        tracing::error!(deployment_id = %deployment.deployment_id, %error, "failing a dead-lettered deployment failed");
+                        reaped.retried += 1;
+                        continue;
+                    }
+                    tracing::warn!(deployment_id = %deployment.deployment_id, "dead-lettered deployment concluded");
+                    reaped.concluded += 1;
+                }
+                Err(reason) => {
+                    tracing::error!(message_id = ?message.message_id(), %reason, "unreadable dead letter dropped");
+                    reaped.unreadable += 1;
+                }
+            }
+            dead_letters.delete(message).await?;
+        }
+    }
+    Ok(reaped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployer::fixture::Fixture;
+    use crate::emulator::{sdk_config, unique_name};
+    use envplane_core::deployment::DeploymentStatus;
+
+    async fn dead_letter_queue(bodies: &[String]) -> DeadLetters {
+        let client = aws_sdk_sqs::Client::new(&sdk_config().await);
+        let queue_url = client
+            .create_queue()
+            .queue_name(unique_name("envplane-deployments-dlq"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        for body in bodies {
+            client
+                .send_message()
+                .queue_url(&queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .unwrap();
+        }
+        DeadLetters::new(client, queue_url)
+    }
+
+    #[tokio::test]
+    async fn dead_letters_fail_their_queued_deployment_and_are_deleted() {
+        let fixture = Fixture::new(4).await;
+        let body = serde_json::to_string(&fixture.message).unwrap();
+        let dead_letters =
+            dead_letter_queue(&[body.clone(), "{not a deployment".into(), body]).await;
+
+        let reaped = reap_dead_letters(&fixture.platform, &dead_letters)
+            .await
+            .unwrap();
+        assert_eq!(
+            reaped,
+            Reaped {
+                concluded: 2,
+                unreadable: 1,
+                retried: 0
+            }
+        );
+        let deployment = fixture.deployment().await;
+        assert_eq!(deployment.status, DeploymentStatus::Failed);
+        assert_eq!(deployment.reason.as_deref(), Some(DEAD_LETTER_REASON));
+        // Nothing is left for the next run.
+        let again = reap_dead_letters(&fixture.platform, &dead_letters)
+            .await
+            .unwrap();
+        assert_eq!(again, Reaped::default());
+    }
+}
