@@ -254,6 +254,17 @@ impl Stack {
     }
 }
 
+/// A standard queue with a unique name from `prefix`; returns its URL.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> String {
+    sqs.create_queue()
+        .queue_name(unique_name(prefix))
+        .send()
+        .await
+        .expect("create a queue")
+        .queue_url
+        .expect("queue URL")
+}
+
 /// The deployments queue and its dead-letter queue; returns their URLs.
 async fn deployment_queues(sdk: &SdkConfig) -> (String, String) {
     use aws_sdk_sqs::types::QueueAttributeName;

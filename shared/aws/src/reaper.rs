@@ -142,19 +142,12 @@ pub async fn reap_dead_letters(
 mod tests {
     use super::*;
     use crate::deployer::fixture::Fixture;
-    use crate::emulator::{sdk_config, unique_name};
+    use crate::emulator::{create_queue, sdk_config};
     use envplane_core::deployment::DeploymentStatus;
 
     async fn dead_letter_queue(bodies: &[String]) -> DeadLetters {
         let client = aws_sdk_sqs::Client::new(&sdk_config().await);
-        let queue_url = client
-            .create_queue()
-            .queue_name(unique_name("envplane-deployments-dlq"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let queue_url = create_queue(&client, "envplane-deployments-dlq").await;
         for body in bodies {
             client
                 .send_message()

@@ -108,19 +108,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::{sdk_config, unique_name};
+    use crate::emulator::{create_queue, sdk_config, unique_name};
 
     #[tokio::test]
     async fn queue_sends_the_message_as_json() {
         let client = aws_sdk_sqs::Client::new(&sdk_config().await);
-        let queue_url = client
-            .create_queue()
-            .queue_name(unique_name("envplane-deployments"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let queue_url = create_queue(&client, "envplane-deployments").await;
         let queue = SqsQueue::new(client.clone(), &queue_url);
         let message = DeploymentMessage {
             org_id: "org_1".into(),
