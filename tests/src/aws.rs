@@ -95,7 +95,6 @@ pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
     let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
     let deployer = envplane_aws::config::platform(&stack.settings, &stack.sdk);
-    let task_events = envplane_aws::config::platform(&stack.settings, &stack.sdk).platform;
     let ecs = aws_sdk_ecs::Client::new(&stack.sdk);
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
     let repositories = Repositories::default();
@@ -123,7 +122,7 @@ pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
         let fargate = Fargate {
             ecs: ecs.clone(),
             cluster: stack.settings.ecs_cluster.clone(),
-            task_events,
+            task_events: envplane_aws::config::platform(&stack.settings, &stack.sdk).platform,
             sandbox,
             repositories: repositories.clone(),
         };
