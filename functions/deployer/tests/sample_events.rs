@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use envplane_aws::deployer::{handle_batch, DEFAULT_REDRIVE_LIMIT};
-use envplane_core::auth::Caller;
 use envplane_core::deployment::DeploymentStatus;
 use envplane_core::ports::DeploymentMessage;
-use envplane_core::secrecy::ExposeSecret;
 use envplane_core::Platform;
 use envplane_local::{Isolation, LocalConfig, SqliteQueue, DATABASE_FILE};
+use envplane_testkit::seed::queued_deployment;
 use serde_json::json;
 
 /// The ids the sample's well-formed record names.
@@ -41,52 +40,6 @@ fn lambda() -> Lambda {
         queue,
         _data_dir: data_dir,
     }
-}
-
-fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).unwrap()
-}
-
-/// A queued deployment created through the platform's API.
-async fn queued_deployment(platform: &Platform) -> (Caller, DeploymentMessage) {
-    let key = platform.bootstrap().await.unwrap().unwrap();
-    let caller = platform
-        .authenticate(key.expose_secret(), "test")
-        .await
-        .unwrap();
-    let project = platform
-        .create_project(&caller, from(json!({"name": "payments"})))
-        .await
-        .unwrap();
-    let template = platform
-        .create_template(
-            &caller,
-            from(json!({
-                "name": "network",
-                "project_id": project.id,
-                "repository": "https://github.com/acme/infra.git",
-                "iac_version": "1.9.8",
-            })),
-        )
-        .await
-        .unwrap();
-    let environment = platform
-        .create_environment(
-            &caller,
-            from(json!({"name": "staging", "project_id": project.id, "template_id": template.id})),
-        )
-        .await
-        .unwrap();
-    let deployment = platform
-        .create_deployment(&caller, &environment.id, from(json!({"action": "apply"})))
-        .await
-        .unwrap();
-    let message = DeploymentMessage {
-        org_id: caller.org_id.clone(),
-        environment_id: environment.id,
-        deployment_id: deployment.id,
-    };
-    (caller, message)
 }
 
 /// Invokes the handler with `events/deployer/sqs-batch.json`, its ids replaced by `ids`.

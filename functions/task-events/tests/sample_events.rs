@@ -9,11 +9,10 @@ use envplane_aws::task_events::{handle_task_state_change, EcsTaskStateChange};
 use envplane_core::auth::Caller;
 use envplane_core::deployment::{Deployment, DeploymentStatus};
 use envplane_core::ports::DeploymentMessage;
-use envplane_core::secrecy::ExposeSecret;
 use envplane_core::service::DispatchOutcome;
 use envplane_core::Platform;
 use envplane_local::{Isolation, LocalConfig};
-use serde_json::json;
+use envplane_testkit::seed::queued_deployment;
 
 /// The ids the samples' `startedBy` and `group` name.
 const SAMPLE_ORG: &str = "org_01jz8k4m2v6q9r3t5w7y1a3c5e";
@@ -37,50 +36,10 @@ fn lambda() -> Lambda {
     }
 }
 
-fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).unwrap()
-}
-
 /// A deployment created through the platform's API and dispatched: it runs in its
 /// first sandbox.
 async fn running_deployment(platform: &Platform) -> (Caller, DeploymentMessage) {
-    let key = platform.bootstrap().await.unwrap().unwrap();
-    let caller = platform
-        .authenticate(key.expose_secret(), "test")
-        .await
-        .unwrap();
-    let project = platform
-        .create_project(&caller, from(json!({"name": "payments"})))
-        .await
-        .unwrap();
-    let template = platform
-        .create_template(
-            &caller,
-            from(json!({
-                "name": "network",
-                "project_id": project.id,
-                "repository": "https://github.com/acme/infra.git",
-                "iac_version": "1.9.8",
-            })),
-        )
-        .await
-        .unwrap();
-    let environment = platform
-        .create_environment(
-            &caller,
-            from(json!({"name": "staging", "project_id": project.id, "template_id": template.id})),
-        )
-        .await
-        .unwrap();
-    let deployment = platform
-        .create_deployment(&caller, &environment.id, from(json!({"action": "apply"})))
-        .await
-        .unwrap();
-    let message = DeploymentMessage {
-        org_id: caller.org_id.clone(),
-        environment_id: environment.id,
-        deployment_id: deployment.id,
-    };
+    let (caller, message) = queued_deployment(platform).await;
     assert!(matches!(
         platform.dispatch(&message).await.unwrap(),
         DispatchOutcome::Launched { .. }

@@ -204,7 +204,7 @@ async fn lambda_sdk_config() -> Result<SdkConfig, ConfigError> {
     Ok(aws_config::defaults(BehaviorVersion::latest())
         .region(aws_config::Region::new(region))
         .credentials_provider(EnvironmentVariableCredentialsProvider::new())
-        .http_client(https_client(&trusted_roots()?)?)
+        .http_client(https_client(trusted_roots()?)?)
         .load()
         .await)
 }
@@ -251,8 +251,8 @@ fn check_roots(pem: &[u8]) -> Result<usize, String> {
 
 /// The HTTPS client every SDK client of a function shares: rustls on aws-lc, trusting
 /// only the roots in `pem`.
-fn https_client(pem: &[u8]) -> Result<SharedHttpClient, ConfigError> {
-    let trust_store = TrustStore::empty().with_pem_certificate(pem.to_vec());
+fn https_client(pem: Vec<u8>) -> Result<SharedHttpClient, ConfigError> {
+    let trust_store = TrustStore::empty().with_pem_certificate(pem);
     let context = TlsContext::builder()
         .with_trust_store(trust_store)
         .build()
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn the_amazon_roots_are_five_usable_roots() {
         assert_eq!(check_roots(AMAZON_ROOTS), Ok(5));
-        https_client(AMAZON_ROOTS).unwrap();
+        https_client(AMAZON_ROOTS.to_vec()).unwrap();
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub(crate) mod fixture {
     use envplane_core::service::{Ports, Settings};
     use envplane_core::Platform;
     use envplane_local::{FileArtifacts, FileKeyRing, SqliteStore};
-    use serde_json::json;
+    use envplane_testkit::seed::queued_deployment;
 
     /// Fails the cross-organization index reads, which dispatch needs and concluding a
     /// deployment does not, while `down` is set.
@@ -221,57 +221,6 @@ pub(crate) mod fixture {
                 .await
                 .unwrap()
         }
-    }
-
-    /// Bootstraps the platform and queues one deployment: project, template, environment.
-    pub async fn queued_deployment(platform: &Platform) -> (Caller, DeploymentMessage) {
-        use envplane_core::secrecy::ExposeSecret;
-        let key = platform.bootstrap().await.unwrap().unwrap();
-        let caller = platform
-            .authenticate(key.expose_secret(), "test")
-            .await
-            .unwrap();
-        let project = platform
-            .create_project(&caller, from(json!({"name": "payments"})))
-            .await
-            .unwrap();
-        let template = platform
-            .create_template(
-                &caller,
-                from(json!({
-                    "name": "network",
-                    "project_id": project.id,
-                    "repository": "https://github.com/acme/infra.git",
-                    "iac_version": "1.9.8",
-                })),
-            )
-            .await
-            .unwrap();
-        let environment = platform
-            .create_environment(
-                &caller,
-                from(json!({
-                    "name": "staging",
-                    "project_id": project.id,
-                    "template_id": template.id,
-                })),
-            )
-            .await
-            .unwrap();
-        let deployment = platform
-            .create_deployment(&caller, &environment.id, from(json!({"action": "apply"})))
-            .await
-            .unwrap();
-        let message = DeploymentMessage {
-            org_id: caller.org_id.clone(),
-            environment_id: environment.id,
-            deployment_id: deployment.id,
-        };
-        (caller, message)
-    }
-
-    fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-        serde_json::from_value(value).unwrap()
     }
 }
 
