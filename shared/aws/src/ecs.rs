@@ -233,7 +233,13 @@ impl Launcher for EcsLauncher {
             tracing::info!("the sandbox of this deployment phase is already running");
             return Ok(());
         }
-        let output = run_task.send().await.map_err(|e| sdk_error("RunTask", e))?;
+        // An AWS validation message may quote the request: never let it carry the token
+        // into the deployment's reason or a log line.
+        let token = request.runner_token.expose_secret();
+        let output = run_task
+            .send()
+            .await
+            .map_err(|e| without(sdk_error("RunTask", e), token))?;
         if let Some(task) = output.tasks().first() {
             tracing::info!(
                 task_arn = task.task_arn().unwrap_or_default(),
@@ -241,7 +247,7 @@ impl Launcher for EcsLauncher {
             );
             return Ok(());
         }
-        Err(failures_error(output.failures()))
+        Err(without(failures_error(output.failures()), token))
     }
 
     #[tracing::instrument(skip(self))]
@@ -259,6 +265,15 @@ impl Launcher for EcsLauncher {
             tracing::info!(%task_arn, "sandbox stopped");
         }
         Ok(())
+    }
+}
+
+/// `error` with every occurrence of `secret` masked.
+fn without(error: LaunchError, secret: &str) -> LaunchError {
+    let mask = |text: String| text.replace(secret, "***");
+    match error {
+        LaunchError::Transient(text) => LaunchError::Transient(mask(text)),
+        LaunchError::Failed(text) => LaunchError::Failed(mask(text)),
     }
 }
 
@@ -392,6 +407,19 @@ mod tests {
         assert_eq!(token, client_token(&id, 1));
         assert_ne!(token, client_token(&id, 2));
         assert_ne!(token, client_token(&deployment_id(), 1));
+    }
+
+    #[test]
+    fn a_launch_error_quoting_the_token_is_masked() {
+        let quoted = LaunchError::Failed(format!("RunTask failed: invalid value {TOKEN}"));
+        let LaunchError::Failed(text) = without(quoted, TOKEN) else {
+            panic!("the kind of error is kept");
+        };
+        assert_eq!(text, "RunTask failed: invalid value ***");
+        assert!(matches!(
+            without(LaunchError::Transient("Rate exceeded".into()), TOKEN),
+            LaunchError::Transient(text) if text == "Rate exceeded"
+        ));
     }
 
     #[test]
