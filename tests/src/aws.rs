@@ -94,13 +94,13 @@ pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
     let router = envplane_http::api_router(api.platform);
     let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
-    let deployer = envplane_aws::config::platform(&stack.settings, &stack.sdk);
+    let deployer = envplane_aws::config::dispatching_platform(&stack.settings, &stack.sdk);
     let ecs = aws_sdk_ecs::Client::new(&stack.sdk);
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
     let repositories = Repositories::default();
     let mut stand_ins = Vec::new();
     if harness.event_source_mapping {
-        let deployer = envplane_aws::config::platform(&stack.settings, &stack.sdk);
+        let deployer = envplane_aws::config::dispatching_platform(&stack.settings, &stack.sdk);
         let (sqs, queue_url) = (sqs.clone(), stack.settings.queue_url.clone());
         stand_ins.push(tokio::spawn(async move {
             loop {
@@ -122,7 +122,8 @@ pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
         let fargate = Fargate {
             ecs: ecs.clone(),
             cluster: stack.settings.ecs_cluster.clone(),
-            task_events: envplane_aws::config::platform(&stack.settings, &stack.sdk).platform,
+            task_events: envplane_aws::config::concluding_platform(&stack.settings, &stack.sdk)
+                .platform,
             sandbox,
             repositories: repositories.clone(),
         };

@@ -195,7 +195,7 @@ async fn two_deployers_racing_for_one_environment_start_one_task() {
     let messages = received.messages();
     assert_eq!(messages.len(), 2);
 
-    let other = envplane_aws::config::platform(&aws.stack.settings, &aws.stack.sdk);
+    let other = envplane_aws::config::dispatching_platform(&aws.stack.settings, &aws.stack.sdk);
     let (one, two) = tokio::join!(
         handle_batch(
             &aws.deployer.platform,

@@ -56,6 +56,7 @@ fn invalid_values_are_named() {
         ("ENVPLANE_REDRIVE_LIMIT", "0"),
         ("SSL_CERT_FILE", "/nonexistent/ca-bundle.crt"),
         ("SSL_CERT_FILE", "/dev/null"),
+        ("RUST_LOG", "envplane_aws=loud"),
     ] {
         let error = start("", &[(name, value)]);
         assert!(

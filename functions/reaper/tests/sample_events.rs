@@ -2,7 +2,7 @@
 //! the AWS adapters against the emulator that `scripts/test` starts.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use envplane_aws::config::{platform, AwsPlatform};
+use envplane_aws::config::{concluding_platform, AwsPlatform};
 use envplane_aws::emulator::Stack;
 use envplane_aws::reaper::{handle_schedule, DeadLetters, Reaped};
 
@@ -17,7 +17,7 @@ fn sample() -> EventBridgeEvent<serde_json::Value> {
 #[tokio::test]
 async fn the_scheduled_sample_drains_the_dead_letter_queue() {
     let stack = Stack::create("https://api.envplane.example.com").await;
-    let AwsPlatform { platform, .. } = platform(&stack.settings, &stack.sdk);
+    let AwsPlatform { platform, .. } = concluding_platform(&stack.settings, &stack.sdk);
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
     // A deployment message of a deployment that is gone, and a message that is none.
     let gone = r#"{"org_id":"org_1","environment_id":"env_1","deployment_id":"dep_1"}"#;

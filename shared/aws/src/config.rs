@@ -7,9 +7,10 @@ use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use envplane_core::ports::SystemClock;
+use envplane_core::ports::{Artifacts, KeyRing, Launcher, SystemClock, Unwired};
 use envplane_core::service::{Ports, Settings};
 use envplane_core::Platform;
+use tracing_subscriber::filter::{ParseError, Targets};
 
 use crate::dynamodb::DynamoDbStore;
 use crate::ecs::{EcsLauncher, EcsSettings};
@@ -134,16 +135,71 @@ pub struct AwsPlatform {
     pub sdk: SdkConfig,
 }
 
-/// Builds every adapter from `settings` and the SDK configuration (region and
-/// credentials from the Lambda environment; `AWS_ENDPOINT_URL` in tests). The SDK
-/// clients themselves are built on first use.
+/// How a function assembles its platform: which adapters it links. The SDK clients
+/// themselves are built on first use.
+pub type Wiring = fn(&AwsSettings, &SdkConfig) -> AwsPlatform;
+
+/// Every adapter, for the api (it serves every use case, cancelling included).
 pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
     let dynamodb = LazyClient::new(sdk, aws_sdk_dynamodb::Client::new);
-    let queue = Arc::new(SqsQueue::new(
-        LazyClient::new(sdk, aws_sdk_sqs::Client::new),
-        &settings.queue_url,
-    ));
-    let launcher = EcsLauncher::new(
+    let key_ring = KmsKeyRing::new(
+        LazyClient::new(sdk, aws_sdk_kms::Client::new),
+        dynamodb.clone(),
+        &settings.table_name,
+        &settings.kms_key_id,
+    );
+    let artifacts = S3Artifacts::new(
+        if settings.s3_path_style {
+            LazyClient::new(sdk, |sdk| s3_client(sdk, true))
+        } else {
+            LazyClient::new(sdk, |sdk| s3_client(sdk, false))
+        },
+        &settings.artifacts_bucket,
+        &settings.kms_key_id,
+    );
+    let launcher = ecs_launcher(settings, sdk);
+    assemble(
+        settings,
+        sdk,
+        dynamodb,
+        Arc::new(key_ring),
+        Arc::new(artifacts),
+        launcher,
+    )
+}
+
+/// The deployer's adapters: the store, the queue and the sandbox launcher. Dispatching
+/// never seals a value nor touches a blob, so KMS and S3 stay out of its binary.
+pub fn dispatching_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
+    let dynamodb = LazyClient::new(sdk, aws_sdk_dynamodb::Client::new);
+    let launcher = ecs_launcher(settings, sdk);
+    assemble(
+        settings,
+        sdk,
+        dynamodb,
+        Arc::new(Unwired),
+        Arc::new(Unwired),
+        launcher,
+    )
+}
+
+/// The adapters of task-events and the reaper: concluding a deployment and queueing the
+/// environment's next one needs only the store and the queue.
+pub fn concluding_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
+    let dynamodb = LazyClient::new(sdk, aws_sdk_dynamodb::Client::new);
+    let unwired = Arc::new(Unwired);
+    assemble(
+        settings,
+        sdk,
+        dynamodb,
+        unwired.clone(),
+        unwired.clone(),
+        unwired,
+    )
+}
+
+fn ecs_launcher(settings: &AwsSettings, sdk: &SdkConfig) -> Arc<EcsLauncher> {
+    Arc::new(EcsLauncher::new(
         LazyClient::new(sdk, aws_sdk_ecs::Client::new),
         EcsSettings {
             cluster: settings.ecs_cluster.clone(),
@@ -153,27 +209,28 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
             security_groups: settings.security_groups.clone(),
             api_url: settings.api_url.clone(),
         },
-    );
+    ))
+}
+
+fn assemble(
+    settings: &AwsSettings,
+    sdk: &SdkConfig,
+    dynamodb: LazyClient<aws_sdk_dynamodb::Client>,
+    key_ring: Arc<dyn KeyRing>,
+    artifacts: Arc<dyn Artifacts>,
+    launcher: Arc<dyn Launcher>,
+) -> AwsPlatform {
+    let queue = Arc::new(SqsQueue::new(
+        LazyClient::new(sdk, aws_sdk_sqs::Client::new),
+        &settings.queue_url,
+    ));
     let ports = Ports {
-        store: Arc::new(DynamoDbStore::new(dynamodb.clone(), &settings.table_name)),
-        key_ring: Arc::new(KmsKeyRing::new(
-            LazyClient::new(sdk, aws_sdk_kms::Client::new),
-            dynamodb,
-            &settings.table_name,
-            &settings.kms_key_id,
-        )),
+        store: Arc::new(DynamoDbStore::new(dynamodb, &settings.table_name)),
+        key_ring,
         clock: Arc::new(SystemClock),
         queue: queue.clone(),
-        launcher: Arc::new(launcher),
-        artifacts: Arc::new(S3Artifacts::new(
-            if settings.s3_path_style {
-                LazyClient::new(sdk, |sdk| s3_client(sdk, true))
-            } else {
-                LazyClient::new(sdk, |sdk| s3_client(sdk, false))
-            },
-            &settings.artifacts_bucket,
-            &settings.kms_key_id,
-        )),
+        launcher,
+        artifacts,
     };
     let platform_settings = Settings {
         local_mode: false,
@@ -186,12 +243,12 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
     }
 }
 
-/// The platform configured from the environment, as every function builds it at cold
-/// start.
-pub async fn platform_from_env() -> Result<AwsPlatform, ConfigError> {
+/// The platform configured from the environment, as a function builds it at cold start
+/// with its `wiring`.
+pub async fn platform_from_env(wiring: Wiring) -> Result<AwsPlatform, ConfigError> {
     let settings = AwsSettings::from_env()?;
     let sdk = lambda_sdk_config().await?;
-    Ok(platform(&settings, &sdk))
+    Ok(wiring(&settings, &sdk))
 }
 
 /// The SDK configuration of a function: the region and the role's credentials from the
@@ -268,16 +325,35 @@ fn https_client(pem: Vec<u8>) -> Result<SharedHttpClient, ConfigError> {
         .build_https())
 }
 
-/// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
-pub fn init_lambda_tracing() {
+/// JSON logs for CloudWatch, filtered by `RUST_LOG`.
+pub fn init_lambda_tracing() -> Result<(), ConfigError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
         .without_time()
+        .finish()
+        .with(log_filter()?)
         .init();
+    Ok(())
+}
+
+/// `RUST_LOG` (default `info`): a level and `target=level` pairs, as in
+/// `info,envplane_aws=debug`. Not `EnvFilter`'s span and field filters: its regex engine
+/// would add ~0.36 MB to every function (docs/aws.md).
+fn log_filter() -> Result<Targets, ConfigError> {
+    match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            directives
+                .parse()
+                .map_err(|error: ParseError| ConfigError::Invalid {
+                    name: "RUST_LOG",
+                    reason: error.to_string(),
+                })
+        }
+        _ => Ok(Targets::new().with_default(tracing::Level::INFO)),
+    }
 }
 
 /// The reaper's dead-letter queue: `ENVPLANE_DEAD_LETTER_QUEUE_URL`.

@@ -250,6 +250,52 @@ pub trait Artifacts: Send + Sync {
     async fn get(&self, org_id: &str, key: &str) -> Result<Option<Vec<u8>>, ArtifactError>;
 }
 
+/// The ports a process does not serve: a function that only dispatches or concludes
+/// deployments never seals, opens or stores a blob, and leaving those adapters out
+/// keeps their SDK crates out of its binary (docs/aws.md). Every call is an error
+/// naming the port, so a use case that strays into one fails loudly.
+#[derive(Debug, Clone, Copy)]
+pub struct Unwired;
+
+impl Unwired {
+    fn reason(port: &str) -> String {
+        format!("this process has no {port}: the use case belongs to another function")
+    }
+}
+
+#[async_trait]
+impl KeyRing for Unwired {
+    async fn seal_bytes(&self, _: &str, _: &[u8]) -> Result<Vec<u8>, KeyRingError> {
+        Err(KeyRingError::Backend(Self::reason("key ring")))
+    }
+
+    async fn open_bytes(&self, _: &str, _: &[u8]) -> Result<Vec<u8>, KeyRingError> {
+        Err(KeyRingError::Backend(Self::reason("key ring")))
+    }
+}
+
+#[async_trait]
+impl Artifacts for Unwired {
+    async fn put(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), ArtifactError> {
+        Err(ArtifactError::Backend(Self::reason("artifact store")))
+    }
+
+    async fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
+        Err(ArtifactError::Backend(Self::reason("artifact store")))
+    }
+}
+
+#[async_trait]
+impl Launcher for Unwired {
+    async fn launch(&self, _: LaunchRequest) -> Result<(), LaunchError> {
+        Err(LaunchError::Failed(Self::reason("sandbox launcher")))
+    }
+
+    async fn stop(&self, _: &str) -> Result<(), LaunchError> {
+        Err(LaunchError::Failed(Self::reason("sandbox launcher")))
+    }
+}
+
 /// Time, injectable so that expiry and TTL logic can be tested without waiting.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
