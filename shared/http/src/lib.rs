@@ -6,7 +6,7 @@ mod extract;
 mod routes;
 mod runner;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
@@ -55,9 +55,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The routes and their OpenAPI description, built from the same handler annotations.
-fn documented_routes() -> (Router<Arc<Platform>>, OpenApiDocument) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The public routes, at the paths and methods of their OpenAPI annotations.
+fn public_routes() -> Router<Arc<Platform>> {
+    Router::new()
         .merge(routes::organizations::routes())
         .merge(routes::api_keys::routes())
         .merge(routes::projects::routes())
@@ -66,20 +66,28 @@ fn documented_routes() -> (Router<Arc<Platform>>, OpenApiDocument) {
         .merge(routes::variables::routes())
         .merge(routes::audit::routes())
         .merge(routes::deployments::routes())
-        .split_for_parts()
 }
 
-/// The OpenAPI 3 document of the public API.
+/// The OpenAPI 3 document of the public API, from the same handler annotations.
 pub fn openapi() -> OpenApiDocument {
-    documented_routes().1
+    OpenApiRouter::<Arc<Platform>>::with_openapi(ApiDoc::openapi())
+        .merge(routes::organizations::documented())
+        .merge(routes::api_keys::documented())
+        .merge(routes::projects::documented())
+        .merge(routes::templates::documented())
+        .merge(routes::environments::documented())
+        .merge(routes::variables::documented())
+        .merge(routes::audit::documented())
+        .merge(routes::deployments::documented())
+        .into_openapi()
 }
 
 /// The public API: `/health`, `/v1/...` and `/v1/openapi.json`.
 pub fn api_router(platform: Arc<Platform>) -> Router {
-    let (routes, document) = documented_routes();
-    let document = Arc::new(document);
+    // Built on the first request for it, not at a function's cold start.
+    let document = Arc::new(OnceLock::new());
     let request_id = HeaderName::from_static("x-request-id");
-    routes
+    public_routes()
         .merge(runner::routes())
         .route(
             "/health",
@@ -87,7 +95,7 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
         )
         .route(
             "/v1/openapi.json",
-            get(move || async move { axum::Json(document.as_ref().clone()) }),
+            get(move || async move { axum::Json(document.get_or_init(openapi).clone()) }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -1,18 +1,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use envplane_core::model::{ApiKey, CreateApiKey, CreatedApiKey, Listing};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::{App, PageParams};
+use super::{handlers, App, PageParams};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Auth, Json, Path, Query};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create_api_key, list_api_keys))
-        .routes(routes!(revoke_api_key))
-}
+handlers!(create_api_key, list_api_keys, revoke_api_key,);
 
 /// Create an API key. The secret is in the response once; only its hash is stored.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,

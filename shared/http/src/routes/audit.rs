@@ -1,15 +1,11 @@
 use axum::extract::State;
 use envplane_core::model::{AuditEvent, Listing};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::{App, PageParams};
+use super::{handlers, App, PageParams};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Auth, Json, Query};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(list_audit_events))
-}
+handlers!(list_audit_events,);
 
 /// The organization's audit log, newest first (admins only).
 #[utoipa::path(get, path = "/v1/audit-events", tag = "audit", params(PageParams),

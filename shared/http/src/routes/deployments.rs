@@ -5,24 +5,22 @@ use envplane_core::model::Listing;
 use envplane_core::service::StateVersion;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::{App, PageParams};
+use super::{handlers, App, PageParams};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Auth, Json, Path, Query};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create_deployment, list_deployments))
-        .routes(routes!(get_deployment))
-        .routes(routes!(deployment_logs))
-        .routes(routes!(approve_deployment))
-        .routes(routes!(reject_deployment))
-        .routes(routes!(cancel_deployment))
-        .routes(routes!(list_state_versions))
-        .routes(routes!(get_state_version))
-}
+handlers!(
+    create_deployment,
+    list_deployments,
+    get_deployment,
+    deployment_logs,
+    approve_deployment,
+    reject_deployment,
+    cancel_deployment,
+    list_state_versions,
+    get_state_version,
+);
 
 /// Queue a plan, apply or destroy. It runs when the environment is free, one at a time,
 /// in order.

@@ -1,22 +1,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use envplane_core::model::{CreateEnvironment, Environment, Listing, UpdateEnvironment};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::{App, ProjectPageParams};
+use super::{handlers, App, ProjectPageParams};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Auth, Json, Path, Query};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create_environment, list_environments))
-        .routes(routes!(
-            get_environment,
-            update_environment,
-            delete_environment
-        ))
-}
+handlers!(
+    create_environment,
+    list_environments,
+    get_environment,
+    update_environment,
+    delete_environment,
+);
 
 #[utoipa::path(post, path = "/v1/environments", tag = "environments",
     request_body = CreateEnvironment,

@@ -1,4 +1,5 @@
-//! One module per kind of object; each gives its routes with their OpenAPI annotations.
+//! One module per kind of object; each declares its handlers with `handlers!`, which
+//! gives the module's routes and, separately, their OpenAPI description.
 
 pub mod api_keys;
 pub mod audit;
@@ -11,13 +12,59 @@ pub mod variables;
 
 use std::sync::Arc;
 
+use axum::handler::Handler;
+use axum::routing::MethodRouter;
+use axum::Router;
 use envplane_core::service::PageRequest;
 use envplane_core::Platform;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::PathItemExt;
 
 /// The state every handler gets.
 pub type App = Arc<Platform>;
+
+/// Declares a module's handlers once, for two uses: `routes()`, each handler at the path
+/// and methods of its `#[utoipa::path]` (cheap, what a cold start builds), and
+/// `documented()`, the same handlers with their OpenAPI operations and schemas (costly:
+/// 82% of the api function's init when it was built at start; now built only when
+/// `/v1/openapi.json` is first asked for).
+macro_rules! handlers {
+    (@route $router:ident, $name:ident) => {
+        paste::paste! { crate::routes::route::<[<__path_ $name>], _, _>($router, $name) }
+    };
+    (@route $router:ident, $module:ident :: $name:ident) => {
+        paste::paste! { crate::routes::route::<$module::[<__path_ $name>], _, _>($router, $module::$name) }
+    };
+    ($($first:ident $(:: $second:ident)?),+ $(,)?) => {
+        pub fn routes() -> axum::Router<crate::routes::App> {
+            let router = axum::Router::new();
+            $(let router = handlers!(@route router, $first $(:: $second)?);)+
+            router
+        }
+
+        pub fn documented() -> utoipa_axum::router::OpenApiRouter<crate::routes::App> {
+            utoipa_axum::router::OpenApiRouter::new()
+                $(.routes(utoipa_axum::routes!($first $(:: $second)?)))+
+        }
+    };
+}
+pub(crate) use handlers;
+
+/// `handler` at the path and methods its `#[utoipa::path]` (`P`) declares.
+fn route<P, H, T>(router: Router<App>, handler: H) -> Router<App>
+where
+    P: utoipa::Path,
+    H: Handler<T, App>,
+    T: 'static,
+{
+    let methods = P::methods()
+        .into_iter()
+        .fold(MethodRouter::new(), |methods, method| {
+            methods.on(method.to_method_filter(), handler.clone())
+        });
+    router.route(&P::path(), methods)
+}
 
 /// `?cursor=&limit=` of a listing.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1,19 +1,13 @@
 use axum::http::StatusCode;
 use envplane_core::model::{CreateOrganization, CreatedOrganization, Organization};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use axum::extract::State;
 
-use super::App;
+use super::{handlers, App};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Auth, Json};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create_organization))
-        .routes(routes!(get_organization))
-}
+handlers!(create_organization, get_organization,);
 
 /// Create an organization (platform operator only). The response carries its first
 /// admin key, shown this once.

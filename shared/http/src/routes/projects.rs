@@ -1,18 +1,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use envplane_core::model::{CreateProject, Listing, Project, UpdateProject};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::{App, PageParams};
+use super::{handlers, App, PageParams};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Auth, Json, Path, Query};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create_project, list_projects))
-        .routes(routes!(get_project, update_project, delete_project))
-}
+handlers!(
+    create_project,
+    list_projects,
+    get_project,
+    update_project,
+    delete_project,
+);
 
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = CreateProject,
     responses((status = 201, body = Project), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]

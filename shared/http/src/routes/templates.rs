@@ -1,18 +1,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use envplane_core::model::{CreateTemplate, Listing, Template, UpdateTemplate};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::{App, ProjectPageParams};
+use super::{handlers, App, ProjectPageParams};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Auth, Json, Path, Query};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create_template, list_templates))
-        .routes(routes!(get_template, update_template, delete_template))
-}
+handlers!(
+    create_template,
+    list_templates,
+    get_template,
+    update_template,
+    delete_template,
+);
 
 #[utoipa::path(post, path = "/v1/templates", tag = "templates", request_body = CreateTemplate,
     responses((status = 201, body = Template), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]

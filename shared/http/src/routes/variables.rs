@@ -7,32 +7,29 @@ use envplane_core::model::{Listing, PutVariable, Variable};
 use envplane_core::service::Scope;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use super::{App, PageParams};
+use super::{handlers, App, PageParams};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Auth, Json, Path, Query};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(organization::list))
-        .routes(routes!(
-            organization::get,
-            organization::put,
-            organization::delete
-        ))
-        .routes(routes!(project::list))
-        .routes(routes!(project::get, project::put, project::delete))
-        .routes(routes!(template::list))
-        .routes(routes!(template::get, template::put, template::delete))
-        .routes(routes!(list_environment_variables))
-        .routes(routes!(
-            environment::get,
-            environment::put,
-            environment::delete
-        ))
-}
+handlers!(
+    organization::list,
+    organization::get,
+    organization::put,
+    organization::delete,
+    project::list,
+    project::get,
+    project::put,
+    project::delete,
+    template::list,
+    template::get,
+    template::put,
+    template::delete,
+    list_environment_variables,
+    environment::get,
+    environment::put,
+    environment::delete,
+);
 
 async fn list(
     platform: &App,
