@@ -64,11 +64,15 @@ ensure_moto() {
 }
 
 # Starts moto on a free port and points the AWS SDK at it (AWS_ENDPOINT_URL and fake
-# credentials); stops it when the calling script exits.
+# credentials); stops it when the calling script exits. An argument names a Python
+# script to start the server with instead (bench/moto_server.py).
 start_moto() {
-    local port
+    local port server=(-m moto.server)
+    if [ $# -gt 0 ]; then
+        server=("$1")
+    fi
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    python3 -m moto.server -H 127.0.0.1 -p "$port" >"${TMPDIR:-/tmp}/envplane-moto-$port.log" 2>&1 &
+    python3 "${server[@]}" -H 127.0.0.1 -p "$port" >"${TMPDIR:-/tmp}/envplane-moto-$port.log" 2>&1 &
     MOTO_PID=$!
     trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
     for _ in $(seq 1 100); do

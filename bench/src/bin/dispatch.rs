@@ -7,7 +7,8 @@
 //! deployment must have exactly one.
 //!
 //! Usage: dispatch [DEPLOYMENTS] [ENVIRONMENTS] [DEPLOYERS]   (default 1000 100 5)
-//! with `AWS_ENDPOINT_URL` at the emulator (bench/dispatch.sh starts it).
+//! with `AWS_ENDPOINT_URL` at the emulator; bench/dispatch.sh builds it, starts the
+//! emulator and runs it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use aws_sdk_ecs::types::DesiredStatus;
-use envplane_aws::config::{platform, AwsPlatform};
+use envplane_aws::config::{concluding_platform, dispatching_platform, platform, AwsPlatform};
 use envplane_aws::ecs::parse_started_by;
 use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
 use envplane_aws::task_events::handle_task_state_change;
@@ -70,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let done = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for _ in 0..deployers {
-        let deployer = platform(&stack.settings, &stack.sdk);
+        let deployer = dispatching_platform(&stack.settings, &stack.sdk);
         let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
         let (queue_url, done) = (stack.settings.queue_url.clone(), done.clone());
         workers.push(tokio::spawn(async move {
@@ -78,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
     let ecs = aws_sdk_ecs::Client::new(&stack.sdk);
-    let task_events = platform(&stack.settings, &stack.sdk).platform;
+    let task_events = concluding_platform(&stack.settings, &stack.sdk).platform;
     let cluster = stack.settings.ecs_cluster.clone();
     let started = fargate(&ecs, &cluster, &task_events, deployments).await?;
     let elapsed = dispatching.elapsed().as_secs_f64();
