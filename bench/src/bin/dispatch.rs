@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use aws_sdk_ecs::types::DesiredStatus;
+use aws_sdk_sqs::types::QueueAttributeName;
 use envplane_aws::config::{concluding_platform, dispatching_platform, platform, AwsPlatform};
 use envplane_aws::ecs::parse_started_by;
 use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
@@ -39,6 +40,14 @@ async fn main() -> anyhow::Result<()> {
     let deployers = argument(3, 5)?;
     let mut stack = Stack::create("https://api.envplane.example.com").await;
     stack.settings.max_parallel_deployments = environments;
+    // As deployed, the queue's visibility timeout is at least the deployer's timeout;
+    // the tests' 1 s would redeliver every message still being handled.
+    aws_sdk_sqs::Client::new(&stack.sdk)
+        .set_queue_attributes()
+        .queue_url(&stack.settings.queue_url)
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await?;
     let api = platform(&stack.settings, &stack.sdk).platform;
 
     let setup = Instant::now();
