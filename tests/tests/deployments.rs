@@ -356,3 +356,25 @@ async fn every_kind_of_broken_input_fails_with_its_reason() {
     );
     assert!(reason.contains("Error:"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_state_larger_than_an_api_request_is_saved() {
+    let app = spawn_app().await;
+    // A 1.5 MB sensitive output: the state Terraform posts is over the API's 1 MiB limit.
+    let repository = git_repository(&[(
+        "main.tf",
+        "output \"padding\" {\n  value     = format(\"%01500000d\", 7)\n  sensitive = true\n}\n",
+    )]);
+    let seeded = app.environment_on(&repository, "large-state", false).await;
+    let id = app.deploy(&seeded.environment_id, "apply").await;
+    let deployment = app.wait_for(&id, &["succeeded", "failed"]).await;
+    assert_eq!(deployment["status"], "succeeded", "{deployment}");
+    let versions = app
+        .get(
+            &format!("/v1/environments/{}/state-versions", seeded.environment_id),
+            &app.admin_key,
+        )
+        .await
+        .expect(200);
+    assert_eq!(versions["items"].as_array().unwrap().len(), 1, "{versions}");
+}

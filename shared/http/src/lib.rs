@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use envplane_core::Platform;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -55,17 +56,17 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The public routes, at the paths and methods of their OpenAPI annotations.
-fn public_routes() -> Router<Arc<Platform>> {
-    Router::new()
-        .merge(routes::organizations::routes())
-        .merge(routes::api_keys::routes())
-        .merge(routes::projects::routes())
-        .merge(routes::templates::routes())
-        .merge(routes::environments::routes())
-        .merge(routes::variables::routes())
-        .merge(routes::audit::routes())
-        .merge(routes::deployments::routes())
+/// The public routes, at the paths and methods of their OpenAPI annotations, added to
+/// one router (merging routers rebuilds the route tree each time).
+fn public_routes(router: Router<Arc<Platform>>) -> Router<Arc<Platform>> {
+    let router = routes::organizations::routes(router);
+    let router = routes::api_keys::routes(router);
+    let router = routes::projects::routes(router);
+    let router = routes::templates::routes(router);
+    let router = routes::environments::routes(router);
+    let router = routes::variables::routes(router);
+    let router = routes::audit::routes(router);
+    routes::deployments::routes(router)
 }
 
 /// The OpenAPI 3 document of the public API, from the same handler annotations.
@@ -86,9 +87,7 @@ pub fn openapi() -> OpenApiDocument {
 pub fn api_router(platform: Arc<Platform>) -> Router {
     // Built on the first request for it, not at a function's cold start.
     let document = Arc::new(OnceLock::new());
-    let request_id = HeaderName::from_static("x-request-id");
-    public_routes()
-        .merge(runner::routes())
+    let routes = runner::routes(public_routes(Router::new()))
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
@@ -105,7 +104,16 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
                 "this route does not take that method",
             )
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(platform);
+    // Around the whole router once: `Router::layer` would wrap each route on its own.
+    let request_id = HeaderName::from_static("x-request-id");
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(
+            request_id.clone(),
+            extract::NewRequestId,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,8 +122,6 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
             )
             .into_response()
         }))
-        .layer(TraceLayer::new_for_http())
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, extract::NewRequestId))
-        .with_state(platform)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    Router::new().fallback_service(middleware.service(routes))
 }

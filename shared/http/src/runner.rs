@@ -27,8 +27,9 @@ pub const MAX_ARTIFACT_BYTES: usize = 256 * 1024 * 1024;
 
 type App = Arc<Platform>;
 
-pub fn routes() -> Router<App> {
-    Router::new()
+/// The runner API and the Terraform state backend, added to `router`.
+pub fn routes(router: Router<App>) -> Router<App> {
+    router
         .route("/v1/runner/job", get(job))
         .route("/v1/runner/logs", post(logs))
         .route("/v1/runner/steps", post(step))

@@ -24,7 +24,7 @@ use utoipa_axum::PathItemExt;
 /// The state every handler gets.
 pub type App = Arc<Platform>;
 
-/// Declares a module's handlers once, for two uses: `routes()`, each handler at the path
+/// Declares a module's handlers once, for two uses: `routes(router)` adds each handler at the path
 /// and methods of its `#[utoipa::path]` (cheap, what a cold start builds), and
 /// `documented()`, the same handlers with their OpenAPI operations and schemas (costly:
 /// 82% of the api function's init when it was built at start; now built only when
@@ -37,8 +37,7 @@ macro_rules! handlers {
         paste::paste! { crate::routes::route::<$module::[<__path_ $name>], _, _>($router, $module::$name) }
     };
     ($($first:ident $(:: $second:ident)?),+ $(,)?) => {
-        pub fn routes() -> axum::Router<crate::routes::App> {
-            let router = axum::Router::new();
+        pub fn routes(router: axum::Router<crate::routes::App>) -> axum::Router<crate::routes::App> {
             $(let router = handlers!(@route router, $first $(:: $second)?);)+
             router
         }
