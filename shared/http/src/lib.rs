@@ -6,9 +6,10 @@ mod extract;
 mod routes;
 mod runner;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -24,6 +25,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ErrorBody};
+
+/// [`openapi()`] as committed, served at `/v1/openapi.json`.
+const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -70,6 +74,9 @@ fn public_routes(router: Router<Arc<Platform>>) -> Router<Arc<Platform>> {
 }
 
 /// The OpenAPI 3 document of the public API, from the same handler annotations.
+/// Generating it takes longer than everything else a function does at start, and its
+/// code would make up a good part of the api binary: what the API serves is this
+/// document as generated and committed (`openapi.json`; a test keeps the two equal).
 pub fn openapi() -> OpenApiDocument {
     OpenApiRouter::<Arc<Platform>>::with_openapi(ApiDoc::openapi())
         .merge(routes::organizations::documented())
@@ -85,8 +92,6 @@ pub fn openapi() -> OpenApiDocument {
 
 /// The public API: `/health`, `/v1/...` and `/v1/openapi.json`.
 pub fn api_router(platform: Arc<Platform>) -> Router {
-    // Built on the first request for it, not at a function's cold start.
-    let document = Arc::new(OnceLock::new());
     let routes = runner::routes(public_routes(Router::new()))
         .route(
             "/health",
@@ -94,7 +99,7 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
         )
         .route(
             "/v1/openapi.json",
-            get(move || async move { axum::Json(document.get_or_init(openapi).clone()) }),
+            get(|| async { ([(CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -124,4 +129,28 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
         }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new().fallback_service(middleware.service(routes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regenerate with `ENVPLANE_WRITE_OPENAPI=1 cargo test -p envplane-http`.
+    #[test]
+    fn the_served_openapi_document_is_the_generated_one() {
+        let generated = openapi().to_pretty_json().unwrap() + "\n";
+        if std::env::var_os("ENVPLANE_WRITE_OPENAPI").is_some() {
+            std::fs::write(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"),
+                &generated,
+            )
+            .unwrap();
+            return;
+        }
+        assert!(
+            generated == OPENAPI_JSON,
+            "shared/http/openapi.json is out of date: the API changed; regenerate it with \
+             `ENVPLANE_WRITE_OPENAPI=1 cargo test -p envplane-http`"
+        );
+    }
 }
