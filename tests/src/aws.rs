@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_ecs::error::DisplayErrorContext;
 use aws_sdk_ecs::types::{DesiredStatus, Task};
 use envplane_aws::config::AwsPlatform;
 use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
@@ -161,18 +162,21 @@ impl Fargate {
         let this = Arc::new(self);
         let mut started = HashSet::new();
         loop {
-            for task in this.tasks(DesiredStatus::Running).await {
-                let arn = task.task_arn().unwrap_or_default().to_string();
-                if started.insert(arn) {
-                    tokio::spawn(Arc::clone(&this).run_task(task));
+            // A failed poll is tried again at the next tick: under load the emulator
+            // answers 500s, and a panic here would end the stand-in without a word.
+            match try_tasks(&this.ecs, &this.cluster, DesiredStatus::Running).await {
+                Ok(running) => {
+                    for task in running {
+                        let arn = task.task_arn().unwrap_or_default().to_string();
+                        if started.insert(arn) {
+                            tokio::spawn(Arc::clone(&this).run_task(task));
+                        }
+                    }
                 }
+                Err(error) => eprintln!("fargate stand-in: {error}; polling again"),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    async fn tasks(&self, desired: DesiredStatus) -> Vec<Task> {
-        tasks(&self.ecs, &self.cluster, desired).await
     }
 
     async fn run_task(self: Arc<Self>, task: Task) {
@@ -180,22 +184,34 @@ impl Fargate {
             Sandbox::RunRunner => self.run_runner(&task).await,
             Sandbox::Crash { exit_code } => exit_code,
         };
-        let arn = task.task_arn().unwrap_or_default();
+        // Tried until it goes through, as ECS and EventBridge would: a panic in this
+        // spawned task would leave the deployment running without a word.
+        for attempt in 1.. {
+            match self.stop(&task, exit_code).await {
+                Ok(()) => return,
+                Err(error) => eprintln!("fargate stand-in, attempt {attempt}: {error}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the task with the container's exit code and hands the stop to task-events.
+    async fn stop(&self, task: &Task, exit_code: i32) -> Result<(), String> {
         let stopped = self
             .ecs
             .stop_task()
             .cluster(&self.cluster)
-            .task(arn)
+            .task(task.task_arn().unwrap_or_default())
             .reason("Essential container in task exited")
             .send()
             .await
-            .expect("StopTask")
+            .map_err(|error| format!("StopTask: {}", DisplayErrorContext(error)))?
             .task
-            .expect("the stopped task");
+            .ok_or("StopTask returned no task")?;
         let event = task_state_change(&stopped, Some(exit_code));
         handle_task_state_change(&self.task_events, event)
             .await
-            .expect("task-events handles the stop");
+            .map_err(|error| format!("task-events: {error}"))
     }
 
     /// Runs the runner as the task's container would: only the container overrides'
@@ -247,26 +263,37 @@ fn container_environment(task: &Task) -> Vec<(String, String)> {
 
 /// The cluster's tasks with `desired` status, described with their tags.
 pub async fn tasks(ecs: &aws_sdk_ecs::Client, cluster: &str, desired: DesiredStatus) -> Vec<Task> {
+    try_tasks(ecs, cluster, desired)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+async fn try_tasks(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    desired: DesiredStatus,
+) -> Result<Vec<Task>, String> {
     let arns = ecs
         .list_tasks()
         .cluster(cluster)
         .desired_status(desired)
         .send()
         .await
-        .expect("ListTasks")
+        .map_err(|error| format!("ListTasks: {}", DisplayErrorContext(error)))?
         .task_arns
         .unwrap_or_default();
     if arns.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    ecs.describe_tasks()
+    Ok(ecs
+        .describe_tasks()
         .cluster(cluster)
         .set_tasks(Some(arns))
         .send()
         .await
-        .expect("DescribeTasks")
+        .map_err(|error| format!("DescribeTasks: {}", DisplayErrorContext(error)))?
         .tasks
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 impl AwsApp {
