@@ -17,6 +17,8 @@ use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
 use envplane_aws::task_events::handle_task_state_change;
 use envplane_core::secrecy::ExposeSecret;
 use envplane_core::Platform;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -240,8 +242,38 @@ impl Fargate {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true);
-        let status = command.status().await.expect("start envplane-runner");
-        status.code().unwrap_or(137)
+        let mut runner = command.spawn().expect("start envplane-runner");
+        let arn = task.task_arn().unwrap_or_default();
+        let mut asked_to_stop = false;
+        loop {
+            tokio::select! {
+                status = runner.wait() => return status.expect("wait for envplane-runner").code().unwrap_or(137),
+                _ = tokio::time::sleep(Duration::from_millis(200)), if !asked_to_stop => {
+                    // StopTask (a cancel) reaches the container as SIGTERM, as on ECS.
+                    if self.desired_stopped(arn).await {
+                        let pid = Pid::from_raw(runner.id().expect("the runner's pid") as i32);
+                        let _ = kill(pid, Signal::SIGTERM);
+                        asked_to_stop = true;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn desired_stopped(&self, task_arn: &str) -> bool {
+        let described = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .tasks(task_arn)
+            .send()
+            .await;
+        described.is_ok_and(|described| {
+            described
+                .tasks()
+                .iter()
+                .any(|task| task.desired_status() == Some("STOPPED"))
+        })
     }
 }
 

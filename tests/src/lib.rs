@@ -448,6 +448,28 @@ impl TestApp {
         deployment["id"].as_str().unwrap().to_string()
     }
 
+    /// Polls the deployment until it has a step named `step` (30 s at most).
+    pub async fn wait_for_step(&self, deployment_id: &str, step: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let deployment = self
+                .get(&format!("/v1/deployments/{deployment_id}"), &self.admin_key)
+                .await
+                .expect(200);
+            if deployment["steps"]
+                .as_array()
+                .is_some_and(|steps| steps.iter().any(|s| s["name"] == step))
+            {
+                return deployment;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the {step} step never started: {deployment}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Polls the deployment until its status is one of `statuses` (60 s at most).
     pub async fn wait_for(&self, deployment_id: &str, statuses: &[&str]) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -342,3 +342,32 @@ async fn messages_in(aws: &envplane_e2e::aws::AwsApp, queue_url: &str) -> usize 
         .map(|count| count.parse::<usize>().unwrap())
         .sum()
 }
+
+#[tokio::test]
+async fn cancelling_stops_the_task_through_the_deployer() {
+    let aws = spawn_app_on_aws(Harness::FULL).await;
+    let app = &aws.app;
+    let repository = git_repository(&[
+        ("main.tf", GREETING_CONFIG),
+        ("envplane.yml", "hooks:\n  before_plan: sleep 60\n"),
+    ]);
+    let seeded = aws.environment_on(&repository, "cancel", false).await;
+    let id = app.deploy(&seeded.environment_id, "plan").await;
+    app.wait_for_step(&id, "before_plan").await;
+
+    // The api has no ECS client: it queues the stop, the deployer calls StopTask, and
+    // the sandbox gets SIGTERM.
+    app.post(
+        &format!("/v1/deployments/{id}/cancel"),
+        &app.admin_key,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    let cancelled = app
+        .wait_for(&id, &["cancelled", "failed", "succeeded"])
+        .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let stopped = aws.started_tasks().await;
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+}

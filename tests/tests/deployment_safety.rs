@@ -1,8 +1,6 @@
 //! One deployment per environment at a time, in order; environments in parallel;
 //! cancel; restart recovery; and sensitive values kept out of every log and store.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use envplane_e2e::{git_repository, spawn_app, GREETING_CONFIG};
 use serde_json::{json, Value};
@@ -73,27 +71,7 @@ async fn cancelling_a_running_deployment_stops_its_sandbox_and_frees_the_environ
     let seeded = app.environment_on(&repository, "cancel", false).await;
     let id = app.deploy(&seeded.environment_id, "apply").await;
     let next = app.deploy(&seeded.environment_id, "plan").await;
-    // Wait until the hook is running.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let deployment = app
-            .get(&format!("/v1/deployments/{id}"), &key)
-            .await
-            .expect(200);
-        if deployment["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["name"] == "before_plan")
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the hook never started: {deployment}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.wait_for_step(&id, "before_plan").await;
     let cancelling = app
         .post(&format!("/v1/deployments/{id}/cancel"), &key, json!({}))
         .await

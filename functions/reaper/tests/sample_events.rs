@@ -38,6 +38,7 @@ async fn the_scheduled_sample_drains_the_dead_letter_queue() {
         reaped,
         Reaped {
             concluded: 1,
+            stops_dropped: 0,
             unreadable: 1,
             retried: 0
         }

@@ -18,7 +18,7 @@ use crate::kms::KmsKeyRing;
 use crate::lazy::LazyClient;
 use crate::reaper::DeadLetters;
 use crate::s3::S3Artifacts;
-use crate::sqs::SqsQueue;
+use crate::sqs::{SqsQueue, StopThroughQueue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -139,12 +139,14 @@ pub struct AwsPlatform {
 /// themselves are built on first use.
 pub type Wiring = fn(&AwsSettings, &SdkConfig) -> AwsPlatform;
 
-/// Every adapter, for the api (it serves every use case, cancelling included).
+/// The api's adapters: the store, KMS, S3 and the queue. It starts no sandbox, and
+/// stops a cancelled deployment's by asking the deployer through the queue
+/// ([`StopThroughQueue`]): the internet-facing function holds no ECS permission.
 pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
-    let dynamodb = LazyClient::new(sdk, aws_sdk_dynamodb::Client::new);
+    let common = Common::new(settings, sdk);
     let key_ring = KmsKeyRing::new(
         LazyClient::new(sdk, aws_sdk_kms::Client::new),
-        dynamodb.clone(),
+        common.dynamodb.clone(),
         &settings.table_name,
         &settings.kms_key_id,
     );
@@ -157,49 +159,20 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
         &settings.artifacts_bucket,
         &settings.kms_key_id,
     );
-    let launcher = ecs_launcher(settings, sdk);
-    assemble(
+    let launcher = StopThroughQueue::new(common.queue.clone());
+    common.assemble(
         settings,
-        sdk,
-        dynamodb,
         Arc::new(key_ring),
         Arc::new(artifacts),
-        launcher,
+        Arc::new(launcher),
     )
 }
 
-/// The deployer's adapters: the store, the queue and the sandbox launcher. Dispatching
-/// never seals a value nor touches a blob, so KMS and S3 stay out of its binary.
+/// The deployer's adapters: the store, the queue and the sandbox launcher on ECS.
+/// Dispatching never seals a value nor touches a blob, so KMS and S3 stay out of its
+/// binary.
 pub fn dispatching_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
-    let dynamodb = LazyClient::new(sdk, aws_sdk_dynamodb::Client::new);
-    let launcher = ecs_launcher(settings, sdk);
-    assemble(
-        settings,
-        sdk,
-        dynamodb,
-        Arc::new(Unwired),
-        Arc::new(Unwired),
-        launcher,
-    )
-}
-
-/// The adapters of task-events and the reaper: concluding a deployment and queueing the
-/// environment's next one needs only the store and the queue.
-pub fn concluding_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
-    let dynamodb = LazyClient::new(sdk, aws_sdk_dynamodb::Client::new);
-    let unwired = Arc::new(Unwired);
-    assemble(
-        settings,
-        sdk,
-        dynamodb,
-        unwired.clone(),
-        unwired.clone(),
-        unwired,
-    )
-}
-
-fn ecs_launcher(settings: &AwsSettings, sdk: &SdkConfig) -> Arc<EcsLauncher> {
-    Arc::new(EcsLauncher::new(
+    let launcher = EcsLauncher::new(
         LazyClient::new(sdk, aws_sdk_ecs::Client::new),
         EcsSettings {
             cluster: settings.ecs_cluster.clone(),
@@ -209,37 +182,62 @@ fn ecs_launcher(settings: &AwsSettings, sdk: &SdkConfig) -> Arc<EcsLauncher> {
             security_groups: settings.security_groups.clone(),
             api_url: settings.api_url.clone(),
         },
-    ))
+    );
+    let unwired = Arc::new(Unwired);
+    Common::new(settings, sdk).assemble(settings, unwired.clone(), unwired, Arc::new(launcher))
 }
 
-fn assemble(
-    settings: &AwsSettings,
-    sdk: &SdkConfig,
+/// The adapters of task-events and the reaper: concluding a deployment and queueing the
+/// environment's next one needs only the store and the queue.
+pub fn concluding_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
+    let unwired = Arc::new(Unwired);
+    Common::new(settings, sdk).assemble(settings, unwired.clone(), unwired.clone(), unwired)
+}
+
+/// What every function has: the table's client (the store's, which the key ring
+/// shares) and the deployments queue.
+struct Common {
+    sdk: SdkConfig,
     dynamodb: LazyClient<aws_sdk_dynamodb::Client>,
-    key_ring: Arc<dyn KeyRing>,
-    artifacts: Arc<dyn Artifacts>,
-    launcher: Arc<dyn Launcher>,
-) -> AwsPlatform {
-    let queue = Arc::new(SqsQueue::new(
-        LazyClient::new(sdk, aws_sdk_sqs::Client::new),
-        &settings.queue_url,
-    ));
-    let ports = Ports {
-        store: Arc::new(DynamoDbStore::new(dynamodb, &settings.table_name)),
-        key_ring,
-        clock: Arc::new(SystemClock),
-        queue: queue.clone(),
-        launcher,
-        artifacts,
-    };
-    let platform_settings = Settings {
-        local_mode: false,
-        max_parallel_deployments: settings.max_parallel_deployments,
-    };
-    AwsPlatform {
-        platform: Arc::new(Platform::new(ports, platform_settings)),
-        queue,
-        sdk: sdk.clone(),
+    queue: Arc<SqsQueue>,
+}
+
+impl Common {
+    fn new(settings: &AwsSettings, sdk: &SdkConfig) -> Self {
+        Self {
+            sdk: sdk.clone(),
+            dynamodb: LazyClient::new(sdk, aws_sdk_dynamodb::Client::new),
+            queue: Arc::new(SqsQueue::new(
+                LazyClient::new(sdk, aws_sdk_sqs::Client::new),
+                &settings.queue_url,
+            )),
+        }
+    }
+
+    fn assemble(
+        self,
+        settings: &AwsSettings,
+        key_ring: Arc<dyn KeyRing>,
+        artifacts: Arc<dyn Artifacts>,
+        launcher: Arc<dyn Launcher>,
+    ) -> AwsPlatform {
+        let ports = Ports {
+            store: Arc::new(DynamoDbStore::new(self.dynamodb, &settings.table_name)),
+            key_ring,
+            clock: Arc::new(SystemClock),
+            queue: self.queue.clone(),
+            launcher,
+            artifacts,
+        };
+        let platform_settings = Settings {
+            local_mode: false,
+            max_parallel_deployments: settings.max_parallel_deployments,
+        };
+        AwsPlatform {
+            platform: Arc::new(Platform::new(ports, platform_settings)),
+            queue: self.queue,
+            sdk: self.sdk,
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! λ deployer's behaviour: each record of an SQS batch from the deployments queue is
-//! one dispatch. Records that should be tried again (a malformed body, a dispatch error,
+//! one dispatch, or the stop of a cancelled deployment's sandbox that the api asked for. Records that should be tried again (a malformed body, a dispatch error,
 //! no free sandbox slot) go back to the queue as batch item failures, to be delivered
 //! again after the queue's visibility timeout; the others are deleted.
 //!
@@ -14,7 +14,7 @@ use envplane_core::ports::Queue;
 use envplane_core::service::DispatchOutcome;
 use envplane_core::Platform;
 
-use crate::sqs::{deployment_message, for_each_record, receive_count};
+use crate::sqs::{for_each_record, queue_message, receive_count, QueueMessage, SandboxToStop};
 
 /// The queue's redrive policy `maxReceiveCount` when `ENVPLANE_REDRIVE_LIMIT` is unset.
 pub const DEFAULT_REDRIVE_LIMIT: u32 = 5;
@@ -39,10 +39,25 @@ async fn handle_record(
     record: SqsMessage,
     redrive_limit: u32,
 ) -> Result<(), String> {
+    let message = match queue_message(record.body.as_deref())? {
+        QueueMessage::Dispatch(message) => message,
+        QueueMessage::StopSandbox { stop_sandbox } => {
+            let SandboxToStop {
+                org_id,
+                deployment_id,
+            } = &stop_sandbox;
+            tracing::Span::current().record("deployment_id", deployment_id.as_str());
+            return platform
+                .stop_cancelled_sandbox(org_id, deployment_id)
+                .await
+                .map_err(|error| {
+                    format!("stopping the cancelled deployment's sandbox failed: {error}")
+                });
+        }
+    };
+    tracing::Span::current().record("deployment_id", message.deployment_id.as_str());
     let receives = receive_count(&record);
     let last_delivery = receives >= redrive_limit;
-    let message = deployment_message(record.body.as_deref())?;
-    tracing::Span::current().record("deployment_id", message.deployment_id.as_str());
     let failure = match platform.dispatch(&message).await {
         Ok(DispatchOutcome::AtCapacity) if last_delivery => match queue.send(&message).await {
             Ok(()) => {
@@ -131,6 +146,7 @@ pub(crate) mod fixture {
     #[derive(Default)]
     pub struct RecordingLauncher {
         pub launched: Mutex<Vec<(String, u32)>>,
+        pub stopped: Mutex<Vec<String>>,
     }
 
     #[async_trait]
@@ -142,7 +158,8 @@ pub(crate) mod fixture {
                 .push((request.deployment_id, request.attempt));
             Ok(())
         }
-        async fn stop(&self, _deployment_id: &str) -> Result<(), LaunchError> {
+        async fn stop(&self, _org_id: &str, deployment_id: &str) -> Result<(), LaunchError> {
+            self.stopped.lock().unwrap().push(deployment_id.to_string());
             Ok(())
         }
     }
@@ -348,5 +365,35 @@ mod tests {
         assert!(reason.contains("after 2 deliveries"), "{reason}");
         assert!(reason.contains("the table is unavailable"), "{reason}");
         assert!(fixture.launcher.launched.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stop_message_stops_only_a_cancelled_running_sandbox() {
+        let fixture = Fixture::new(4).await;
+        fixture.deliver(1, DEFAULT_REDRIVE_LIMIT).await;
+        let id = fixture.message.deployment_id.clone();
+        let stop = json!({"stop_sandbox": {"org_id": fixture.message.org_id, "deployment_id": id}});
+        let deliver_stop = || {
+            let event = batch(vec![record("m2", stop.clone(), 1)]);
+            handle_batch(
+                &fixture.platform,
+                fixture.queue.as_ref(),
+                event,
+                DEFAULT_REDRIVE_LIMIT,
+            )
+        };
+
+        // Not cancelled: a stray stop message stops nothing.
+        assert!(failed(&deliver_stop().await).is_empty());
+        assert!(fixture.launcher.stopped.lock().unwrap().is_empty());
+
+        fixture
+            .platform
+            .cancel_deployment(&fixture.caller, &id)
+            .await
+            .unwrap();
+        fixture.launcher.stopped.lock().unwrap().clear();
+        assert!(failed(&deliver_stop().await).is_empty());
+        assert_eq!(*fixture.launcher.stopped.lock().unwrap(), [id]);
     }
 }

@@ -251,7 +251,7 @@ impl Launcher for EcsLauncher {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn stop(&self, deployment_id: &str) -> Result<(), LaunchError> {
+    async fn stop(&self, _org_id: &str, deployment_id: &str) -> Result<(), LaunchError> {
         for task_arn in self.tasks_of(deployment_id).await? {
             self.client
                 .get()
@@ -655,7 +655,7 @@ mod tests {
             .unwrap();
         sandbox.launcher.launch(request(&other, 1)).await.unwrap();
 
-        sandbox.launcher.stop(&cancelled).await.unwrap();
+        sandbox.launcher.stop("org_1", &cancelled).await.unwrap();
         let running = sandbox.tasks(DesiredStatus::Running).await;
         assert_eq!(running.len(), 1);
         assert_eq!(running[0].started_by(), Some(format!("{other}.1").as_str()));
@@ -668,8 +668,12 @@ mod tests {
         assert_eq!(stopped[0].stopped_reason(), Some(STOP_REASON));
 
         // Stopping again, or a deployment without a sandbox, is a no-op.
-        sandbox.launcher.stop(&cancelled).await.unwrap();
-        sandbox.launcher.stop(&deployment_id()).await.unwrap();
+        sandbox.launcher.stop("org_1", &cancelled).await.unwrap();
+        sandbox
+            .launcher
+            .stop("org_1", &deployment_id())
+            .await
+            .unwrap();
         assert_eq!(sandbox.tasks(DesiredStatus::Running).await.len(), 1);
     }
 

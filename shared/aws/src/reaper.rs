@@ -11,7 +11,7 @@ use envplane_core::Platform;
 use serde::Serialize;
 
 use crate::lazy::LazyClient;
-use crate::sqs::deployment_message;
+use crate::sqs::{queue_message, QueueMessage};
 
 /// At most this many batches of 10 per run, so one run stays well inside its timeout;
 /// the next run takes the rest.
@@ -38,7 +38,10 @@ pub struct DeadLetters {
 pub struct Reaped {
     /// Messages of deployments now failed (or that had ended meanwhile), deleted.
     pub concluded: usize,
-    /// Messages that are no deployment message, deleted.
+    /// Requests to stop a cancelled deployment's sandbox that failed every delivery,
+    /// deleted (the sandbox ends when its run does).
+    pub stops_dropped: usize,
+    /// Messages that are no message of the deployments queue, deleted.
     pub unreadable: usize,
     /// Messages left for the next run: failing their deployment failed.
     pub retried: usize,
@@ -114,8 +117,8 @@ pub async fn reap_dead_letters(
             break;
         }
         for message in &messages {
-            match deployment_message(message.body()) {
-                Ok(deployment) => {
+            match queue_message(message.body()) {
+                Ok(QueueMessage::Dispatch(deployment)) => {
                     if let Err(error) = platform
                         .dead_lettered(&deployment, DEAD_LETTER_REASON)
                         .await
@@ -126,6 +129,10 @@ pub async fn reap_dead_letters(
                     }
                     tracing::warn!(deployment_id = %deployment.deployment_id, "dead-lettered deployment concluded");
                     reaped.concluded += 1;
+                }
+                Ok(QueueMessage::StopSandbox { stop_sandbox }) => {
+                    tracing::error!(deployment_id = %stop_sandbox.deployment_id, "a cancelled deployment's sandbox could not be stopped; it ends when its run does");
+                    reaped.stops_dropped += 1;
                 }
                 Err(reason) => {
                     tracing::error!(message_id = ?message.message_id(), %reason, "unreadable dead letter dropped");
@@ -164,8 +171,9 @@ mod tests {
     async fn dead_letters_fail_their_queued_deployment_and_are_deleted() {
         let fixture = Fixture::new(4).await;
         let body = serde_json::to_string(&fixture.message).unwrap();
+        let stop = r#"{"stop_sandbox":{"org_id":"org_1","deployment_id":"dep_1"}}"#;
         let dead_letters =
-            dead_letter_queue(&[body.clone(), "{not a deployment".into(), body]).await;
+            dead_letter_queue(&[body.clone(), "{not a deployment".into(), body, stop.into()]).await;
 
         let reaped = reap_dead_letters(&fixture.platform, &dead_letters)
             .await
@@ -174,6 +182,7 @@ mod tests {
             reaped,
             Reaped {
                 concluded: 2,
+                stops_dropped: 1,
                 unreadable: 1,
                 retried: 0
             }

@@ -2,16 +2,36 @@
 //! batch failures, with each record handled in its own span.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::error::DisplayErrorContext;
-use envplane_core::ports::{DeploymentMessage, Queue, QueueError};
+use envplane_core::ports::{
+    DeploymentMessage, LaunchError, LaunchRequest, Launcher, Queue, QueueError,
+};
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::lazy::LazyClient;
 
-/// The `Queue` port on an SQS queue: each message is one `DeploymentMessage` as JSON.
+/// What the deployments queue carries, as JSON: a deployment to dispatch (the body is
+/// the `DeploymentMessage` itself), or a cancelled deployment's sandbox to stop
+/// (`{"stop_sandbox": {...}}`, sent by the api, which holds no ECS permission).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QueueMessage {
+    Dispatch(DeploymentMessage),
+    StopSandbox { stop_sandbox: SandboxToStop },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxToStop {
+    pub org_id: String,
+    pub deployment_id: String,
+}
+
+/// The `Queue` port on the SQS deployments queue.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
     client: LazyClient<aws_sdk_sqs::Client>,
@@ -28,13 +48,10 @@ impl SqsQueue {
             queue_url: queue_url.into(),
         }
     }
-}
 
-#[async_trait]
-impl Queue for SqsQueue {
-    async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError> {
+    async fn send_message(&self, message: &QueueMessage) -> Result<(), String> {
         let body = serde_json::to_string(message)
-            .map_err(|e| QueueError::Backend(format!("cannot encode the message: {e}")))?;
+            .map_err(|e| format!("cannot encode the message: {e}"))?;
         self.client
             .get()
             .send_message()
@@ -43,23 +60,65 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| {
-                QueueError::Backend(format!(
+                format!(
                     "SendMessage to {} failed: {}",
                     self.queue_url,
                     DisplayErrorContext(e)
-                ))
+                )
             })?;
         Ok(())
     }
 }
 
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError> {
+        self.send_message(&QueueMessage::Dispatch(message.clone()))
+            .await
+            .map_err(QueueError::Backend)
+    }
+}
+
+/// The api's launcher: it starts no sandbox (the deployer does), and a cancelled
+/// deployment's sandbox is stopped by asking the deployer through the deployments
+/// queue, so that the internet-facing function needs no ECS permission.
+pub struct StopThroughQueue {
+    queue: Arc<SqsQueue>,
+}
+
+impl StopThroughQueue {
+    pub fn new(queue: Arc<SqsQueue>) -> Self {
+        Self { queue }
+    }
+}
+
+#[async_trait]
+impl Launcher for StopThroughQueue {
+    async fn launch(&self, _: LaunchRequest) -> Result<(), LaunchError> {
+        Err(LaunchError::Failed(
+            "the api starts no sandbox: the deployer does".into(),
+        ))
+    }
+
+    async fn stop(&self, org_id: &str, deployment_id: &str) -> Result<(), LaunchError> {
+        let stop_sandbox = SandboxToStop {
+            org_id: org_id.into(),
+            deployment_id: deployment_id.into(),
+        };
+        self.queue
+            .send_message(&QueueMessage::StopSandbox { stop_sandbox })
+            .await
+            .map_err(LaunchError::Failed)
+    }
+}
+
 /// Reads a message body of the deployments queue. The body is never logged; an error
 /// names only where the body went wrong.
-pub fn deployment_message(body: Option<&str>) -> Result<DeploymentMessage, String> {
+pub fn queue_message(body: Option<&str>) -> Result<QueueMessage, String> {
     match body.map(serde_json::from_str) {
         Some(Ok(message)) => Ok(message),
         Some(Err(error)) => Err(format!(
-            "the body is not a deployment message ({:?} error at line {}, column {})",
+            "the body is not a message of the deployments queue ({:?} error at line {}, column {})",
             error.classify(),
             error.line(),
             error.column()
@@ -137,6 +196,46 @@ mod tests {
         assert_eq!(bodies.len(), 1);
         let sent: DeploymentMessage = serde_json::from_str(bodies[0]).unwrap();
         assert_eq!(sent, message);
+        assert_eq!(
+            queue_message(Some(bodies[0])),
+            Ok(QueueMessage::Dispatch(message))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_through_the_queue_is_a_stop_message() {
+        let client = aws_sdk_sqs::Client::new(&sdk_config().await);
+        let queue_url = create_queue(&client, "envplane-deployments").await;
+        let launcher = StopThroughQueue::new(Arc::new(SqsQueue::new(client.clone(), &queue_url)));
+        launcher.stop("org_1", "dep_1").await.unwrap();
+
+        let received = client
+            .receive_message()
+            .queue_url(&queue_url)
+            .send()
+            .await
+            .unwrap();
+        let body = received.messages()[0].body();
+        assert_eq!(
+            queue_message(body),
+            Ok(QueueMessage::StopSandbox {
+                stop_sandbox: SandboxToStop {
+                    org_id: "org_1".into(),
+                    deployment_id: "dep_1".into()
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn unreadable_bodies_name_where_they_went_wrong() {
+        let error = queue_message(Some(r#"{"org_id": 1}"#)).unwrap_err();
+        assert!(
+            error.contains("not a message of the deployments queue"),
+            "{error}"
+        );
+        assert!(!error.contains("org_id"), "the body is not echoed: {error}");
+        assert_eq!(queue_message(None).unwrap_err(), "the record has no body");
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-use crate::ports::{ArtifactError, KeyRingError, QueueError, StoreError};
+use crate::ports::{ArtifactError, KeyRingError, LaunchError, QueueError, StoreError};
 
 /// Every way a use case can fail. The HTTP edge maps each variant to one status once.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,8 @@ pub enum Error {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

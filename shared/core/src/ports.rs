@@ -234,7 +234,7 @@ pub struct LaunchRequest {
 pub trait Launcher: Send + Sync {
     async fn launch(&self, request: LaunchRequest) -> Result<(), LaunchError>;
     /// Asks the sandbox to stop: Terraform gets SIGINT first, so state and lock stay clean.
-    async fn stop(&self, deployment_id: &str) -> Result<(), LaunchError>;
+    async fn stop(&self, org_id: &str, deployment_id: &str) -> Result<(), LaunchError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +291,7 @@ impl Launcher for Unwired {
         Err(LaunchError::Failed(Self::reason("sandbox launcher")))
     }
 
-    async fn stop(&self, _: &str) -> Result<(), LaunchError> {
+    async fn stop(&self, _: &str, _: &str) -> Result<(), LaunchError> {
         Err(LaunchError::Failed(Self::reason("sandbox launcher")))
     }
 }

@@ -68,7 +68,11 @@ impl From<Error> for ApiError {
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Error::Store(_) | Error::KeyRing(_) | Error::Queue(_) | Error::Artifact(_) => {
+            Error::Store(_)
+            | Error::KeyRing(_)
+            | Error::Queue(_)
+            | Error::Artifact(_)
+            | Error::Launch(_) => {
                 // The details are for the operator's log, not for the caller.
                 tracing::error!(error = %error, "request failed inside the platform");
                 return Self::new(

@@ -244,7 +244,7 @@ impl Launcher for LocalLauncher {
         Ok(())
     }
 
-    async fn stop(&self, deployment_id: &str) -> Result<(), LaunchError> {
+    async fn stop(&self, _org_id: &str, deployment_id: &str) -> Result<(), LaunchError> {
         let Some(group) = lock(&self.running).get(deployment_id).copied() else {
             return Ok(());
         };

@@ -212,7 +212,7 @@ impl Platform {
                 )
                 .await
                 .map_err(changed_meanwhile)?;
-                if let Err(error) = self.launcher.stop(id).await {
+                if let Err(error) = self.launcher.stop(&caller.org_id, id).await {
                     tracing::warn!(deployment_id = id, %error, "stopping the sandbox failed");
                 }
                 Ok(loaded.value)
@@ -222,6 +222,22 @@ impl Platform {
                 status.as_str()
             ))),
         }
+    }
+
+    /// Stops the sandbox of a deployment whose cancellation was asked for, where the
+    /// process that took the request cannot (on AWS the api asks the deployer, through
+    /// the queue). A deployment that ended meanwhile, or was never cancelled, is left as
+    /// it is.
+    pub async fn stop_cancelled_sandbox(&self, org_id: &str, deployment_id: &str) -> Result<()> {
+        let deployment = match self.load::<Deployment>(org_id, deployment_id).await {
+            Ok(loaded) => loaded.value,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        if deployment.status == DeploymentStatus::Running && deployment.cancel_requested {
+            self.launcher.stop(org_id, deployment_id).await?;
+        }
+        Ok(())
     }
 
     async fn waiting_for_approval(&self, caller: &Caller, id: &str) -> Result<Loaded<Deployment>> {
