@@ -1,0 +1,166 @@
+# The root module documents each of these in detail (infra/variables.tf); defaults live
+# there, so this module takes every input explicitly.
+
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+}
+
+# ---- the shared data plane (created in the root module) ---------------------------------
+
+variable "table_name" {
+  description = "The DynamoDB table (ENVPLANE_TABLE_NAME)."
+  type        = string
+}
+
+variable "table_arn" {
+  description = "ARN of the DynamoDB table in this region."
+  type        = string
+}
+
+variable "kms_key_arn" {
+  description = "ARN of the customer-managed KMS key in this region (ENVPLANE_KMS_KEY_ID)."
+  type        = string
+}
+
+# ---- functions -------------------------------------------------------------------------------
+
+variable "function_packages" {
+  description = "Zip path per function: api, deployer, task-events, reaper."
+  type        = map(string)
+}
+
+variable "function_memory_mb" {
+  description = "Memory overrides per function."
+  type        = map(number)
+}
+
+variable "function_timeout_seconds" {
+  description = "Timeout overrides per function."
+  type        = map(number)
+}
+
+variable "function_reserved_concurrency" {
+  description = "Reserved concurrency overrides per function (-1: none)."
+  type        = map(number)
+}
+
+variable "log_level" {
+  description = "RUST_LOG of every function."
+  type        = string
+}
+
+variable "log_retention_days" {
+  description = "Retention of the log groups."
+  type        = number
+}
+
+# ---- network -----------------------------------------------------------------------------------
+
+variable "vpc_cidr" {
+  description = "CIDR of the sandboxes' VPC."
+  type        = string
+}
+
+variable "availability_zone_count" {
+  description = "Availability zones with a public subnet + NAT gateway + private subnet."
+  type        = number
+}
+
+variable "enable_flow_logs" {
+  description = "VPC flow logs to CloudWatch Logs."
+  type        = bool
+}
+
+# ---- sandboxes -----------------------------------------------------------------------------------
+
+variable "runner_image" {
+  description = "Runner image reference; empty: the created ECR repository at runner_image_tag."
+  type        = string
+}
+
+variable "runner_image_tag" {
+  description = "Tag in the created ECR repository."
+  type        = string
+}
+
+variable "runner_cpu_architecture" {
+  description = "ARM64 or X86_64."
+  type        = string
+}
+
+variable "runner_cpu" {
+  description = "Fargate CPU units of a sandbox."
+  type        = number
+}
+
+variable "runner_memory_mb" {
+  description = "Fargate memory of a sandbox (MiB)."
+  type        = number
+}
+
+variable "runner_ephemeral_storage_gib" {
+  description = "Ephemeral storage of a sandbox (GiB; 20 adds no setting)."
+  type        = number
+}
+
+variable "runner_tools_dir" {
+  description = "ENVPLANE_TOOLS_DIR in the runner container; empty: unset."
+  type        = string
+}
+
+variable "runner_task_role_policy_arns" {
+  description = "Managed policies attached to the sandboxes' task role (none by default)."
+  type        = list(string)
+}
+
+variable "max_parallel_deployments" {
+  description = "ENVPLANE_MAX_PARALLEL_DEPLOYMENTS."
+  type        = number
+}
+
+# ---- queue and schedules ------------------------------------------------------------------------
+
+variable "redrive_limit" {
+  description = "maxReceiveCount of the deployments queue = ENVPLANE_REDRIVE_LIMIT."
+  type        = number
+}
+
+variable "queue_visibility_timeout_seconds" {
+  description = "Visibility timeout of the deployments queue (raised to the deployer's timeout when lower)."
+  type        = number
+}
+
+variable "deployer_max_concurrency" {
+  description = "Maximum concurrency of the deployer's event source mapping."
+  type        = number
+}
+
+variable "reaper_schedule" {
+  description = "Schedule expression of the reaper."
+  type        = string
+}
+
+# ---- storage -------------------------------------------------------------------------------------
+
+variable "artifact_noncurrent_version_days" {
+  description = "Days before a noncurrent object version in the artifacts bucket expires."
+  type        = number
+}
+
+# ---- API -----------------------------------------------------------------------------------------
+
+variable "api_throttling_rate_limit" {
+  description = "Steady-state requests per second of the HTTP API stage."
+  type        = number
+}
+
+variable "api_throttling_burst_limit" {
+  description = "Burst limit of the HTTP API stage."
+  type        = number
+}
+
+variable "sandbox_api_url" {
+  description = "ENVPLANE_API_URL; empty: this region's execute-api endpoint."
+  type        = string
+}
