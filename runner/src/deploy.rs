@@ -376,12 +376,17 @@ impl Terraform {
             terraform::add_backend(dir)
                 .map_err(|e| Failure(format!("the backend file could not be written: {e}")))?;
             let address = context.client.state_address(&job.environment_id);
-            for name in [
-                "TF_HTTP_ADDRESS",
-                "TF_HTTP_LOCK_ADDRESS",
-                "TF_HTTP_UNLOCK_ADDRESS",
+            let lock_address = format!("{address}/lock");
+            // Standard methods: the backend's default LOCK and UNLOCK do not pass
+            // CloudFront (or many proxies) in front of the API.
+            for (name, value) in [
+                ("TF_HTTP_ADDRESS", address.as_str()),
+                ("TF_HTTP_LOCK_ADDRESS", lock_address.as_str()),
+                ("TF_HTTP_LOCK_METHOD", "POST"),
+                ("TF_HTTP_UNLOCK_ADDRESS", lock_address.as_str()),
+                ("TF_HTTP_UNLOCK_METHOD", "DELETE"),
             ] {
-                environment.insert(name.into(), address.clone());
+                environment.insert(name.into(), value.into());
             }
             environment.insert("TF_HTTP_USERNAME".into(), "envplane".into());
             environment.insert("TF_HTTP_PASSWORD".into(), context.token.clone());

@@ -8,9 +8,9 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -42,7 +42,13 @@ pub fn routes(router: Router<App>) -> Router<App> {
         )
         .route(
             "/v1/state/{environment_id}",
-            any(state_backend).layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES)),
+            get(read_state)
+                .post(write_state)
+                .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES)),
+        )
+        .route(
+            "/v1/state/{environment_id}/lock",
+            post(lock_state).delete(unlock_state),
         )
 }
 
@@ -138,52 +144,64 @@ struct StateParams {
     lock_id: Option<String>,
 }
 
-/// Terraform's http backend: GET the state, POST a new one, LOCK and UNLOCK.
-async fn state_backend(
+// Terraform's http backend: GET the state, POST a new one; POST the lock and DELETE it
+// at `/lock` (the runner sets `TF_HTTP_LOCK_METHOD`/`TF_HTTP_UNLOCK_METHOD`): the
+// backend's default LOCK and UNLOCK methods do not pass CloudFront.
+
+async fn read_state(
     State(platform): State<App>,
     RunnerAuth(runner): RunnerAuth,
-    method: Method,
+    Path(environment_id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(match platform.read_state(&runner, &environment_id).await? {
+        Some(state) => state.into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+async fn write_state(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
     Path(environment_id): Path<String>,
     Query(params): Query<StateParams>,
     body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    platform
+        .write_state(
+            &runner,
+            &environment_id,
+            params.lock_id.as_deref(),
+            body.to_vec(),
+        )
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+async fn lock_state(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+    Path(environment_id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    match method.as_str() {
-        "GET" => Ok(match platform.read_state(&runner, &environment_id).await? {
-            Some(state) => state.into_response(),
-            None => StatusCode::NO_CONTENT.into_response(),
-        }),
-        "POST" => {
-            platform
-                .write_state(
-                    &runner,
-                    &environment_id,
-                    params.lock_id.as_deref(),
-                    body.to_vec(),
-                )
-                .await?;
-            Ok(StatusCode::OK.into_response())
-        }
-        "LOCK" => {
-            let info = lock_info(&body)?;
-            Ok(
-                match platform.lock_state(&runner, &environment_id, info).await? {
-                    Ok(()) => StatusCode::OK.into_response(),
-                    Err(held) => (StatusCode::LOCKED, axum::Json(held.0)).into_response(),
-                },
-            )
-        }
-        "UNLOCK" => {
-            platform
-                .unlock_state(&runner, &environment_id, lock_info(&body)?)
-                .await?;
-            Ok(StatusCode::OK.into_response())
-        }
-        _ => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "the state backend takes GET, POST, LOCK and UNLOCK",
-        )),
-    }
+    let info = lock_info(&body)?;
+    Ok(
+        match platform.lock_state(&runner, &environment_id, info).await? {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(held) => (StatusCode::LOCKED, axum::Json(held.0)).into_response(),
+        },
+    )
+}
+
+async fn unlock_state(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+    Path(environment_id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    platform
+        .unlock_state(&runner, &environment_id, lock_info(&body)?)
+        .await?;
+    Ok(StatusCode::OK)
 }
 
 fn lock_info(body: &[u8]) -> Result<serde_json::Value, ApiError> {
