@@ -229,10 +229,11 @@ impl Platform {
     /// the queue). A deployment that ended meanwhile, or was never cancelled, is left as
     /// it is.
     pub async fn stop_cancelled_sandbox(&self, org_id: &str, deployment_id: &str) -> Result<()> {
-        let deployment = match self.load::<Deployment>(org_id, deployment_id).await {
-            Ok(loaded) => loaded.value,
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(error) => return Err(error),
+        let Some(Loaded {
+            value: deployment, ..
+        }) = self.find::<Deployment>(org_id, deployment_id).await?
+        else {
+            return Ok(());
         };
         if deployment.status == DeploymentStatus::Running && deployment.cancel_requested {
             self.launcher.stop(org_id, deployment_id).await?;

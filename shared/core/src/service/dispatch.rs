@@ -98,13 +98,11 @@ impl Platform {
     #[tracing::instrument(skip(self), fields(deployment_id = %message.deployment_id))]
     pub async fn dispatch(&self, message: &DeploymentMessage) -> Result<DispatchOutcome> {
         let org_id = &message.org_id;
-        let deployment = match self
-            .load::<Deployment>(org_id, &message.deployment_id)
-            .await
-        {
-            Ok(loaded) => loaded,
-            Err(Error::NotFound(_)) => return Ok(DispatchOutcome::Skipped),
-            Err(error) => return Err(error),
+        let Some(deployment) = self
+            .find::<Deployment>(org_id, &message.deployment_id)
+            .await?
+        else {
+            return Ok(DispatchOutcome::Skipped);
         };
         if deployment.value.status != DeploymentStatus::Queued {
             return Ok(DispatchOutcome::Skipped);
@@ -232,11 +230,7 @@ impl Platform {
         org_id: &str,
         environment_id: &str,
     ) -> Result<Option<Loaded<EnvironmentLock>>> {
-        match self.load::<EnvironmentLock>(org_id, environment_id).await {
-            Ok(lock) => Ok(Some(lock)),
-            Err(Error::NotFound(_)) => Ok(None),
-            Err(error) => Err(error),
-        }
+        self.find::<EnvironmentLock>(org_id, environment_id).await
     }
 
     async fn sandboxes_running(&self) -> Result<usize> {
@@ -386,10 +380,9 @@ impl Platform {
         outputs: serde_json::Map<String, serde_json::Value>,
     ) -> Result<()> {
         for _ in 0..5 {
-            let mut environment = match self.load::<Environment>(org_id, environment_id).await {
-                Ok(environment) => environment,
-                Err(Error::NotFound(_)) => return Ok(()),
-                Err(error) => return Err(error),
+            let Some(mut environment) = self.find::<Environment>(org_id, environment_id).await?
+            else {
+                return Ok(());
             };
             environment.value.outputs = Some(outputs.clone());
             match self.store.commit(vec![environment.replace()?]).await {
@@ -493,13 +486,11 @@ impl Platform {
     /// The message kept failing and was given up: a deployment still queued fails with
     /// the reason, so nobody waits for it forever.
     pub async fn dead_lettered(&self, message: &DeploymentMessage, reason: &str) -> Result<()> {
-        let loaded = match self
-            .load::<Deployment>(&message.org_id, &message.deployment_id)
-            .await
-        {
-            Ok(loaded) => loaded,
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(error) => return Err(error),
+        let Some(loaded) = self
+            .find::<Deployment>(&message.org_id, &message.deployment_id)
+            .await?
+        else {
+            return Ok(());
         };
         if loaded.value.status == DeploymentStatus::Queued {
             self.conclude(

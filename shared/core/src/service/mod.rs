@@ -157,15 +157,18 @@ impl Platform {
     }
 
     async fn load<T: Stored>(&self, org_id: &str, id: &str) -> Result<Loaded<T>> {
-        let record = self
-            .store
-            .get(T::KIND, org_id, id)
-            .await?
-            .ok_or(Error::NotFound(T::NOUN))?;
-        Ok(Loaded {
+        self.find(org_id, id).await?.ok_or(Error::NotFound(T::NOUN))
+    }
+
+    /// [`Self::load`], with a missing object as `None` rather than an error.
+    async fn find<T: Stored>(&self, org_id: &str, id: &str) -> Result<Option<Loaded<T>>> {
+        let Some(record) = self.store.get(T::KIND, org_id, id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Loaded {
             value: decode(&record)?,
             stored: record,
-        })
+        }))
     }
 
     /// One page of `T`s, ordered by id (creation order), optionally under one parent.

@@ -184,7 +184,11 @@ impl Platform {
         info: Value,
     ) -> Result<()> {
         Self::require_own_environment(runner, environment_id)?;
-        let Ok(held) = self.load::<StateLock>(&runner.org_id, environment_id).await else {
+        // A store that fails to answer is an error, not "unlocked": it may hold the lock.
+        let Some(held) = self
+            .find::<StateLock>(&runner.org_id, environment_id)
+            .await?
+        else {
             return Ok(());
         };
         if lock_id(&held.value.info) != lock_id(&info) {
@@ -204,11 +208,11 @@ impl Platform {
         environment_id: &str,
         deployment_id: &str,
     ) -> Result<Option<WriteOp>> {
-        Ok(match self.load::<StateLock>(org_id, environment_id).await {
-            Ok(held) if held.value.deployment_id == deployment_id => Some(held.delete()),
-            Ok(_) | Err(Error::NotFound(_)) => None,
-            Err(error) => return Err(error),
-        })
+        Ok(self
+            .find::<StateLock>(org_id, environment_id)
+            .await?
+            .filter(|held| held.value.deployment_id == deployment_id)
+            .map(|held| held.delete()))
     }
 
     /// The environment's state versions, newest first.
@@ -308,11 +312,10 @@ impl Platform {
         org_id: &str,
         environment_id: &str,
     ) -> Result<Option<StateLock>> {
-        match self.load::<StateLock>(org_id, environment_id).await {
-            Ok(held) => Ok(Some(held.value)),
-            Err(Error::NotFound(_)) => Ok(None),
-            Err(error) => Err(error),
-        }
+        Ok(self
+            .find::<StateLock>(org_id, environment_id)
+            .await?
+            .map(|held| held.value))
     }
 }
 
