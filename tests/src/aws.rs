@@ -13,6 +13,7 @@ use std::time::Duration;
 use aws_sdk_ecs::error::DisplayErrorContext;
 use aws_sdk_ecs::types::{DesiredStatus, Task};
 use envplane_aws::config::AwsPlatform;
+use envplane_aws::ecs::RUNNER_TOKEN_VARIABLE;
 use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
 use envplane_aws::task_events::handle_task_state_change;
 use envplane_core::secrecy::ExposeSecret;
@@ -363,6 +364,30 @@ impl AwsApp {
         }
         started.sort();
         started
+    }
+
+    /// The runner token of the first sandbox task to run, from its container overrides
+    /// (for tests that play the sandbox themselves; 30 s at most).
+    pub async fn runner_token(&self) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let running = tasks(
+                &self.ecs,
+                &self.stack.settings.ecs_cluster,
+                DesiredStatus::Running,
+            )
+            .await;
+            if let Some(token) = running.first().and_then(|task| {
+                container_environment(task)
+                    .into_iter()
+                    .find(|(name, _)| name == RUNNER_TOKEN_VARIABLE)
+                    .map(|(_, token)| token)
+            }) {
+                return token;
+            }
+            assert!(std::time::Instant::now() < deadline, "no sandbox task ran");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Everything the installation keeps at rest or sent to ECS, as text: every item of

@@ -371,3 +371,60 @@ async fn cancelling_stops_the_task_through_the_deployer() {
     let stopped = aws.started_tasks().await;
     assert_eq!(stopped.len(), 1, "{stopped:?}");
 }
+
+#[tokio::test]
+async fn the_state_lock_is_held_by_one_and_released_with_standard_methods() {
+    // No Fargate stand-in: the test plays the sandbox with the task's runner token.
+    let aws = spawn_app_on_aws(Harness {
+        event_source_mapping: true,
+        fargate: None,
+    })
+    .await;
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "lock", false).await;
+    aws.app.deploy(&seeded.environment_id, "plan").await;
+    let token = aws.runner_token().await;
+    let lock_url = format!(
+        "http://{}/v1/state/{}/lock",
+        aws.app.address, seeded.environment_id
+    );
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, id: &str| {
+        client
+            .request(method, &lock_url)
+            .basic_auth("envplane", Some(&token))
+            .json(&json!({"ID": id, "Operation": "OperationTypePlan"}))
+            .send()
+    };
+
+    assert_eq!(
+        call(reqwest::Method::POST, "first").await.unwrap().status(),
+        200
+    );
+    let refused = call(reqwest::Method::POST, "second").await.unwrap();
+    assert_eq!(refused.status(), 423);
+    let held: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(held["ID"], "first", "the holder is named: {held}");
+    // Only the holder's ID releases it.
+    assert_eq!(
+        call(reqwest::Method::DELETE, "second")
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    assert_eq!(
+        call(reqwest::Method::DELETE, "first")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        call(reqwest::Method::POST, "second")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
