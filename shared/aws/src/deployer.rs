@@ -1,7 +1,8 @@
 //! λ deployer's behaviour: each record of an SQS batch from the deployments queue is
-//! one dispatch, or the stop of a cancelled deployment's sandbox that the api asked for. Records that should be tried again (a malformed body, a dispatch error,
-//! no free sandbox slot) go back to the queue as batch item failures, to be delivered
-//! again after the queue's visibility timeout; the others are deleted.
+//! one dispatch, or the stop of a cancelled deployment's sandbox that the api asked for.
+//! Records that should be tried again (a malformed body, a dispatch error, no free
+//! sandbox slot) go back to the queue as batch item failures, to be delivered again
+//! after the queue's visibility timeout; the others are deleted.
 //!
 //! On the last delivery before the redrive policy moves a record to the dead-letter
 //! queue (`redrive_limit`, the queue's `maxReceiveCount`), a deployment that still

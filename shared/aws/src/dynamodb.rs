@@ -27,8 +27,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
-
-use crate::lazy::LazyClient;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -39,6 +37,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use envplane_core::ports::{IndexQuery, Kind, ListQuery, Page, Record, Store, StoreError, WriteOp};
+
+use crate::lazy::LazyClient;
 
 const PK: &str = "PK";
 const SK: &str = "SK";

@@ -6,8 +6,8 @@ use aws_config::SdkConfig;
 
 /// An SDK client built the first time it is used. Building one parses its service's
 /// endpoint rules and sets up its TLS connector; a function pays that at its cold start
-/// only for the services it calls (task-events never calls S3, the deployer never calls
-/// S3 either, the api calls ECS only to cancel). Clones share the one client.
+/// only for the services it calls, and only once it calls them (the api reads S3 only
+/// for states and plans). Clones share the one client.
 pub struct LazyClient<C>(Arc<Inner<C>>);
 
 struct Inner<C> {

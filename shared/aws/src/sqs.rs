@@ -49,7 +49,9 @@ impl SqsQueue {
         }
     }
 
-    async fn send_message(&self, message: &QueueMessage) -> Result<(), String> {
+    /// Sends `message` as JSON: a `DeploymentMessage` is its own body (`QueueMessage`
+    /// reads it back as `Dispatch`), so no copy of it is wrapped first.
+    async fn send_message(&self, message: &impl Serialize) -> Result<(), String> {
         let body = serde_json::to_string(message)
             .map_err(|e| format!("cannot encode the message: {e}"))?;
         self.client
@@ -73,7 +75,7 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError> {
-        self.send_message(&QueueMessage::Dispatch(message.clone()))
+        self.send_message(message)
             .await
             .map_err(QueueError::Backend)
     }
