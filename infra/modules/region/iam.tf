@@ -12,7 +12,7 @@
 #   deployer        + SQS receive/delete (event source mapping) and SendMessage (a
 #                   message waiting for capacity is sent again); ECS ListTasks and RunTask
 #                   of the runner task definition in the cluster, TagResource on RunTask,
-#                   DescribeTasks/StopTask in the cluster (cancelled deployments),
+#                   StopTask in the cluster (cancelled deployments),
 #                   iam:PassRole of the two task roles to ECS tasks
 #   task-events     + SQS SendMessage (the environment's next deployment), and to its
 #                   failure queue (asynchronous invocation destination)
@@ -179,7 +179,7 @@ data "aws_iam_policy_document" "deployer" {
   }
 
   # shared/aws/src/ecs.rs `launch`: ListTasks by startedBy, then RunTask with tags;
-  # `stop` (a cancel the api queued): ListTasks, DescribeTasks, StopTask.
+  # `stop` (a cancel the api queued): ListTasks by startedBy, then StopTask.
   statement {
     sid       = "ListSandboxes"
     actions   = ["ecs:ListTasks"]
@@ -206,7 +206,7 @@ data "aws_iam_policy_document" "deployer" {
 
   statement {
     sid       = "StopSandboxes"
-    actions   = ["ecs:DescribeTasks", "ecs:StopTask"]
+    actions   = ["ecs:StopTask"]
     resources = [local.cluster_tasks]
 
     condition {

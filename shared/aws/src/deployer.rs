@@ -159,7 +159,7 @@ pub(crate) mod fixture {
                 .push((request.deployment_id, request.attempt));
             Ok(())
         }
-        async fn stop(&self, _org_id: &str, deployment_id: &str) -> Result<(), LaunchError> {
+        async fn stop(&self, _: &str, deployment_id: &str, _: u32) -> Result<(), LaunchError> {
             self.stopped.lock().unwrap().push(deployment_id.to_string());
             Ok(())
         }

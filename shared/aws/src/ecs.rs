@@ -29,8 +29,6 @@ pub const RUNNER_TOKEN_VARIABLE: &str = "ENVPLANE_RUNNER_TOKEN";
 /// ECS limits: `startedBy` up to 36 characters, `clientToken` up to 64.
 const STARTED_BY_MAX: usize = 36;
 const GROUP_PREFIX: &str = "envplane:";
-/// ListTasks and DescribeTasks take up to 100 tasks at a time.
-const PAGE_SIZE: i32 = 100;
 
 /// Where and how sandboxes run. `AwsSettings` guarantees at least one subnet and one
 /// security group: a sandbox never runs in a default network.
@@ -161,7 +159,8 @@ impl EcsLauncher {
     }
 
     /// Whether a task of this deployment phase is already starting or running.
-    async fn already_running(&self, started_by: &str) -> Result<bool, LaunchError> {
+    /// The running tasks of one deployment phase, found by their `startedBy`.
+    async fn running_tasks(&self, started_by: &str) -> Result<Vec<String>, LaunchError> {
         let listed = self
             .client
             .get()
@@ -169,53 +168,10 @@ impl EcsLauncher {
             .cluster(&self.settings.cluster)
             .started_by(started_by)
             .desired_status(DesiredStatus::Running)
-            .max_results(1)
             .send()
             .await
             .map_err(|e| sdk_error("ListTasks", e))?;
-        Ok(!listed.task_arns().is_empty())
-    }
-
-    /// The running tasks whose `startedBy` names the deployment, any attempt.
-    async fn tasks_of(&self, deployment_id: &str) -> Result<Vec<String>, LaunchError> {
-        let prefix = format!("{deployment_id}.");
-        let mut found = Vec::new();
-        let mut next_token = None;
-        loop {
-            let page = self
-                .client
-                .get()
-                .list_tasks()
-                .cluster(&self.settings.cluster)
-                .desired_status(DesiredStatus::Running)
-                .max_results(PAGE_SIZE)
-                .set_next_token(next_token)
-                .send()
-                .await
-                .map_err(|e| sdk_error("ListTasks", e))?;
-            if !page.task_arns().is_empty() {
-                let described = self
-                    .client
-                    .get()
-                    .describe_tasks()
-                    .cluster(&self.settings.cluster)
-                    .set_tasks(Some(page.task_arns().to_vec()))
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("DescribeTasks", e))?;
-                found.extend(
-                    described
-                        .tasks()
-                        .iter()
-                        .filter(|task| task.started_by().is_some_and(|s| s.starts_with(&prefix)))
-                        .filter_map(|task| task.task_arn().map(str::to_string)),
-                );
-            }
-            match page.next_token {
-                Some(token) => next_token = Some(token),
-                None => return Ok(found),
-            }
-        }
+        Ok(listed.task_arns().to_vec())
     }
 }
 
@@ -226,10 +182,8 @@ impl Launcher for EcsLauncher {
         let run_task = self.run_task(&request)?;
         // clientToken makes RunTask idempotent on AWS; this check also covers endpoints
         // that ignore it (the emulator does) and tokens older than ECS remembers.
-        if self
-            .already_running(&started_by(&request.deployment_id, request.attempt))
-            .await?
-        {
+        let phase = started_by(&request.deployment_id, request.attempt);
+        if !self.running_tasks(&phase).await?.is_empty() {
             tracing::info!("the sandbox of this deployment phase is already running");
             return Ok(());
         }
@@ -251,8 +205,16 @@ impl Launcher for EcsLauncher {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn stop(&self, _org_id: &str, deployment_id: &str) -> Result<(), LaunchError> {
-        for task_arn in self.tasks_of(deployment_id).await? {
+    async fn stop(
+        &self,
+        _org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+    ) -> Result<(), LaunchError> {
+        for task_arn in self
+            .running_tasks(&started_by(deployment_id, attempt))
+            .await?
+        {
             self.client
                 .get()
                 .stop_task()
@@ -655,7 +617,7 @@ mod tests {
             .unwrap();
         sandbox.launcher.launch(request(&other, 1)).await.unwrap();
 
-        sandbox.launcher.stop("org_1", &cancelled).await.unwrap();
+        sandbox.launcher.stop("org_1", &cancelled, 1).await.unwrap();
         let running = sandbox.tasks(DesiredStatus::Running).await;
         assert_eq!(running.len(), 1);
         assert_eq!(running[0].started_by(), Some(format!("{other}.1").as_str()));
@@ -668,10 +630,10 @@ mod tests {
         assert_eq!(stopped[0].stopped_reason(), Some(STOP_REASON));
 
         // Stopping again, or a deployment without a sandbox, is a no-op.
-        sandbox.launcher.stop("org_1", &cancelled).await.unwrap();
+        sandbox.launcher.stop("org_1", &cancelled, 1).await.unwrap();
         sandbox
             .launcher
-            .stop("org_1", &deployment_id())
+            .stop("org_1", &deployment_id(), 1)
             .await
             .unwrap();
         assert_eq!(sandbox.tasks(DesiredStatus::Running).await.len(), 1);

@@ -102,7 +102,8 @@ impl Launcher for StopThroughQueue {
         ))
     }
 
-    async fn stop(&self, org_id: &str, deployment_id: &str) -> Result<(), LaunchError> {
+    /// The deployer reads the deployment's current attempt itself.
+    async fn stop(&self, org_id: &str, deployment_id: &str, _: u32) -> Result<(), LaunchError> {
         let stop_sandbox = SandboxToStop {
             org_id: org_id.into(),
             deployment_id: deployment_id.into(),
@@ -209,7 +210,7 @@ mod tests {
         let client = aws_sdk_sqs::Client::new(&sdk_config().await);
         let queue_url = create_queue(&client, "envplane-deployments").await;
         let launcher = StopThroughQueue::new(Arc::new(SqsQueue::new(client.clone(), &queue_url)));
-        launcher.stop("org_1", "dep_1").await.unwrap();
+        launcher.stop("org_1", "dep_1", 1).await.unwrap();
 
         let received = client
             .receive_message()

@@ -233,8 +233,14 @@ pub struct LaunchRequest {
 #[async_trait]
 pub trait Launcher: Send + Sync {
     async fn launch(&self, request: LaunchRequest) -> Result<(), LaunchError>;
-    /// Asks the sandbox to stop: Terraform gets SIGINT first, so state and lock stay clean.
-    async fn stop(&self, org_id: &str, deployment_id: &str) -> Result<(), LaunchError>;
+    /// Asks the sandbox of the deployment's `attempt` to stop: Terraform gets SIGINT
+    /// first, so state and lock stay clean.
+    async fn stop(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+    ) -> Result<(), LaunchError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +297,7 @@ impl Launcher for Unwired {
         Err(LaunchError::Failed(Self::reason("sandbox launcher")))
     }
 
-    async fn stop(&self, _: &str, _: &str) -> Result<(), LaunchError> {
+    async fn stop(&self, _: &str, _: &str, _: u32) -> Result<(), LaunchError> {
         Err(LaunchError::Failed(Self::reason("sandbox launcher")))
     }
 }

@@ -244,7 +244,8 @@ impl Launcher for LocalLauncher {
         Ok(())
     }
 
-    async fn stop(&self, _org_id: &str, deployment_id: &str) -> Result<(), LaunchError> {
+    /// One sandbox runs per deployment at a time here, so the attempt needs no check.
+    async fn stop(&self, _org_id: &str, deployment_id: &str, _: u32) -> Result<(), LaunchError> {
         let Some(group) = lock(&self.running).get(deployment_id).copied() else {
             return Ok(());
         };

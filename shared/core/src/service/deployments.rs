@@ -212,7 +212,11 @@ impl Platform {
                 )
                 .await
                 .map_err(changed_meanwhile)?;
-                if let Err(error) = self.launcher.stop(&caller.org_id, id).await {
+                if let Err(error) = self
+                    .launcher
+                    .stop(&caller.org_id, id, loaded.value.attempt)
+                    .await
+                {
                     tracing::warn!(deployment_id = id, %error, "stopping the sandbox failed");
                 }
                 Ok(loaded.value)
@@ -236,7 +240,9 @@ impl Platform {
             return Ok(());
         };
         if deployment.status == DeploymentStatus::Running && deployment.cancel_requested {
-            self.launcher.stop(org_id, deployment_id).await?;
+            self.launcher
+                .stop(org_id, deployment_id, deployment.attempt)
+                .await?;
         }
         Ok(())
     }
