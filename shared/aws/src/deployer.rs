@@ -95,7 +95,7 @@ pub(crate) mod fixture {
     //! A platform on local adapters with one queued deployment, and fakes for the ports
     //! the AWS handlers drive: a launcher that records, a store that can be made to fail.
 
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
     use async_trait::async_trait;
@@ -111,10 +111,12 @@ pub(crate) mod fixture {
     use envplane_testkit::seed::queued_deployment;
 
     /// Fails the cross-organization index reads, which dispatch needs and concluding a
-    /// deployment does not, while `down` is set.
+    /// deployment does not, while `down` is set; answers the next `conflicts` commits
+    /// with a conflict, as a write another request made first would.
     pub struct FlakyStore {
         inner: SqliteStore,
         pub down: AtomicBool,
+        pub conflicts: AtomicUsize,
     }
 
     #[async_trait]
@@ -140,6 +142,11 @@ pub(crate) mod fixture {
             self.inner.list_indexed(query).await
         }
         async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+            let pending = self.conflicts.load(Ordering::SeqCst);
+            if pending > 0 {
+                self.conflicts.store(pending - 1, Ordering::SeqCst);
+                return Err(StoreError::Conflict);
+            }
             self.inner.commit(ops).await
         }
     }
@@ -200,6 +207,7 @@ pub(crate) mod fixture {
             let store = Arc::new(FlakyStore {
                 inner: SqliteStore::open(&data_dir.path().join("envplane.db")).unwrap(),
                 down: AtomicBool::new(false),
+                conflicts: AtomicUsize::new(0),
             });
             let launcher = Arc::new(RecordingLauncher::default());
             let queue = Arc::new(RecordingQueue::default());
@@ -395,6 +403,22 @@ mod tests {
             .unwrap();
         fixture.launcher.stopped.lock().unwrap().clear();
         assert!(failed(&deliver_stop().await).is_empty());
+        assert_eq!(*fixture.launcher.stopped.lock().unwrap(), [id]);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_that_meets_another_write_reads_again() {
+        let fixture = Fixture::new(4).await;
+        fixture.deliver(1, DEFAULT_REDRIVE_LIMIT).await;
+        let id = fixture.message.deployment_id.clone();
+        // The runner's step report lands between the cancel's read and its write.
+        fixture.store.conflicts.store(1, Ordering::SeqCst);
+        let cancelled = fixture
+            .platform
+            .cancel_deployment(&fixture.caller, &id)
+            .await
+            .unwrap();
+        assert!(cancelled.cancel_requested);
         assert_eq!(*fixture.launcher.stopped.lock().unwrap(), [id]);
     }
 }
