@@ -4,7 +4,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     envplane_aws::config::init_lambda_tracing()?;
-    let aws = envplane_aws::config::platform_from_env(envplane_aws::config::platform).await?;
+    let aws = envplane_aws::config::platform_from_env(envplane_aws::config::platform)?;
     lambda_http::run(envplane_http::api_router(aws.platform))
         .await
         .map_err(|error| anyhow::anyhow!(error))

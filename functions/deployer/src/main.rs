@@ -8,8 +8,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     envplane_aws::config::init_lambda_tracing()?;
-    let aws =
-        envplane_aws::config::platform_from_env(envplane_aws::config::dispatching_platform).await?;
+    let aws = envplane_aws::config::platform_from_env(envplane_aws::config::dispatching_platform)?;
     let redrive_limit = envplane_aws::config::redrive_limit_from_env()?;
     let aws = &aws;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

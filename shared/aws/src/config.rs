@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
-use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::{SharedCredentialsProvider, SharedHttpClient};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use envplane_core::ports::{Artifacts, KeyRing, Launcher, SystemClock, Unwired};
 use envplane_core::service::{Ports, Settings};
@@ -53,10 +53,14 @@ pub struct AwsSettings {
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
-        _ => Err(ConfigError::Missing(name)),
-    }
+    optional(name).ok_or(ConfigError::Missing(name))
+}
+
+/// A variable's trimmed value; unset and blank are both `None`.
+fn optional(name: &'static str) -> Option<String> {
+    let value = std::env::var(name).ok()?;
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_string())
 }
 
 fn list(name: &'static str) -> Result<Vec<String>, ConfigError> {
@@ -243,25 +247,38 @@ impl Common {
 
 /// The platform configured from the environment, as a function builds it at cold start
 /// with its `wiring`.
-pub async fn platform_from_env(wiring: Wiring) -> Result<AwsPlatform, ConfigError> {
+pub fn platform_from_env(wiring: Wiring) -> Result<AwsPlatform, ConfigError> {
     let settings = AwsSettings::from_env()?;
-    let sdk = lambda_sdk_config().await?;
+    let sdk = lambda_sdk_config()?;
     Ok(wiring(&settings, &sdk))
 }
 
-/// The SDK configuration of a function: the region and the role's credentials from the
-/// variables Lambda sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// `AWS_SESSION_TOKEN`); `AWS_ENDPOINT_URL` and the other `AWS_*` settings still apply.
-/// The SDK's default chains would also build the profile, SSO, web identity (an STS
-/// client) and IMDS providers at every cold start, which a function never uses.
-async fn lambda_sdk_config() -> Result<SdkConfig, ConfigError> {
-    let region = required("AWS_REGION")?;
-    Ok(aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(region))
-        .credentials_provider(EnvironmentVariableCredentialsProvider::new())
-        .http_client(https_client(trusted_roots()?)?)
-        .load()
-        .await)
+/// The SDK configuration of a function, built directly rather than by `aws_config`'s
+/// loader: the region and the role's credentials from the variables Lambda sets
+/// (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), and
+/// `AWS_ENDPOINT_URL` when set (an emulator, a VPC endpoint). The loader would link the
+/// profile-file, SSO, web-identity (an STS client) and IMDS providers into every
+/// function, which never uses them (see docs/benchmarks.md, cold start).
+fn lambda_sdk_config() -> Result<SdkConfig, ConfigError> {
+    Ok(sdk_config(
+        required("AWS_REGION")?,
+        optional("AWS_ENDPOINT_URL"),
+        https_client(trusted_roots()?)?,
+    ))
+}
+
+fn sdk_config(region: String, endpoint_url: Option<String>, client: SharedHttpClient) -> SdkConfig {
+    let credentials = EnvironmentVariableCredentialsProvider::new();
+    let sdk = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .http_client(client);
+    match endpoint_url {
+        Some(endpoint_url) => sdk.endpoint_url(endpoint_url),
+        None => sdk,
+    }
+    .build()
 }
 
 /// The roots the AWS API endpoints' certificates chain to (Amazon Trust Services, and
@@ -304,7 +321,7 @@ fn check_roots(pem: &[u8]) -> Result<usize, String> {
     }
 }
 
-/// The HTTPS client every SDK client of a function shares: rustls on aws-lc, trusting
+/// The HTTPS client every SDK client of a function shares: rustls on ring, trusting
 /// only the roots in `pem`.
 fn https_client(pem: Vec<u8>) -> Result<SharedHttpClient, ConfigError> {
     let trust_store = TrustStore::empty().with_pem_certificate(pem);
@@ -317,7 +334,7 @@ fn https_client(pem: Vec<u8>) -> Result<SharedHttpClient, ConfigError> {
         })?;
     Ok(aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
+            tls::rustls_provider::CryptoMode::Ring,
         ))
         .tls_context(context)
         .build_https())
@@ -381,6 +398,23 @@ pub fn redrive_limit_from_env() -> Result<u32, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a function builds at start (credentials from the environment, the endpoint
+    /// from `AWS_ENDPOINT_URL`, the pinned roots' client) signs and sends real calls.
+    #[tokio::test]
+    async fn a_functions_sdk_configuration_reaches_the_endpoint() {
+        let client = https_client(AMAZON_ROOTS.to_vec()).unwrap();
+        let sdk = sdk_config(
+            "us-east-1".into(),
+            Some(crate::emulator::endpoint()),
+            client,
+        );
+        let tables = aws_sdk_dynamodb::Client::new(&sdk)
+            .list_tables()
+            .send()
+            .await;
+        assert!(tables.is_ok(), "{tables:?}");
+    }
 
     #[test]
     fn the_amazon_roots_are_five_usable_roots() {

@@ -24,6 +24,7 @@ use crate::task_events::{EcsContainer, EcsTaskStateChange};
 pub async fn sdk_config() -> SdkConfig {
     let endpoint = endpoint();
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .endpoint_url(endpoint)
         // The emulator answers 500 when two transactions on one table overlap (it copies
         // the table without a lock); the SDK retries a 500, and more attempts ride it out.
@@ -36,7 +37,7 @@ pub async fn sdk_config() -> SdkConfig {
         .await
 }
 
-fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
         panic!(
             "AWS_ENDPOINT_URL is not set: start the emulator with \
