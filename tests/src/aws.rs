@@ -353,15 +353,16 @@ impl AwsApp {
     /// `startedBy` of every task the installation ever started, sorted.
     pub async fn started_tasks(&self) -> Vec<String> {
         let cluster = &self.stack.settings.ecs_cluster;
-        let mut started = Vec::new();
+        // By ARN: a task that stops between the two listings appears in both.
+        let mut started = std::collections::BTreeMap::new();
         for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            let tasks = tasks(&self.ecs, cluster, desired).await;
-            started.extend(
-                tasks
-                    .iter()
-                    .filter_map(|task| task.started_by().map(str::to_string)),
-            );
+            for task in tasks(&self.ecs, cluster, desired).await {
+                if let (Some(arn), Some(started_by)) = (task.task_arn(), task.started_by()) {
+                    started.insert(arn.to_string(), started_by.to_string());
+                }
+            }
         }
+        let mut started: Vec<String> = started.into_values().collect();
         started.sort();
         started
     }
