@@ -1,5 +1,5 @@
 # The four functions (docs/aws.md): Rust binaries built with
-#   cargo lambda build --profile lambda-release --arm64 --output-format zip ...
+#   scripts/build-lambdas (cargo lambda build --profile lambda-release --arm64 ...)
 # into target/lambda/<function>/bootstrap.zip, on provided.al2023, arm64.
 #
 # Each main.rs reads its configuration with `AwsSettings::from_env`, which requires the
