@@ -57,6 +57,8 @@ fn invalid_values_are_named() {
         ("SSL_CERT_FILE", "/nonexistent/ca-bundle.crt"),
         ("SSL_CERT_FILE", "/dev/null"),
         ("RUST_LOG", "envplane_aws=loud"),
+        ("AWS_ENDPOINT_URL", "localhost:4566"),
+        ("AWS_ENDPOINT_URL", "https://"),
     ] {
         let error = start("", &[(name, value)]);
         assert!(

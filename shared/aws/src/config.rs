@@ -262,9 +262,26 @@ pub fn platform_from_env(wiring: Wiring) -> Result<AwsPlatform, ConfigError> {
 fn lambda_sdk_config() -> Result<SdkConfig, ConfigError> {
     Ok(sdk_config(
         required("AWS_REGION")?,
-        optional("AWS_ENDPOINT_URL"),
+        endpoint_url()?,
         https_client(trusted_roots()?)?,
     ))
+}
+
+/// `AWS_ENDPOINT_URL`, checked at start: the SDK would only fail each call on a bad one.
+fn endpoint_url() -> Result<Option<String>, ConfigError> {
+    let Some(endpoint_url) = optional("AWS_ENDPOINT_URL") else {
+        return Ok(None);
+    };
+    let host = ["https://", "http://"]
+        .iter()
+        .find_map(|scheme| endpoint_url.strip_prefix(scheme));
+    match host {
+        Some(host) if !host.is_empty() => Ok(Some(endpoint_url)),
+        _ => Err(ConfigError::Invalid {
+            name: "AWS_ENDPOINT_URL",
+            reason: "not an http:// or https:// URL".into(),
+        }),
+    }
 }
 
 fn sdk_config(region: String, endpoint_url: Option<String>, client: SharedHttpClient) -> SdkConfig {
