@@ -375,16 +375,14 @@ pub fn init_lambda_tracing() -> Result<(), ConfigError> {
 /// `info,envplane_aws=debug`. Not `EnvFilter`'s span and field filters: its regex engine
 /// would add ~0.36 MB to every function (docs/aws.md).
 fn log_filter() -> Result<Targets, ConfigError> {
-    match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => {
-            directives
-                .parse()
-                .map_err(|error: ParseError| ConfigError::Invalid {
-                    name: "RUST_LOG",
-                    reason: error.to_string(),
-                })
-        }
-        _ => Ok(Targets::new().with_default(tracing::Level::INFO)),
+    match optional("RUST_LOG") {
+        Some(directives) => directives
+            .parse()
+            .map_err(|error: ParseError| ConfigError::Invalid {
+                name: "RUST_LOG",
+                reason: error.to_string(),
+            }),
+        None => Ok(Targets::new().with_default(tracing::Level::INFO)),
     }
 }
 

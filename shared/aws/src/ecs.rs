@@ -158,7 +158,6 @@ impl EcsLauncher {
             ))
     }
 
-    /// Whether a task of this deployment phase is already starting or running.
     /// The running tasks of one deployment phase, found by their `startedBy`.
     async fn running_tasks(&self, started_by: &str) -> Result<Vec<String>, LaunchError> {
         let listed = self

@@ -329,7 +329,12 @@ pub async fn deliver_batch(
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
         .send()
         .await
-        .map_err(|error| format!("ReceiveMessage: {}", crate::kms::aws_error_code(&error)))?;
+        .map_err(|error| {
+            format!(
+                "ReceiveMessage: {}",
+                crate::error_code::aws_error_code(&error)
+            )
+        })?;
     let messages = received.messages.unwrap_or_default();
     if messages.is_empty() {
         return Ok(0);
@@ -353,7 +358,7 @@ pub async fn deliver_batch(
             // Received again after its visibility timeout ran out while the batch was
             // handled: the newer delivery owns it now (SQS itself accepts the stale
             // handle and may keep the message; the emulator refuses it).
-            let code = crate::kms::aws_error_code(&error);
+            let code = crate::error_code::aws_error_code(&error);
             if code != "ReceiptHandleIsInvalid" {
                 return Err(format!("DeleteMessage: {code}"));
             }

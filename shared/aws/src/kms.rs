@@ -16,13 +16,13 @@ use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use envplane_core::ports::{KeyRing, KeyRingError};
 use envplane_core::secrecy::{ExposeSecret, SecretSlice};
 use tokio::sync::OnceCell;
 
+use crate::error_code::aws_error_code;
 use crate::lazy::LazyClient;
 
 /// The KMS encryption context key that binds a data key to its organization.
@@ -65,24 +65,6 @@ impl From<KmsKeyRingError> for KeyRingError {
             KmsKeyRingError::NoDataKey { .. } => KeyRingError::Unseal,
             other => KeyRingError::Backend(other.to_string()),
         }
-    }
-}
-
-/// The error code of a failed AWS call: the service's code (`NotFoundException`, ...)
-/// or the kind of transport failure. Never the response body, which may hold a secret.
-pub(crate) fn aws_error_code<E, R>(error: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match error {
-        SdkError::ServiceError(_) => error
-            .code()
-            .unwrap_or("unrecognized service error")
-            .to_string(),
-        SdkError::ResponseError(_) => "unparseable response".to_string(),
-        // Transport failures (DNS, TLS, connect, timeout): no request or response body.
-        _ => DisplayErrorContext(error).to_string(),
     }
 }
 
@@ -310,6 +292,7 @@ mod tests {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     };
+    use aws_sdk_kms::error::ProvideErrorMetadata;
     use envplane_core::secrecy::SecretString;
 
     struct Fixture {

@@ -7,6 +7,7 @@ pub mod dynamodb;
 pub mod ecs;
 #[cfg(any(test, feature = "emulator"))]
 pub mod emulator;
+mod error_code;
 pub mod kms;
 pub mod lazy;
 pub mod reaper;

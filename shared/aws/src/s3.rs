@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use envplane_core::ports::{ArtifactError, Artifacts};
 
-use crate::kms::aws_error_code;
+use crate::error_code::aws_error_code;
 use crate::lazy::LazyClient;
 
 pub struct S3Artifacts {

@@ -4,7 +4,7 @@
 use aws_sdk_secretsmanager::primitives::Blob;
 use envplane_core::secrecy::{ExposeSecret, SecretString};
 
-use crate::kms::aws_error_code;
+use crate::error_code::aws_error_code;
 
 /// Why a secret could not be read. Names the secret and the AWS error code, never a value.
 #[derive(Debug, thiserror::Error)]

@@ -6,10 +6,10 @@ use crate::deployment::{
 };
 use crate::ids::new_id;
 use crate::model::{Environment, Listing, Template};
-use crate::ports::{DeploymentMessage, Kind, StoreError, WriteOp};
+use crate::ports::{DeploymentMessage, Kind, WriteOp};
 use crate::{Error, Result};
 
-use super::{changed_meanwhile, record, Loaded, PageRequest, Platform, Stored};
+use super::{changed_meanwhile, record, retrying_conflicts, Loaded, PageRequest, Platform, Stored};
 
 impl Stored for Deployment {
     const KIND: Kind = Kind::Deployment;
@@ -190,52 +190,43 @@ impl Platform {
     pub async fn cancel_deployment(&self, caller: &Caller, id: &str) -> Result<Deployment> {
         // The runner reports its steps on the same record: a cancel that meets one of
         // those writes reads the deployment again rather than failing with a conflict.
-        for _ in 0..5 {
-            let mut loaded = self.load::<Deployment>(&caller.org_id, id).await?;
-            caller.require(
-                role_for(loaded.value.action),
-                Some(&loaded.value.project_id),
-            )?;
-            match loaded.value.status {
-                DeploymentStatus::Queued | DeploymentStatus::WaitingForApproval => {
-                    self.audit_only(caller, "deployment.cancel", id).await?;
-                    let reason = format!("cancelled by {}", caller.key_name);
-                    return self
-                        .conclude(loaded, DeploymentStatus::Cancelled, Some(reason), None)
-                        .await;
-                }
-                DeploymentStatus::Running => {
-                    loaded.value.cancel_requested = true;
-                    loaded.value.reason = Some(format!("cancelled by {}", caller.key_name));
-                    loaded.value.updated_at = self.now();
-                    let request = vec![loaded.replace()?];
-                    match self
-                        .commit_audited(
-                            caller,
-                            "deployment.cancel",
-                            (Kind::Deployment, id),
-                            request,
-                        )
-                        .await
-                    {
-                        Err(StoreError::Conflict) => continue,
-                        committed => committed?,
-                    }
-                    let attempt = loaded.value.attempt;
-                    if let Err(error) = self.launcher.stop(&caller.org_id, id, attempt).await {
-                        tracing::warn!(deployment_id = id, %error, "stopping the sandbox failed");
-                    }
-                    return Ok(loaded.value);
-                }
-                status => {
-                    return Err(Error::conflict(format!(
-                        "the deployment has already ended ({})",
-                        status.as_str()
-                    )))
-                }
+        retrying_conflicts("the deployment kept changing; try again", || {
+            self.try_cancel(caller, id)
+        })
+        .await
+    }
+
+    async fn try_cancel(&self, caller: &Caller, id: &str) -> Result<Deployment> {
+        let mut loaded = self.load::<Deployment>(&caller.org_id, id).await?;
+        caller.require(
+            role_for(loaded.value.action),
+            Some(&loaded.value.project_id),
+        )?;
+        let reason = format!("cancelled by {}", caller.key_name);
+        match loaded.value.status {
+            DeploymentStatus::Queued | DeploymentStatus::WaitingForApproval => {
+                self.audit_only(caller, "deployment.cancel", id).await?;
+                self.conclude(loaded, DeploymentStatus::Cancelled, Some(reason), None)
+                    .await
             }
+            DeploymentStatus::Running => {
+                loaded.value.cancel_requested = true;
+                loaded.value.reason = Some(reason);
+                loaded.value.updated_at = self.now();
+                let write = vec![loaded.replace()?];
+                self.commit_audited(caller, "deployment.cancel", (Kind::Deployment, id), write)
+                    .await?;
+                let attempt = loaded.value.attempt;
+                if let Err(error) = self.launcher.stop(&caller.org_id, id, attempt).await {
+                    tracing::warn!(deployment_id = id, %error, "stopping the sandbox failed");
+                }
+                Ok(loaded.value)
+            }
+            status => Err(Error::conflict(format!(
+                "the deployment has already ended ({})",
+                status.as_str()
+            ))),
         }
-        Err(Error::conflict("the deployment kept changing; try again"))
     }
 
     /// Stops the sandbox of a deployment whose cancellation was asked for, where the

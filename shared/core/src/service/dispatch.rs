@@ -13,7 +13,7 @@ use crate::ports::{DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchReque
 use crate::{Error, Result};
 
 use super::deployments::{message_for, status_index};
-use super::{record, Loaded, PageRequest, Platform, Stored, MAX_PAGE_SIZE};
+use super::{record, retrying_conflicts, Loaded, PageRequest, Platform, Stored, MAX_PAGE_SIZE};
 
 /// Held by one deployment of an environment from its first sandbox to its final status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,7 +108,10 @@ impl Platform {
             return Ok(DispatchOutcome::Skipped);
         }
         let environment_id = deployment.value.environment_id.clone();
-        match self.environment_lock(org_id, &environment_id).await? {
+        match self
+            .find::<EnvironmentLock>(org_id, &environment_id)
+            .await?
+        {
             // An approved deployment keeps the lock while it waits for its apply sandbox.
             Some(lock) if lock.value.deployment_id == deployment.value.id => {
                 self.start_phase(deployment, false).await
@@ -223,14 +226,6 @@ impl Platform {
                 other => return other,
             }
         }
-    }
-
-    async fn environment_lock(
-        &self,
-        org_id: &str,
-        environment_id: &str,
-    ) -> Result<Option<Loaded<EnvironmentLock>>> {
-        self.find::<EnvironmentLock>(org_id, environment_id).await
     }
 
     async fn sandboxes_running(&self) -> Result<usize> {
@@ -360,7 +355,10 @@ impl Platform {
             ops.push(token.delete());
         }
         if conclusion.status.is_final() {
-            if let Some(lock) = self.environment_lock(&org_id, &environment_id).await? {
+            if let Some(lock) = self
+                .find::<EnvironmentLock>(&org_id, &environment_id)
+                .await?
+            {
                 if lock.value.deployment_id == deployment_id {
                     ops.push(lock.delete());
                 }
@@ -379,20 +377,19 @@ impl Platform {
         environment_id: &str,
         outputs: serde_json::Map<String, serde_json::Value>,
     ) -> Result<()> {
-        for _ in 0..5 {
-            let Some(mut environment) = self.find::<Environment>(org_id, environment_id).await?
-            else {
-                return Ok(());
-            };
-            environment.value.outputs = Some(outputs.clone());
-            match self.store.commit(vec![environment.replace()?]).await {
-                Err(crate::ports::StoreError::Conflict) => continue,
-                other => return Ok(other?),
-            }
-        }
-        Err(Error::conflict(
+        retrying_conflicts(
             "the environment kept changing while saving outputs",
-        ))
+            || async {
+                let Some(mut environment) =
+                    self.find::<Environment>(org_id, environment_id).await?
+                else {
+                    return Ok(());
+                };
+                environment.value.outputs = Some(outputs.clone());
+                Ok(self.store.commit(vec![environment.replace()?]).await?)
+            },
+        )
+        .await
     }
 
     /// Sends the message that starts the environment's next queued deployment, if any.

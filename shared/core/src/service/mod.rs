@@ -321,6 +321,29 @@ fn name_taken(error: StoreError, what: &str, name: &str) -> Error {
     }
 }
 
+/// How often a read-modify-write is tried again when another write came first.
+const CONFLICT_RETRIES: usize = 10;
+
+/// Runs `attempt` (a fresh read, a change, a conditional write) again while its write
+/// meets a conflict, as it does when another request, or the runner reporting a step,
+/// wrote the same record between its read and its write. After
+/// [`CONFLICT_RETRIES`] tries: a 409 saying `gave_up`.
+async fn retrying_conflicts<T, F>(
+    gave_up: &'static str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    for _ in 0..CONFLICT_RETRIES {
+        match attempt().await {
+            Err(Error::Store(StoreError::Conflict)) => continue,
+            done => return done,
+        }
+    }
+    Err(Error::conflict(gave_up))
+}
+
 /// A version mismatch on a conditional write: someone else changed the object first.
 fn changed_meanwhile(error: StoreError) -> Error {
     match error {

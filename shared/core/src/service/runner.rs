@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 use super::deployments::log_chunk_id;
 use super::dispatch::RunnerTokenRecord;
-use super::{decode, record, Platform};
+use super::{decode, record, retrying_conflicts, Platform};
 
 /// Largest log chunk a sandbox may send; it batches below this.
 pub const MAX_LOG_CHUNK_BYTES: usize = 256 * 1024;
@@ -251,7 +251,7 @@ impl Platform {
         runner: &Runner,
         change: impl Fn(&mut Deployment, chrono::DateTime<chrono::Utc>),
     ) -> Result<()> {
-        for _ in 0..10 {
+        retrying_conflicts("the deployment kept changing; try again", || async {
             let mut loaded = self
                 .load::<Deployment>(&runner.org_id, &runner.deployment_id)
                 .await?;
@@ -263,12 +263,9 @@ impl Platform {
             let now = self.now();
             change(&mut loaded.value, now);
             loaded.value.updated_at = now;
-            match self.store.commit(vec![loaded.replace()?]).await {
-                Err(StoreError::Conflict) => continue,
-                other => return Ok(other?),
-            }
-        }
-        Err(Error::conflict("the deployment kept changing; try again"))
+            Ok(self.store.commit(vec![loaded.replace()?]).await?)
+        })
+        .await
     }
 }
 
