@@ -73,7 +73,8 @@ RUNNER="$TARGET_DIR/release/envplane-runner"
 [[ -x "$ENVPLANE" && -x "$RUNNER" ]] || die "release binaries not found in $TARGET_DIR/release"
 # shellcheck source=../scripts/lib/install.sh
 source "$ROOT/scripts/lib/install.sh"
-ensure_test_terraform "$TOOLS_DIR"
+ensure_python_tools
+ensure_test_terraform
 
 # --- a quiet machine: other work on these 2 cores would skew the numbers ------------------
 # CPU seconds the whole machine has been busy so far (all but idle and iowait).

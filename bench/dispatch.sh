@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/install.sh
 
-ensure_moto
+ensure_python_tools
 cargo build --release -p envplane-bench --bin dispatch
 start_moto bench/moto_server.py
 ./target/release/dispatch "${1:-1000}" "${2:-100}" "${3:-5}"

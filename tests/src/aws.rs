@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use crate::{binary, tools_dir, Seeded, TestApp};
+use crate::{binary, eventually, tools_dir, Seeded, TestApp};
 
 /// Repositories as sandboxes reach them (an `https://` URL, as production requires)
 /// and the local directories git in a sandbox fetches them from instead, since nothing
@@ -368,27 +368,26 @@ impl AwsApp {
     }
 
     /// The runner token of the first sandbox task to run, from its container overrides
-    /// (for tests that play the sandbox themselves; 30 s at most).
+    /// (for tests that play the sandbox themselves).
     pub async fn runner_token(&self) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually("a sandbox task running", || async {
             let running = tasks(
                 &self.ecs,
                 &self.stack.settings.ecs_cluster,
                 DesiredStatus::Running,
             )
             .await;
-            if let Some(token) = running.first().and_then(|task| {
-                container_environment(task)
-                    .into_iter()
-                    .find(|(name, _)| name == RUNNER_TOKEN_VARIABLE)
-                    .map(|(_, token)| token)
-            }) {
-                return token;
-            }
-            assert!(std::time::Instant::now() < deadline, "no sandbox task ran");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            running
+                .first()
+                .and_then(|task| {
+                    container_environment(task)
+                        .into_iter()
+                        .find(|(name, _)| name == RUNNER_TOKEN_VARIABLE)
+                        .map(|(_, token)| token)
+                })
+                .ok_or_else(|| format!("{} running tasks, none with a token", running.len()))
+        })
+        .await
     }
 
     /// Everything the installation keeps at rest or sent to ECS, as text: every item of

@@ -7,14 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::{binary, tools_dir};
-
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::{binary, tools_dir, PATIENCE};
 
 /// A running `envplane serve`, killed when dropped (also when a test panics).
 pub struct Server {
@@ -85,7 +82,7 @@ impl Server {
         let mut printed = Vec::new();
         let url = loop {
             let line = received
-                .recv_timeout(STARTUP_TIMEOUT)
+                .recv_timeout(PATIENCE)
                 .expect("envplane serve prints its address");
             let address = line
                 .strip_prefix("envplane listening on ")

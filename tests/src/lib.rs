@@ -58,6 +58,30 @@ impl Reply {
     }
 }
 
+/// How long a test waits for something that must happen. It only decides how long a real
+/// failure takes to report, so it is generous: a fresh machine is a cold machine (the
+/// first Terraform start, the first emulator call).
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Calls `check` every 50 ms until it returns `Ok`. After [`PATIENCE`] it panics, naming
+/// `what` did not happen and what the last `Err` said was seen instead.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if std::time::Instant::now() >= deadline => {
+                panic!("{what} did not happen within {PATIENCE:?}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary data directory");
     let (address, server, admin_key) = serve(data_dir.path()).await;
@@ -448,48 +472,52 @@ impl TestApp {
         deployment["id"].as_str().unwrap().to_string()
     }
 
-    /// Polls the deployment until it has a step named `step` (30 s at most).
+    /// Polls the deployment until it has a step named `step`.
     pub async fn wait_for_step(&self, deployment_id: &str, step: &str) -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let deployment = self
-                .get(&format!("/v1/deployments/{deployment_id}"), &self.admin_key)
-                .await
-                .expect(200);
-            if deployment["steps"]
+        eventually(&format!("the {step} step starting"), || async {
+            let deployment = self.deployment(deployment_id).await;
+            let started = deployment["steps"]
                 .as_array()
-                .is_some_and(|steps| steps.iter().any(|s| s["name"] == step))
-            {
-                return deployment;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the {step} step never started: {deployment}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+                .is_some_and(|steps| steps.iter().any(|s| s["name"] == step));
+            started
+                .then_some(deployment.clone())
+                .ok_or_else(|| deployment.to_string())
+        })
+        .await
     }
 
-    /// Polls the deployment until its status is one of `statuses` (60 s at most).
+    /// Polls the deployment until its status is one of `statuses`.
     pub async fn wait_for(&self, deployment_id: &str, statuses: &[&str]) -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let deployment = self
-                .get(&format!("/v1/deployments/{deployment_id}"), &self.admin_key)
-                .await
-                .expect(200);
-            if statuses
+        eventually(&format!("the deployment becoming {statuses:?}"), || async {
+            let deployment = self.deployment(deployment_id).await;
+            let reached = statuses
                 .iter()
-                .any(|status| deployment["status"] == *status)
-            {
-                return deployment;
+                .any(|status| deployment["status"] == *status);
+            reached
+                .then_some(deployment.clone())
+                .ok_or_else(|| deployment.to_string())
+        })
+        .await
+    }
+
+    async fn deployment(&self, deployment_id: &str) -> Value {
+        self.get(&format!("/v1/deployments/{deployment_id}"), &self.admin_key)
+            .await
+            .expect(200)
+    }
+
+    /// Waits until the dispatcher has taken every message off the deployment queue, so
+    /// what it decided about each has been decided.
+    pub async fn wait_until_dispatched(&self) {
+        let database = self.data_dir.path().join(envplane_local::DATABASE_FILE);
+        let queue = envplane_local::SqliteQueue::open(&database).expect("the deployment queue");
+        eventually("the deployment queue emptying", || async {
+            match queue.depth().await.expect("the queue's depth") {
+                0 => Ok(()),
+                depth => Err(format!("{depth} messages")),
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "deployment never became {statuses:?}: {deployment}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// The deployment's whole log, in order.

@@ -235,7 +235,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue() {
         .unwrap();
 
     let mut deliveries = 0;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + envplane_e2e::PATIENCE;
     while messages_in(&aws, &aws.stack.dead_letter_queue_url).await == 0 {
         assert!(std::time::Instant::now() < deadline, "never dead-lettered");
         deliveries += envplane_aws::emulator::deliver_batch(
@@ -349,7 +349,7 @@ async fn cancelling_stops_the_task_through_the_deployer() {
     let app = &aws.app;
     let repository = git_repository(&[
         ("main.tf", GREETING_CONFIG),
-        ("envplane.yml", "hooks:\n  before_plan: sleep 60\n"),
+        ("envplane.yml", "hooks:\n  before_plan: sleep 300\n"),
     ]);
     let seeded = aws.environment_on(&repository, "cancel", false).await;
     let id = app.deploy(&seeded.environment_id, "plan").await;

@@ -66,7 +66,7 @@ async fn cancelling_a_running_deployment_stops_its_sandbox_and_frees_the_environ
     let key = app.admin_key.clone();
     let repository = git_repository(&[
         ("main.tf", GREETING_CONFIG),
-        ("envplane.yml", "hooks:\n  before_plan: sleep 60\n"),
+        ("envplane.yml", "hooks:\n  before_plan: sleep 300\n"),
     ]);
     let seeded = app.environment_on(&repository, "cancel", false).await;
     let id = app.deploy(&seeded.environment_id, "apply").await;

@@ -198,7 +198,8 @@ async fn a_plan_waiting_for_approval_holds_the_environment() {
     let first = app.deploy(&seeded.environment_id, "apply").await;
     app.wait_for(&first, &["waiting_for_approval"]).await;
     let second = app.deploy(&seeded.environment_id, "plan").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The dispatcher has seen the second deployment and decided: it must wait.
+    app.wait_until_dispatched().await;
     let waiting = app
         .get(&format!("/v1/deployments/{second}"), &key)
         .await

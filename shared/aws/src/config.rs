@@ -236,6 +236,8 @@ impl Common {
         let platform_settings = Settings {
             local_mode: false,
             max_parallel_deployments: settings.max_parallel_deployments,
+            // Many function instances share the table: each reads the key every time.
+            cache_api_keys: false,
         };
         AwsPlatform {
             platform: Arc::new(Platform::new(ports, platform_settings)),

@@ -226,6 +226,7 @@ pub(crate) mod fixture {
                 Settings {
                     local_mode: false,
                     max_parallel_deployments,
+                    ..Settings::default()
                 },
             ));
             let (caller, message) = queued_deployment(&platform).await;

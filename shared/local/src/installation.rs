@@ -120,6 +120,7 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
     };
     let settings = Settings {
         local_mode: true,
+        cache_api_keys: true,
         max_parallel_deployments: config.max_parallel_deployments,
     };
     Ok(Installation {

@@ -143,6 +143,14 @@ impl SqliteQueue {
         .map(|_| ())
     }
 
+    /// Messages not yet acknowledged, received or not.
+    pub async fn depth(&self) -> Result<u64, QueueError> {
+        self.with_connection(|connection| {
+            connection.query_row("SELECT COUNT(*) FROM queue", [], |row| row.get(0))
+        })
+        .await
+    }
+
     /// Waits until a message is sent or `timeout` passes.
     pub async fn wait(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.arrivals.notified()).await;

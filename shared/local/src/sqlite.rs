@@ -3,12 +3,12 @@
 //! SQLite transaction, so a batch of writes is all or nothing.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use async_trait::async_trait;
 use envplane_core::ports::{IndexQuery, Kind, ListQuery, Page, Record, Store, StoreError, WriteOp};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -32,7 +32,7 @@ CREATE INDEX IF NOT EXISTS records_by_index_key
 
 const READERS: usize = 4;
 
-/// A SQLite database file with one writer connection and a few reader connections.
+/// A SQLite database file with one writer connection and a few reader threads.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Connections>,
@@ -40,10 +40,14 @@ pub struct SqliteStore {
 
 struct Connections {
     writer: Mutex<Connection>,
-    /// Reader connections not in use; a permit guarantees one is there.
-    idle_readers: Mutex<Vec<Connection>>,
-    reader_permits: Semaphore,
+    /// Reads for the reader threads. Each thread owns its connection for its whole life,
+    /// so a caller that goes away (a client hung up, a timeout) cannot take a connection
+    /// with it: only the answer is dropped.
+    reads: mpsc::Sender<Read>,
 }
+
+/// A read, run on whichever reader thread is free.
+type Read = Box<dyn FnOnce(&Connection) + Send>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
@@ -55,69 +59,66 @@ impl SqliteStore {
             )
             .map_err(backend)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;
-        let readers = (0..READERS)
-            .map(|_| {
-                let reader = Connection::open_with_flags(
-                    path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
+        let (reads, queued) = mpsc::channel::<Read>();
+        let queued = Arc::new(Mutex::new(queued));
+        for n in 0..READERS {
+            let connection = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(backend)?;
+            connection
+                .execute_batch("PRAGMA busy_timeout = 5000;")
                 .map_err(backend)?;
-                reader
-                    .execute_batch("PRAGMA busy_timeout = 5000;")
-                    .map_err(backend)?;
-                Ok(reader)
-            })
-            .collect::<Result<_, StoreError>>()?;
+            let queued = queued.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{n}"))
+                .spawn(move || serve_reads(&connection, &queued))
+                .map_err(|e| StoreError::Backend(format!("cannot start a reader thread: {e}")))?;
+        }
         Ok(Self {
             inner: Arc::new(Connections {
                 writer: Mutex::new(writer),
-                idle_readers: Mutex::new(readers),
-                reader_permits: Semaphore::new(READERS),
+                reads,
             }),
         })
     }
 
-    /// Runs `work` on a reader connection, off the async executor.
+    /// Runs `work` on a reader thread, off the async executor.
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        // Waiting for a permit here, not in a blocking thread, keeps the blocking pool
-        // to one thread per connection under load.
-        let permit = self
-            .inner
-            .reader_permits
-            .acquire()
+        let (answer, answered) = oneshot::channel();
+        let read: Read = Box::new(move |connection| {
+            // Nobody waits for a read whose caller went away: skip the query.
+            if !answer.is_closed() {
+                let _ = answer.send(work(connection));
+            }
+        });
+        self.inner
+            .reads
+            .send(read)
+            .map_err(|_| StoreError::Backend("the store's reader threads stopped".into()))?;
+        answered
             .await
-            .map_err(|_| StoreError::Backend("the store is closed".into()))?;
-        let connection = self
-            .inner
-            .idle_readers
-            .lock()
-            .map_err(|_| poisoned())?
-            .pop()
-            .ok_or_else(|| StoreError::Backend("no reader connection is left".into()))?;
-        match tokio::task::spawn_blocking(move || {
-            let result = work(&connection);
-            (connection, result)
-        })
-        .await
-        {
-            Ok((connection, result)) => {
-                self.inner
-                    .idle_readers
-                    .lock()
-                    .map_err(|_| poisoned())?
-                    .push(connection);
-                result
-            }
-            Err(error) => {
-                // The connection went down with the task: one reader fewer from now on.
-                permit.forget();
-                Err(StoreError::Backend(format!("store task failed: {error}")))
-            }
-        }
+            .map_err(|_| StoreError::Backend("a store read panicked".into()))?
+    }
+}
+
+/// A reader thread: takes reads one at a time until the store is dropped. A read that
+/// panics loses its answer (its caller sees an error), not the thread or its connection.
+fn serve_reads(connection: &Connection, queued: &Mutex<mpsc::Receiver<Read>>) {
+    loop {
+        let next = match queued.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        let Ok(read) = next else {
+            return;
+        };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(connection)));
     }
 }
 
@@ -361,6 +362,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("envplane.db")).unwrap();
         envplane_testkit::store::conformance(&store).await;
+    }
+
+    #[tokio::test]
+    async fn abandoned_calls_leave_every_connection_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("envplane.db")).unwrap();
+        envplane_testkit::store::survives_abandoned_calls(std::sync::Arc::new(store)).await;
     }
 
     #[tokio::test]

@@ -89,6 +89,9 @@ impl Platform {
         )
         .await
         .map_err(changed_meanwhile)?;
+        if let Some(cache) = &self.key_cache {
+            cache.forget_all();
+        }
         Ok(loaded.value)
     }
 }

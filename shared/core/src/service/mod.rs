@@ -5,6 +5,7 @@ mod audit;
 mod deployments;
 mod dispatch;
 mod environments;
+mod key_cache;
 mod organizations;
 mod projects;
 mod runner;
@@ -42,6 +43,9 @@ pub struct Settings {
     pub local_mode: bool,
     /// Sandboxes running at once, across environments.
     pub max_parallel_deployments: usize,
+    /// Keep resolved API keys in memory. Only where this process is the only one using
+    /// the store (local mode), so that every revoke passes through it.
+    pub cache_api_keys: bool,
 }
 
 impl Default for Settings {
@@ -49,6 +53,7 @@ impl Default for Settings {
         Self {
             local_mode: false,
             max_parallel_deployments: 4,
+            cache_api_keys: false,
         }
     }
 }
@@ -71,6 +76,7 @@ pub struct Platform {
     queue: Arc<dyn Queue>,
     launcher: Arc<dyn Launcher>,
     artifacts: Arc<dyn Artifacts>,
+    key_cache: Option<key_cache::KeyCache>,
     settings: Settings,
 }
 
@@ -148,6 +154,7 @@ impl Platform {
             queue: ports.queue,
             launcher: ports.launcher,
             artifacts: ports.artifacts,
+            key_cache: settings.cache_api_keys.then(key_cache::KeyCache::default),
             settings,
         }
     }
@@ -292,7 +299,7 @@ fn record<T: Stored>(
 }
 
 fn decode<T: Stored>(record: &Record) -> Result<T> {
-    serde_json::from_value(record.body.clone()).map_err(|e| {
+    <T as serde::Deserialize>::deserialize(&record.body).map_err(|e| {
         Error::Store(StoreError::Corrupt(format!(
             "{} {}: {e}",
             T::NOUN,

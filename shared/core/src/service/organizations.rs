@@ -54,16 +54,25 @@ impl Platform {
 
     /// Resolves a bearer key to its caller; unknown and revoked keys are refused alike.
     pub async fn authenticate(&self, key: &str, request_id: &str) -> Result<Caller> {
+        let hash = hash_key(key);
+        let cache = self.key_cache.as_ref();
+        if let Some(caller) = cache.and_then(|cache| cache.get(&hash)) {
+            return Ok(Caller {
+                request_id: request_id.to_string(),
+                ..caller
+            });
+        }
+        let generation = cache.map(|cache| cache.generation());
         let record = self
             .store
-            .find_unique(Kind::ApiKey, &hash_key(key))
+            .find_unique(Kind::ApiKey, &hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
         let api_key: ApiKey = decode(&record)?;
         if api_key.revoked_at.is_some() {
             return Err(Error::Unauthenticated);
         }
-        Ok(Caller {
+        let caller = Caller {
             key_id: api_key.id,
             key_name: api_key.name,
             org_id: record.org_id,
@@ -71,7 +80,11 @@ impl Platform {
             project_id: api_key.project_id,
             operator: api_key.operator,
             request_id: request_id.to_string(),
-        })
+        };
+        if let (Some(cache), Some(generation)) = (cache, generation) {
+            cache.insert(hash, caller.clone(), generation);
+        }
+        Ok(caller)
     }
 
     /// A new tenant with its first admin key. Only the platform operator may do this.
