@@ -166,8 +166,13 @@ measure() {
         fi
         break
     done
-    # Any non-2xx answer or transport error makes the numbers meaningless.
-    python3 - "$RESULTS_DIR/$name.json" "$name" <<'EOF'
+    check_answers "$RESULTS_DIR/$name.json" "$name"
+}
+
+# Any non-2xx answer or transport error makes the numbers meaningless: stop the whole
+# benchmark, naming the run.
+check_answers() { # OHA-JSON NAME
+    python3 - "$1" "$2" <<'EOF'
 import json, sys
 data = json.load(open(sys.argv[1]))
 codes = data["statusCodeDistribution"]
@@ -192,8 +197,9 @@ saturate() { # NAME URL-ARGS...
 }
 
 warm_up() { # URL-ARGS...
-    "${LOAD_PIN[@]}" "$OHA" --no-tui --output-format quiet "${OHA_THREADS[@]}" \
-        -z 2s -c "$SAT_CONNECTIONS" "$@"
+    "${LOAD_PIN[@]}" "$OHA" --no-tui --output-format json -o "$WORK/warm-up.json" \
+        "${OHA_THREADS[@]}" -z 2s -c "$SAT_CONNECTIONS" "$@"
+    check_answers "$WORK/warm-up.json" warm-up
 }
 
 # --- envplane serve with 10,000 environments -------------------------------------------

@@ -60,7 +60,7 @@ cleanup() {
             wait "$pid" 2>/dev/null || true
         fi
     done
-    rm -rf "$WORK/data" "$WORK/repo"
+    rm -rf "$WORK/data" "$WORK/repos"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -134,8 +134,8 @@ OTHER_MAX="${OTHER_MAX:-0.15}"
 TRIES="${TRIES:-3}"
 
 # --- the template's repository: GREETING_CONFIG of tests/src/lib.rs, no providers -------
-mkdir -p "$WORK/repo"
-cat >"$WORK/repo/main.tf" <<'EOF'
+mkdir -p "$WORK/repos/infra"
+cat >"$WORK/repos/infra/main.tf" <<'EOF'
 variable "greeting" {
   type    = string
   default = "hello"
@@ -162,19 +162,19 @@ output "password" {
 EOF
 git_quiet() {
     git -c user.email=bench@envplane.dev -c user.name=bench -c init.defaultBranch=main \
-        -C "$WORK/repo" "$@" >/dev/null
+        -C "$WORK/repos/infra" "$@" >/dev/null
 }
 git_quiet init --quiet
 git_quiet add --all
 git_quiet commit --quiet --message fixture
-REPOSITORY="file://$WORK/repo"
+REPOSITORY="file://$WORK/repos/infra"
 
 # --- envplane serve ---------------------------------------------------------------------------
 mkdir -p "$WORK/data"
 log "starting envplane serve (data dir $WORK/data, max $MAX_PARALLEL sandboxes)"
 "$ENVPLANE" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --runner "$RUNNER" \
     --tools-dir "$TOOLS_DIR" --max-parallel-deployments "$MAX_PARALLEL" \
-    >"$WORK/server.log" 2>&1 &
+    --local-repos "$WORK/repos" >"$WORK/server.log" 2>&1 &
 SERVER_PID="$!"
 BASE_URL=""
 for _ in $(seq 100); do

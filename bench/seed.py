@@ -67,7 +67,7 @@ def main():
         {
             "name": "bench",
             "project_id": project["id"],
-            "repository": "file:///tmp/repo",
+            "repository": "https://git.example.test/acme/bench.git",
             "iac_version": "1.0.3",
         },
     )

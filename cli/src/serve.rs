@@ -5,18 +5,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use envplane_core::secrecy::{ExposeSecret, SecretString};
-use envplane_local::LocalConfig;
+use envplane_local::{LocalConfig, ADMIN_KEY_FILE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-/// The file in the data directory that holds the operator's admin key.
-const ADMIN_KEY_FILE: &str = "admin-key";
-
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Where the database, the master key and the admin key live.
-    #[arg(long, env = "ENVPLANE_DATA_DIR", default_value = ".envplane")]
-    data_dir: PathBuf,
+    /// Where the database, the master key and the admin key live (default:
+    /// $XDG_DATA_HOME/envplane, or ~/.local/share/envplane).
+    #[arg(long, env = "ENVPLANE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "ENVPLANE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -34,6 +32,24 @@ pub struct ServeArgs {
     #[arg(long, env = "ENVPLANE_MAX_PARALLEL_DEPLOYMENTS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     max_parallel_deployments: u16,
+    /// Share the Git repositories under DIR with sandboxes: templates may then name
+    /// `file://` repositories inside it, mounted read-only. Off by default; DIR may not
+    /// overlap the data directory.
+    #[arg(long = "local-repos", env = "ENVPLANE_LOCAL_REPOS", value_name = "DIR")]
+    local_repositories: Option<PathBuf>,
+}
+
+/// The XDG data directory's `envplane`, outside any checkout: a repository a template
+/// names must never contain the keys and the database.
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("HOME")
+            .filter(|home| !home.is_empty())
+            .map(|home| Path::new(&home).join(".local/share"))
+            .context("neither XDG_DATA_HOME nor HOME is set: pass --data-dir")?,
+    };
+    Ok(base.join("envplane"))
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -41,11 +57,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => default_data_dir()?,
+    };
     let mut config = LocalConfig::new(
-        args.data_dir.clone(),
+        data_dir.clone(),
         args.api_url.unwrap_or_else(|| format!("http://{address}")),
     );
     config.max_parallel_deployments = args.max_parallel_deployments.into();
+    config.local_repositories = args.local_repositories;
     if let Some(runner) = args.runner {
         config.runner_binary = runner;
     }
@@ -53,10 +74,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.tools_dir = tools_dir;
     }
     let installation = envplane_local::open(config)
-        .with_context(|| format!("cannot open the data directory {}", args.data_dir.display()))?;
+        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
     let (platform, _background) = installation.start().await?;
     if let Some(key) = platform.bootstrap().await? {
-        let path = args.data_dir.join(ADMIN_KEY_FILE);
+        let path = data_dir.join(ADMIN_KEY_FILE);
         write_private(&path, &key).await?;
         println!(
             "Created the default organization. Its admin key (also the operator's key) is shown once here and saved to {}:\n{}",
@@ -64,6 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             key.expose_secret()
         );
     }
+    println!("envplane data directory: {}", data_dir.display());
     println!("envplane listening on http://{address}");
     axum::serve(listener, envplane_http::api_router(platform))
         .with_graceful_shutdown(shutdown_signal())

@@ -8,6 +8,9 @@ use envplane_core::deployment::{
     Action, Job, Phase, PhaseReport, PhaseResult, PlanSummary, StepStatus,
 };
 use envplane_core::model::VariableKind;
+use envplane_core::validate::{
+    reserved_environment_name, CLONE_CREDENTIAL_VARIABLES, GIT_SSH_KEY_VARIABLE, GIT_TOKEN_VARIABLE,
+};
 use serde_json::{Map, Value};
 use tokio::process::Command;
 
@@ -17,10 +20,6 @@ use crate::iac::{resolve_terraform, ResolveOptions};
 use crate::logs::{LogShipper, StepLog};
 use crate::process::{run_captured, run_checked, run_logged, Interrupt, RunError};
 use crate::terraform;
-
-/// Variables with these names configure the clone and reach neither hooks nor Terraform.
-pub const GIT_TOKEN_VARIABLE: &str = "ENVPLANE_GIT_TOKEN";
-pub const GIT_SSH_KEY_VARIABLE: &str = "ENVPLANE_GIT_SSH_KEY";
 
 const PLAN_FILE: &str = "envplane.tfplan";
 
@@ -330,10 +329,12 @@ fn base_environment(job: &Job) -> BTreeMap<String, String> {
     environment.insert("TF_INPUT".into(), "0".into());
     environment.insert("CHECKPOINT_DISABLE".into(), "1".into());
     for variable in &job.variables {
-        if [GIT_TOKEN_VARIABLE, GIT_SSH_KEY_VARIABLE].contains(&variable.name.as_str()) {
+        if CLONE_CREDENTIAL_VARIABLES.contains(&variable.name.as_str()) {
             continue;
         }
         let name = match variable.kind {
+            // The API refuses reserved names; one stored before that rule is left out.
+            VariableKind::Env if reserved_environment_name(&variable.name).is_some() => continue,
             VariableKind::Env => variable.name.clone(),
             VariableKind::Terraform => format!("TF_VAR_{}", variable.name),
         };
@@ -508,9 +509,7 @@ pub fn secrets(job: &Job, token: &str) -> Vec<String> {
     let mut secrets: Vec<String> = job
         .variables
         .iter()
-        .filter(|v| {
-            v.sensitive || [GIT_TOKEN_VARIABLE, GIT_SSH_KEY_VARIABLE].contains(&v.name.as_str())
-        })
+        .filter(|v| v.sensitive || CLONE_CREDENTIAL_VARIABLES.contains(&v.name.as_str()))
         .map(|v| v.value.clone())
         .collect();
     if let Some(git_token) = job.variables.iter().find(|v| v.name == GIT_TOKEN_VARIABLE) {

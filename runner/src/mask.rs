@@ -5,13 +5,16 @@
 //! still be the beginning of a secret and emits everything before them masked.
 //!
 //! Why holding back `longest secret - 1` bytes is enough: let `cut` be the buffer
-//! length minus that hold-back. A match that starts before `cut` has at least
+//! length minus that hold-back (`longest` is the longest form of any secret, see
+//! [`encoded_forms`]). A match that starts before `cut` has at least
 //! `longest` bytes of buffer after its start, so no byte that arrives later can
 //! extend it or create an earlier-starting one: it is final. And no match can
 //! start before `cut` and end beyond the buffer, so after the final matches,
 //! everything up to `max(cut, end of the last final match)` is safe to emit.
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use base64::engine::general_purpose::{GeneralPurpose, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::Engine;
 
 /// What a masked secret is replaced with.
 pub const REPLACEMENT: &[u8] = b"***";
@@ -26,7 +29,7 @@ pub struct Masker {
     matcher: Matcher,
     /// Bytes received but not yet emitted (at most `hold_back` after a push).
     pending: Vec<u8>,
-    /// Longest secret length minus one: how many trailing bytes may start a secret.
+    /// Longest form length minus one: how many trailing bytes may start a secret.
     hold_back: usize,
     withheld_notice_sent: bool,
 }
@@ -42,11 +45,13 @@ enum Matcher {
 impl Masker {
     /// Builds a masker for `secrets`. Empty secrets are ignored; duplicates are fine.
     /// Where several secrets match at one position, the longest one is masked.
+    /// Each secret is also masked in the forms that template code or a provider may print
+    /// it in (see [`encoded_forms`]).
     pub fn new(secrets: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Self {
         let secrets: Vec<Vec<u8>> = secrets
             .into_iter()
-            .map(|secret| secret.as_ref().to_vec())
-            .filter(|secret| !secret.is_empty())
+            .filter(|secret| !secret.as_ref().is_empty())
+            .flat_map(|secret| encoded_forms(secret.as_ref()))
             .collect();
         let longest = secrets.iter().map(Vec::len).max().unwrap_or(0);
         let matcher = if secrets.is_empty() {
@@ -101,6 +106,74 @@ impl Masker {
             WITHHELD_NOTICE.to_vec()
         }
     }
+}
+
+/// Derived forms shorter than this are not masked: they would match ordinary text.
+const MIN_FORM_LEN: usize = 4;
+
+/// `secret` and the forms it takes when printed through common encodings: escaped
+/// inside a JSON string (`jsonencode`), each line of a multi-line secret on its own
+/// (Terraform indents heredoc lines), base64 in both alphabets at each of the three
+/// alignments it can have inside a longer encoded text, and percent-encoded (as in a
+/// URL or a form).
+pub fn encoded_forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = vec![secret.to_vec()];
+    if let Ok(text) = std::str::from_utf8(secret) {
+        let quoted = serde_json::to_string(text).unwrap_or_default();
+        let escaped = &quoted[1..quoted.len() - 1];
+        forms.push(escaped.as_bytes().to_vec());
+        // Terraform's jsonencode (Go's encoder) also escapes <, > and &.
+        let html_safe = escaped
+            .replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026");
+        forms.push(html_safe.into_bytes());
+        if text.contains('\n') {
+            forms.extend(text.lines().map(|line| line.trim().as_bytes().to_vec()));
+        }
+    }
+    for alphabet in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        forms.extend((0..3).map(|offset| base64_at_offset(alphabet, secret, offset)));
+    }
+    forms.push(percent_encoded(secret, false));
+    forms.push(percent_encoded(secret, true));
+    let mut forms: Vec<Vec<u8>> = forms
+        .into_iter()
+        .enumerate()
+        .filter(|(index, form)| *index == 0 || form.len() >= MIN_FORM_LEN)
+        .map(|(_, form)| form)
+        .collect();
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// The base64 characters that depend only on `secret` when it starts `offset` bytes
+/// (0, 1 or 2) into a 3-byte group of a longer encoded text: the characters that also
+/// hold bits of the bytes before it or after it differ from one text to the next.
+fn base64_at_offset(alphabet: &GeneralPurpose, secret: &[u8], offset: usize) -> Vec<u8> {
+    let mut shifted = vec![0u8; offset];
+    shifted.extend_from_slice(secret);
+    let encoded = alphabet.encode(&shifted).into_bytes();
+    let first = (offset * 8).div_ceil(6);
+    let last = shifted.len() * 8 / 6;
+    encoded.get(first..last).unwrap_or_default().to_vec()
+}
+
+/// Every byte but the unreserved ones (RFC 3986: letters, digits, `-._~`) as `%XX`;
+/// `form` writes a space as `+`, as HTML forms and query strings often do.
+fn percent_encoded(secret: &[u8], form: bool) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(secret.len() * 3);
+    for &byte in secret {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                encoded.push(byte)
+            }
+            b' ' if form => encoded.push(b'+'),
+            _ => encoded.extend_from_slice(format!("%{byte:02X}").as_bytes()),
+        }
+    }
+    encoded
 }
 
 /// A DFA is the fastest search; for secret sets too large for one, let the crate
@@ -221,16 +294,17 @@ mod tests {
     fn secret_at_the_very_end_is_masked_by_finish() {
         // "end" could still grow into "end-of-story", so push must hold it back.
         let mut masker = Masker::new(["end", "end-of-story"]);
-        let pushed = masker.push(b"log line end");
-        assert_eq!(pushed, b"l");
-        assert_eq!(masker.finish(), b"og line ***");
+        let mut out = masker.push(b"log line end");
+        assert!(out.len() <= b"log line ".len(), "{out:?}");
+        out.extend(masker.finish());
+        assert_eq!(out, b"log line ***");
     }
 
     #[test]
     fn a_final_match_is_emitted_without_waiting_for_finish() {
         let mut masker = Masker::new(["the-end"]);
-        assert_eq!(masker.push(b"log line the-end"), b"log line ***");
-        assert_eq!(masker.finish(), b"");
+        let pushed = masker.push(b"log line the-end, and then the next line of the log");
+        assert!(pushed.starts_with(b"log line ***, and"), "{pushed:?}");
     }
 
     #[test]
@@ -242,6 +316,67 @@ mod tests {
             mask_chunks(&mut Masker::new([key]), lines),
             b"key:\n***\ndone\n"
         );
+    }
+
+    #[test]
+    fn masks_a_secret_escaped_inside_json() {
+        let secret = "pa\"ss\\w<o>&rd";
+        let serde = format!("{{\"p\":{}}}", serde_json::to_string(secret).unwrap());
+        assert_eq!(mask_whole(&[secret], serde.as_bytes()), b"{\"p\":\"***\"}");
+        let terraform = br#"{"p":"pa\"ss\\w\u003co\u003e\u0026rd"}"#;
+        assert_eq!(mask_whole(&[secret], terraform), b"{\"p\":\"***\"}");
+    }
+
+    #[test]
+    fn masks_each_line_of_a_multi_line_secret_when_indented() {
+        let key = "-----BEGIN KEY-----\nMIIEvQIBADANBg\n-----END KEY-----";
+        let heredoc = "    <<EOT\n      -----BEGIN KEY-----\n      MIIEvQIBADANBg\n      -----END KEY-----\n    EOT\n";
+        let out = String::from_utf8(mask_whole(&[key], heredoc.as_bytes())).unwrap();
+        assert_eq!(out, "    <<EOT\n      ***\n      ***\n      ***\n    EOT\n");
+    }
+
+    #[test]
+    fn masks_base64_of_a_secret_at_every_alignment_in_both_alphabets() {
+        let secret = b"s3cr3t?>value~~";
+        for alphabet in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            for before in 0..6 {
+                for after in 0..4 {
+                    let mut plain = vec![b'u'; before];
+                    plain.extend_from_slice(secret);
+                    plain.extend(vec![b'!'; after]);
+                    let encoded = alphabet.encode(&plain);
+                    let out =
+                        mask_whole(&[std::str::from_utf8(secret).unwrap()], encoded.as_bytes());
+                    let offset = before % 3;
+                    let stable = base64_at_offset(alphabet, secret, offset);
+                    assert!(out.windows(3).any(|w| w == REPLACEMENT), "{encoded}");
+                    assert!(
+                        !out.windows(stable.len()).any(|w| w == stable.as_slice()),
+                        "{encoded} -> {}",
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn masks_a_percent_encoded_secret() {
+        let secret = "p@ss w/rd!";
+        assert_eq!(
+            mask_whole(&[secret], b"url=https://u:p%40ss%20w%2Frd%21@h"),
+            b"url=https://u:***@h"
+        );
+        assert_eq!(
+            mask_whole(&[secret], b"body=p%40ss+w%2Frd%21&x=1"),
+            b"body=***&x=1"
+        );
+    }
+
+    #[test]
+    fn short_secrets_are_masked_as_they_are_but_not_in_derived_forms() {
+        assert_eq!(encoded_forms(b"ab"), [b"ab".to_vec()]);
+        assert_eq!(mask_whole(&["ab"], b"cab YWI="), b"c*** YWI=");
     }
 
     #[test]
@@ -261,10 +396,14 @@ mod tests {
     }
 
     #[test]
-    fn holds_back_at_most_longest_secret_minus_one_bytes() {
+    fn holds_back_at_most_the_longest_form_minus_one_bytes() {
+        let longest = encoded_forms(b"12345").iter().map(Vec::len).max().unwrap();
         let mut masker = Masker::new(["12345"]);
         let out = masker.push(b"a long line without the secret");
-        assert_eq!(out.len(), "a long line without the secret".len() - 4);
+        assert_eq!(
+            out.len(),
+            "a long line without the secret".len() - (longest - 1)
+        );
     }
 
     #[test]

@@ -344,7 +344,12 @@ impl AwsApp {
             .unwrap()
             .push((url.clone(), repository.path().to_path_buf()));
         let template = |project_id: &str| json!({ "name": name, "project_id": project_id, "repository": url, "iac_version": "1.0.3" });
-        let environment = json!({ "name": name, "requires_approval": requires_approval });
+        // The tests' one admin key both requests and approves.
+        let environment = json!({
+            "name": name,
+            "requires_approval": requires_approval,
+            "allow_self_approval": requires_approval,
+        });
         self.app
             .create_environment(&self.app.admin_key, name, template, environment)
             .await

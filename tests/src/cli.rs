@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::{binary, tools_dir, PATIENCE};
+use crate::{binary, repositories_dir, tools_dir, PATIENCE};
 
 /// A running `envplane serve`, killed when dropped (also when a test panics).
 pub struct Server {
@@ -64,6 +64,8 @@ impl Server {
             .arg(binary("envplane-runner"))
             .arg("--tools-dir")
             .arg(tools_dir())
+            .arg("--local-repos")
+            .arg(repositories_dir())
             .env("ENVPLANE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -100,6 +100,7 @@ async fn serve(data_dir: &Path) -> (SocketAddr, JoinHandle<()>, Option<String>) 
     let mut config = LocalConfig::new(data_dir.to_path_buf(), format!("http://{address}"));
     config.runner_binary = binary("envplane-runner");
     config.tools_dir = tools_dir();
+    config.local_repositories = Some(repositories_dir());
     let installation = envplane_local::open(config).expect("open the installation");
     let (platform, background) = installation.start().await.expect("start the installation");
     let admin_key = platform
@@ -113,6 +114,15 @@ async fn serve(data_dir: &Path) -> (SocketAddr, JoinHandle<()>, Option<String>) 
         axum::serve(listener, router).await.unwrap();
     });
     (address, server, admin_key)
+}
+
+/// The directory the test servers share with sandboxes (`--local-repos`): every
+/// [`git_repository`] is made inside it, and no data directory is.
+pub fn repositories_dir() -> PathBuf {
+    let dir = target_dir().join("test-repositories");
+    std::fs::create_dir_all(&dir).expect("the test repositories directory");
+    // Resolved: a file:// repository names a plain path (no `..`) inside it.
+    dir.canonicalize().expect("the test repositories directory")
 }
 
 /// Where the test script installs Terraform: `<dir>/terraform/<version>/terraform`.
@@ -327,6 +337,11 @@ impl TestApp {
     }
 
     /// Sends a GET with a raw `Authorization` header; returns the status.
+    /// A request to build by hand (headers the helpers above do not send).
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
     pub async fn raw_authorization(&self, path: &str, authorization: &str) -> u16 {
         let response = self
             .client
@@ -387,7 +402,7 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A Git repository (branch `main`) with `files` committed, for templates to point at.
 pub fn git_repository(files: &[(&str, &str)]) -> TempDir {
-    let dir = tempfile::tempdir().expect("repository directory");
+    let dir = tempfile::tempdir_in(repositories_dir()).expect("repository directory");
     for (path, text) in files {
         let path = dir.path().join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -453,7 +468,12 @@ impl TestApp {
     ) -> Seeded {
         let repository = format!("file://{}", repository.path().display());
         let template = |project_id: &str| json!({ "name": name, "project_id": project_id, "repository": repository, "iac_version": "1.0.3" });
-        let environment = json!({ "name": name, "requires_approval": requires_approval });
+        // The tests' one admin key both requests and approves.
+        let environment = json!({
+            "name": name,
+            "requires_approval": requires_approval,
+            "allow_self_approval": requires_approval,
+        });
         self.create_environment(&self.admin_key, name, template, environment)
             .await
     }

@@ -68,6 +68,66 @@ async fn malformed_bodies_are_refused() {
     assert_eq!(before, snapshot(&app).await);
 }
 
+/// Variable names that would take over the runner are refused at every scope, naming the
+/// rule; so are sensitive values too short to mask.
+#[tokio::test]
+async fn variables_that_would_hijack_the_runner_are_refused() {
+    let app = spawn_app().await;
+    let key = app.admin_key.clone();
+    let seeded = app.seed(&key, "hijack").await;
+    let before = snapshot(&app).await;
+    let scopes = [
+        "/v1/organization".to_string(),
+        format!("/v1/projects/{}", seeded.project_id),
+        format!("/v1/templates/{}", seeded.template_id),
+        format!("/v1/environments/{}", seeded.environment_id),
+    ];
+    for scope in &scopes {
+        for (name, rule) in [
+            ("PATH", "PATH"),
+            ("LD_PRELOAD", "LD_*"),
+            ("TF_LOG", "TF_LOG*"),
+            ("TF_CLI_ARGS_apply", "TF_CLI_*"),
+            ("TF_HTTP_PASSWORD", "TF_HTTP_*"),
+            ("https_proxy", "*_PROXY"),
+            ("GIT_SSH_COMMAND", "GIT_*"),
+            ("ENVPLANE_RUNNER_TOKEN", "ENVPLANE_*"),
+        ] {
+            let message = app
+                .put(
+                    &format!("{scope}/variables/{name}"),
+                    &key,
+                    json!({"value": "x", "kind": "env"}),
+                )
+                .await
+                .expect_error(422, "validation_failed");
+            assert!(message.contains(rule), "{name} at {scope}: {message}");
+        }
+        let message = app
+            .put(
+                &format!("{scope}/variables/pin"),
+                &key,
+                json!({"value": "123", "sensitive": true}),
+            )
+            .await
+            .expect_error(422, "validation_failed");
+        assert!(message.contains("at least 4"), "{message}");
+        assert!(
+            !message.contains("123"),
+            "the error echoes the value: {message}"
+        );
+    }
+    assert_eq!(before, snapshot(&app).await);
+    // The same names are fine for Terraform variables (they arrive as TF_VAR_<name>).
+    app.put(
+        &format!("{}/variables/PATH", scopes[3]),
+        &key,
+        json!({"value": "x", "kind": "terraform"}),
+    )
+    .await
+    .expect(201);
+}
+
 #[tokio::test]
 async fn field_rules_are_enforced() {
     let app = spawn_app().await;
@@ -75,11 +135,18 @@ async fn field_rules_are_enforced() {
     let seeded = app.seed(&key, "base").await;
     let before = snapshot(&app).await;
 
+    // A file:// repository only inside the directory the operator shares.
+    let shared = envplane_e2e::repositories_dir().display().to_string();
+    let data_dir = format!("file://{}", app.data_dir.path().display());
+    let climbing = format!("file://{shared}/../../..");
     for repository in [
         "http://github.com/acme/infra.git",
         "git://github.com/acme/infra.git",
         "ftp://example.com/x",
         "/srv/repo",
+        "file:///etc",
+        &data_dir,
+        &climbing,
     ] {
         let mut body = template_body(&seeded.project_id, "bad");
         body["repository"] = json!(repository);

@@ -14,7 +14,7 @@ fn seed(server: &Server) -> (String, String, String) {
         "--project",
         &project,
         "--repository",
-        "file:///tmp/x",
+        "https://github.com/acme/network.git",
         "--iac-version",
         "1.9.5",
     ]));
@@ -51,7 +51,9 @@ fn projects_templates_and_environments_round_trip() {
     assert_eq!(updated["description"], "card payments");
 
     let templates = server.ok(&["template", "list", "--project", &project]);
-    assert!(templates.contains("network") && templates.contains("file:///tmp/x"));
+    assert!(
+        templates.contains("network") && templates.contains("https://github.com/acme/network.git")
+    );
     assert!(templates.contains("terraform 1.9.5"), "{templates}");
     let template_json = server.json(&["template", "show", &template]);
     assert_eq!(template_json["revision"], "main");

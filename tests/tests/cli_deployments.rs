@@ -69,7 +69,11 @@ fn deploy_follow_logs_list_and_state() {
 fn approvals_and_failures_set_the_exit_code() {
     let server = Server::start();
     let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
-    let environment = server.environment(&repository, "prod", &["--requires-approval"]);
+    let environment = server.environment(
+        &repository,
+        "prod",
+        &["--requires-approval", "--allow-self-approval"],
+    );
 
     let waiting = server.ok(&["deploy", &environment, "--wait"]);
     assert!(waiting.contains("waiting for approval"), "{waiting}");

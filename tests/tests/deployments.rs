@@ -1,7 +1,7 @@
 //! Deployments that really run: real Terraform 1.0.3 in sandboxes, against Git
 //! repositories made by the tests.
 
-use envplane_e2e::{git_repository, spawn_app, GREETING_CONFIG};
+use envplane_e2e::{git_repository, repositories_dir, spawn_app, GREETING_CONFIG};
 use serde_json::json;
 
 fn step_names(deployment: &serde_json::Value) -> Vec<String> {
@@ -131,6 +131,52 @@ async fn apply_keeps_state_across_sandboxes_and_destroy_empties_it() {
         .map(|d| d["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, [destroy, second, first]);
+}
+
+/// An approval is a second pair of eyes: the requester cannot give it, and only an
+/// admin can change that or switch approvals off.
+#[tokio::test]
+async fn the_requester_cannot_approve_its_own_deployment() {
+    let app = spawn_app().await;
+    let admin = app.admin_key.clone();
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = app.environment_on(&repository, "four-eyes", true).await;
+    let environment = format!("/v1/environments/{}", seeded.environment_id);
+    let deployer = app.key(&admin, "deployer", None).await;
+    for change in [
+        json!({"allow_self_approval": false}),
+        json!({"requires_approval": false}),
+    ] {
+        app.patch(&environment, &deployer, change)
+            .await
+            .expect_error(403, "forbidden");
+    }
+    // Sending the current value is no change: a deployer may.
+    app.patch(&environment, &deployer, json!({"requires_approval": true}))
+        .await
+        .expect(200);
+    app.patch(&environment, &admin, json!({"allow_self_approval": false}))
+        .await
+        .expect(200);
+
+    let id = app.deploy(&seeded.environment_id, "apply").await;
+    app.wait_for(&id, &["waiting_for_approval"]).await;
+    let message = app
+        .post(&format!("/v1/deployments/{id}/approve"), &admin, json!({}))
+        .await
+        .expect_error(403, "forbidden");
+    assert!(message.contains("requested"), "{message}");
+    let approved = app
+        .post(
+            &format!("/v1/deployments/{id}/approve"),
+            &deployer,
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_ne!(approved["approved_by"], approved["requested_by"]);
+    let done = app.wait_for(&id, &["succeeded", "failed"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
 }
 
 #[tokio::test]
@@ -307,12 +353,9 @@ async fn every_kind_of_broken_input_fails_with_its_reason() {
     let app = spawn_app().await;
     let key = app.admin_key.clone();
     let good = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let missing = format!("file://{}/nonexistent", repositories_dir().display());
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        (
-            "no-repo",
-            json!({"repository": "file:///nonexistent/repository"}),
-            "the repository could not be cloned",
-        ),
+        ("no-repo", json!({"repository": missing}), "cannot be read"),
         (
             "no-revision",
             json!({"revision": "no-such-branch"}),

@@ -118,6 +118,17 @@ fn routes() -> Vec<Route> {
                 (
                     Method::PATCH,
                     format!("/v1/environments/{}", s.environment_id),
+                    Some(json!({"revision": "main"})),
+                )
+            },
+        },
+        Route {
+            name: "change environment approval",
+            needs: "admin",
+            request: |s, _| {
+                (
+                    Method::PATCH,
+                    format!("/v1/environments/{}", s.environment_id),
                     Some(json!({"requires_approval": true})),
                 )
             },

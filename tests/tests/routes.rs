@@ -333,3 +333,44 @@ async fn every_change_is_audited() {
     assert!(newest["at"].is_string());
     assert!(!events.to_string().contains("s3cr3t-audit"));
 }
+
+/// The server names every request itself; a client's own id is kept beside it, checked.
+#[tokio::test]
+async fn request_ids_are_the_servers_and_a_clients_is_kept_apart() {
+    let app = spawn_app().await;
+    let key = &app.admin_key;
+    let response = app
+        .request(Method::POST, "/v1/projects")
+        .bearer_auth(key)
+        .header("x-request-id", "trace-42:a.b_c")
+        .json(&json!({"name": "traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let echoed = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(echoed.starts_with("req_"), "{echoed}");
+    let events = app.get("/v1/audit-events", key).await.expect(200);
+    let newest = &events["items"][0];
+    assert_eq!(newest["action"], "project.create");
+    assert_eq!(newest["request_id"], echoed.as_str());
+    assert_eq!(newest["client_request_id"], "trace-42:a.b_c");
+
+    for bad in ["with space", "quote\"", &"x".repeat(129), "ünicode"] {
+        let response = app
+            .request(Method::GET, "/v1/projects")
+            .bearer_auth(key)
+            .header("x-request-id", bad.as_bytes())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{bad}");
+        assert!(response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_"));
+    }
+}

@@ -43,6 +43,9 @@ pub struct NewEnvironment {
     /// Deployments wait for an approval.
     #[arg(long)]
     requires_approval: bool,
+    /// The key that requested a deployment may approve it too (needs the admin role).
+    #[arg(long)]
+    allow_self_approval: bool,
     /// How long the environment lives after a deployment, e.g. 8h.
     #[arg(long)]
     ttl: Option<String>,
@@ -59,8 +62,12 @@ pub struct EnvironmentChanges {
     /// Drop the revision override: follow the template's revision again.
     #[arg(long)]
     follow_template: bool,
+    /// Needs the admin role.
     #[arg(long, value_name = "true|false")]
     requires_approval: Option<bool>,
+    /// Whether the requester may approve its own deployment (needs the admin role).
+    #[arg(long, value_name = "true|false")]
+    allow_self_approval: Option<bool>,
     /// How long the environment lives after a deployment, e.g. 8h.
     #[arg(long, conflicts_with = "no_ttl")]
     ttl: Option<String>,
@@ -79,6 +86,8 @@ struct EnvironmentPatch<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     requires_approval: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    allow_self_approval: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<Option<&'a str>>,
 }
 
@@ -88,6 +97,7 @@ impl EnvironmentChanges {
             name: self.name.as_deref(),
             revision: set_or_clear(self.revision.as_deref(), self.follow_template),
             requires_approval: self.requires_approval,
+            allow_self_approval: self.allow_self_approval,
             ttl: set_or_clear(self.ttl.as_deref(), self.no_ttl),
         }
     }
@@ -143,10 +153,10 @@ impl Render for Environment {
             self.revision
                 .clone()
                 .unwrap_or_else(|| "(template)".to_string()),
-            if self.requires_approval {
-                "required"
-            } else {
-                "-"
+            match (self.requires_approval, self.allow_self_approval) {
+                (false, _) => "-",
+                (true, false) => "required",
+                (true, true) => "required (self allowed)",
             }
             .to_string(),
             output::or_dash(self.ttl.as_deref()),

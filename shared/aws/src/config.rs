@@ -234,10 +234,10 @@ impl Common {
             artifacts,
         };
         let platform_settings = Settings {
-            local_mode: false,
             max_parallel_deployments: settings.max_parallel_deployments,
             // Many function instances share the table: each reads the key every time.
             cache_api_keys: false,
+            local_repositories: None,
         };
         AwsPlatform {
             platform: Arc::new(Platform::new(ports, platform_settings)),

@@ -224,7 +224,6 @@ pub(crate) mod fixture {
             let platform = Arc::new(Platform::new(
                 ports,
                 Settings {
-                    local_mode: false,
                     max_parallel_deployments,
                     ..Settings::default()
                 },

@@ -47,6 +47,8 @@ pub struct Caller {
     pub operator: bool,
     /// Carried into audit events so one request can be traced across logs.
     pub request_id: String,
+    /// The client's own request id, when it sent a valid one.
+    pub client_request_id: Option<String>,
 }
 
 impl Caller {
@@ -138,6 +140,7 @@ mod tests {
             project_id: project_id.map(str::to_string),
             operator: false,
             request_id: "req".into(),
+            client_request_id: None,
         }
     }
 

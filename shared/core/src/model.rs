@@ -94,6 +94,10 @@ pub struct Environment {
     /// Overrides the template's revision when set.
     pub revision: Option<String>,
     pub requires_approval: bool,
+    /// Whether the key that requested a deployment may also approve it. Off by default:
+    /// an approval is a second pair of eyes.
+    #[serde(default)]
+    pub allow_self_approval: bool,
     /// How long the environment lives after a deployment, e.g. `8h` (`None`: forever).
     pub ttl: Option<String>,
     /// Drift detection settings; not configurable yet, always `null`.
@@ -150,7 +154,11 @@ pub struct AuditEvent {
     pub action: String,
     pub target_kind: String,
     pub target_id: String,
+    /// The id the server gave the request.
     pub request_id: String,
+    /// The `x-request-id` the client sent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -232,6 +240,9 @@ pub struct CreateEnvironment {
     pub revision: Option<String>,
     #[serde(default)]
     pub requires_approval: bool,
+    /// Setting it needs the admin role.
+    #[serde(default)]
+    pub allow_self_approval: bool,
     #[serde(default)]
     pub ttl: Option<String>,
     #[serde(default)]
@@ -247,7 +258,10 @@ pub struct UpdateEnvironment {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub revision: Option<Option<String>>,
+    /// Changing it needs the admin role.
     pub requires_approval: Option<bool>,
+    /// Changing it needs the admin role.
+    pub allow_self_approval: Option<bool>,
     /// `null` removes the time to live.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]

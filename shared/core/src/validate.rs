@@ -1,9 +1,14 @@
 //! Parse, don't validate: each input that has rules becomes a type on the way in.
 
+use std::path::Path;
+
 use crate::{Error, Result};
 
 pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_VARIABLE_VALUE_LEN: usize = 64 * 1024;
+/// Sensitive values are masked wherever they appear in a deployment's log, so a very
+/// short one would blank out ordinary text (and tell what it is by where it is).
+pub const MIN_SENSITIVE_VALUE_LEN: usize = 4;
 
 /// A display name: 1 to 128 characters, trimmed, no control characters.
 pub fn name(field: &str, value: &str) -> Result<String> {
@@ -25,9 +30,17 @@ pub fn name(field: &str, value: &str) -> Result<String> {
 }
 
 /// Where a template's code lives. Plain `http://` and `git://` are refused: code is only
-/// pulled over encrypted transports. `file://` is for local mode (trying things, tests).
-pub fn repository_url(value: &str, allow_file: bool) -> Result<String> {
+/// pulled over encrypted transports. `file://` is accepted only for a path inside
+/// `local_repositories`, the directory an operator of local mode chose to share with
+/// sandboxes (`envplane serve --local-repos`); none otherwise.
+pub fn repository_url(value: &str, local_repositories: Option<&Path>) -> Result<String> {
     let value = value.trim();
+    if value.len() > 2048 || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid("repository must be a URL without spaces"));
+    }
+    if let Some(path) = value.strip_prefix("file://") {
+        return local_repository(path, local_repositories).map(|_| value.to_string());
+    }
     let has_host_after = |prefix: &str| {
         value
             .strip_prefix(prefix)
@@ -37,25 +50,36 @@ pub fn repository_url(value: &str, allow_file: bool) -> Result<String> {
         rest.split_once(':')
             .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty())
     });
-    let accepted = has_host_after("https://")
-        || has_host_after("ssh://")
-        || scp_like
-        || (allow_file
-            && value
-                .strip_prefix("file://")
-                .is_some_and(|p| p.starts_with('/')));
-    if value.len() > 2048 || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Error::invalid("repository must be a URL without spaces"));
-    }
-    if accepted {
+    if has_host_after("https://") || has_host_after("ssh://") || scp_like {
         return Ok(value.to_string());
     }
-    let allowed = if allow_file {
-        "https://, ssh://, git@host:path or file:///absolute/path"
+    let allowed = if local_repositories.is_some() {
+        "https://, ssh://, git@host:path or file:// under the local repositories directory"
     } else {
-        "https://, ssh:// or git@host:path (file:// is accepted in local mode only)"
+        "https://, ssh:// or git@host:path"
     };
     Err(Error::invalid(format!("repository must use {allowed}")))
+}
+
+/// A `file://` repository's path: absolute, without `.` or `..` parts, inside `root`.
+/// (The launcher resolves symbolic links again before it shares the directory.)
+pub fn local_repository<'a>(path: &'a str, root: Option<&Path>) -> Result<&'a Path> {
+    let Some(root) = root else {
+        return Err(Error::invalid(
+            "file:// repositories are accepted only when the operator shares a directory \
+             of local repositories (envplane serve --local-repos DIR)",
+        ));
+    };
+    let plain = path.starts_with('/') && !path.split('/').any(|part| part == "." || part == "..");
+    let path = Path::new(path);
+    if plain && path.starts_with(root) && path != root {
+        Ok(path)
+    } else {
+        Err(Error::invalid(format!(
+            "a file:// repository must be an absolute path without . or .. inside {}",
+            root.display()
+        )))
+    }
 }
 
 /// A Git revision (branch, tag or commit). Refuses what could be read as a command flag.
@@ -135,6 +159,94 @@ pub fn variable_name(value: &str, allow_dash: bool) -> Result<String> {
     }
 }
 
+/// Variables with these names configure the clone (the runner reads them itself) and
+/// reach neither hooks nor Terraform.
+pub const GIT_TOKEN_VARIABLE: &str = "ENVPLANE_GIT_TOKEN";
+pub const GIT_SSH_KEY_VARIABLE: &str = "ENVPLANE_GIT_SSH_KEY";
+pub const CLONE_CREDENTIAL_VARIABLES: [&str; 2] = [GIT_TOKEN_VARIABLE, GIT_SSH_KEY_VARIABLE];
+
+/// Environment variables that would let whoever sets a variable take over the runner,
+/// Terraform or Git (a loader preload, a CLI flag, a proxy with its own CA, the state
+/// backend's credentials), and why. `*` ends a prefix.
+const RESERVED_ENVIRONMENT_NAMES: [(&str, &str); 20] = [
+    ("PATH", "chooses which programs run"),
+    ("HOME", "chooses which configuration files are read"),
+    ("LD_*", "loads code into every program"),
+    ("BASH_ENV", "runs a script before every shell"),
+    ("ENV", "runs a script before every shell"),
+    (
+        "TF_LOG*",
+        "makes providers log request bodies, secrets included",
+    ),
+    (
+        "TF_CLI_*",
+        "adds arguments or configuration to every Terraform command",
+    ),
+    (
+        "TF_HTTP_*",
+        "overrides the state backend and its credentials",
+    ),
+    ("TF_DATA_DIR", "moves Terraform's working data"),
+    ("TF_PLUGIN*", "chooses which provider binaries run"),
+    (
+        "TF_WORKSPACE",
+        "switches the Terraform workspace under the platform's state",
+    ),
+    ("GIT_*", "changes how repositories are fetched"),
+    ("SSH_*", "changes how repositories are fetched"),
+    ("SSL_CERT_*", "replaces the trusted certificate authorities"),
+    (
+        "CURL_CA_BUNDLE",
+        "replaces the trusted certificate authorities",
+    ),
+    (
+        "REQUESTS_CA_BUNDLE",
+        "replaces the trusted certificate authorities",
+    ),
+    (
+        "NODE_EXTRA_CA_CERTS",
+        "replaces the trusted certificate authorities",
+    ),
+    ("ENVPLANE_*", "is the platform's own"),
+    ("*_PROXY", "sends traffic through another host"),
+    (
+        "TMPDIR",
+        "moves temporary files out of the sandbox's work directory",
+    ),
+];
+
+/// Why an environment variable of this name is refused, if it is: one of
+/// [`RESERVED_ENVIRONMENT_NAMES`], except the documented clone credentials. Proxy names
+/// count in any case (`https_proxy` is read too).
+pub fn reserved_environment_name(name: &str) -> Option<String> {
+    if CLONE_CREDENTIAL_VARIABLES.contains(&name) {
+        return None;
+    }
+    RESERVED_ENVIRONMENT_NAMES
+        .iter()
+        .find(|(pattern, _)| {
+            if let Some(suffix) = pattern.strip_prefix('*') {
+                name.to_ascii_uppercase().ends_with(suffix)
+            } else if let Some(prefix) = pattern.strip_suffix('*') {
+                name.starts_with(prefix)
+            } else {
+                name == *pattern
+            }
+        })
+        .map(|(pattern, why)| format!("the name {pattern} is reserved: it {why}"))
+}
+
+/// A name for a variable of kind `env`: a valid variable name that is not reserved.
+pub fn environment_variable_name(value: &str) -> Result<String> {
+    let name = variable_name(value, false)?;
+    match reserved_environment_name(&name) {
+        Some(rule) => Err(Error::invalid(format!(
+            "environment variable {name:?} cannot be set: {rule}"
+        ))),
+        None => Ok(name),
+    }
+}
+
 /// A time to live such as `30m`, `8h` or `7d`, returned in seconds (1 minute to 1 year).
 pub fn ttl_seconds(value: &str) -> Result<u64> {
     let value = value.trim();
@@ -166,6 +278,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_that_would_hijack_the_runner_are_refused() {
+        for name in [
+            "PATH",
+            "HOME",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "TF_LOG",
+            "TF_LOG_PROVIDER",
+            "TF_CLI_ARGS",
+            "TF_CLI_ARGS_plan",
+            "TF_CLI_CONFIG_FILE",
+            "TF_HTTP_ADDRESS",
+            "TF_HTTP_PASSWORD",
+            "TF_DATA_DIR",
+            "TF_PLUGIN_CACHE_DIR",
+            "GIT_SSH_COMMAND",
+            "GIT_CONFIG_GLOBAL",
+            "SSH_AUTH_SOCK",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "All_Proxy",
+            "NO_PROXY",
+            "SSL_CERT_FILE",
+            "CURL_CA_BUNDLE",
+            "ENVPLANE_RUNNER_TOKEN",
+            "ENVPLANE_API_URL",
+            "BASH_ENV",
+            "TMPDIR",
+        ] {
+            let message = environment_variable_name(name).unwrap_err().to_string();
+            assert!(message.contains("reserved"), "{name}: {message}");
+        }
+        for name in [
+            "ENVPLANE_GIT_TOKEN",
+            "ENVPLANE_GIT_SSH_KEY",
+            "AWS_REGION",
+            "TF_VAR_x",
+            "TF_TOKEN_app_terraform_io",
+            "path_prefix",
+            "HOMEPAGE",
+            "PROXY_HOST",
+            "tf_log",
+        ] {
+            assert_eq!(environment_variable_name(name).unwrap(), name);
+        }
+        assert!(environment_variable_name("A=B").is_err());
+        assert!(environment_variable_name("1A").is_err());
+    }
+
+    #[test]
     fn names_are_trimmed_and_bounded() {
         assert_eq!(name("name", "  web  ").unwrap(), "web");
         assert!(name("name", "").is_err());
@@ -181,7 +343,7 @@ mod tests {
             "ssh://git@github.com/acme/infra.git",
             "git@github.com:acme/infra.git",
         ] {
-            assert_eq!(repository_url(ok, false).unwrap(), ok);
+            assert_eq!(repository_url(ok, None).unwrap(), ok);
         }
         for bad in [
             "http://github.com/acme/infra",
@@ -193,11 +355,24 @@ mod tests {
             "/tmp/repo",
             "https://x/ y",
         ] {
-            assert!(repository_url(bad, true).is_err(), "{bad}");
+            assert!(
+                repository_url(bad, Some(Path::new("/srv/repos"))).is_err(),
+                "{bad}"
+            );
         }
-        assert!(repository_url("file:///tmp/repo", false).is_err());
-        assert!(repository_url("file:///tmp/repo", true).is_ok());
-        assert!(repository_url("file://relative", true).is_err());
+        let root = Some(Path::new("/srv/repos"));
+        assert!(repository_url("file:///srv/repos/infra", None).is_err());
+        assert!(repository_url("file:///srv/repos/infra", root).is_ok());
+        for outside in [
+            "file://relative",
+            "file:///srv/repos",
+            "file:///srv/repos-other/x",
+            "file:///srv/repos/../secrets",
+            "file:///srv/repos/./x",
+            "file:///etc",
+        ] {
+            assert!(repository_url(outside, root).is_err(), "{outside}");
+        }
     }
 
     #[test]

@@ -2,15 +2,16 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Request};
+use axum::http::{HeaderName, HeaderValue, Request};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use envplane_core::auth::Caller;
 use envplane_core::ids::new_id;
 use envplane_core::{Error, Platform};
-use tower_http::request_id::{MakeRequestId, RequestId};
 
 use crate::error::ApiError;
 
@@ -51,23 +52,67 @@ impl FromRequestParts<Arc<Platform>> for Auth {
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .ok_or(Error::Unauthenticated)?;
-        let request_id = parts
+        let ids = parts
             .extensions
-            .get::<RequestId>()
-            .and_then(|id| id.header_value().to_str().ok())
-            .unwrap_or("unknown");
-        Ok(Auth(platform.authenticate(key, request_id).await?))
+            .get::<RequestIds>()
+            .cloned()
+            .unwrap_or_default();
+        let mut caller = platform.authenticate(key, &ids.id).await?;
+        caller.client_request_id = ids.client;
+        Ok(Auth(caller))
     }
 }
 
-/// Gives every request an id (`x-request-id`), echoed in the response and the audit log.
-#[derive(Clone, Copy)]
-pub struct NewRequestId;
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Longest `x-request-id` a client may send.
+const MAX_CLIENT_REQUEST_ID_LEN: usize = 128;
 
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&new_id("req"))
-            .ok()
-            .map(RequestId::new)
+/// The id the server gave a request, and the client's own `x-request-id` when it sent a
+/// valid one: kept beside the server's, never in its place.
+#[derive(Debug, Clone, Default)]
+pub struct RequestIds {
+    pub id: String,
+    pub client: Option<String>,
+}
+
+/// Gives every request a new id, echoed in `x-request-id` on the response and recorded
+/// in audit events. A client's `x-request-id` (letters, digits and `-_.:`, at most 128)
+/// is kept as its own field; any other value is refused with 400.
+pub async fn request_ids(mut request: Request<Body>, next: Next) -> Response {
+    let id = new_id("req");
+    let client = request.headers_mut().remove(X_REQUEST_ID);
+    let response = match client.as_ref().map(client_request_id).transpose() {
+        Ok(client) => {
+            request.extensions_mut().insert(RequestIds {
+                id: id.clone(),
+                client,
+            });
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    };
+    with_request_id(response, &id)
+}
+
+fn client_request_id(value: &HeaderValue) -> Result<String, ApiError> {
+    let valid = |text: &str| {
+        !text.is_empty()
+            && text.len() <= MAX_CLIENT_REQUEST_ID_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    };
+    match value.to_str() {
+        Ok(text) if valid(text) => Ok(text.to_string()),
+        _ => Err(ApiError::bad_request(format!(
+            "x-request-id must be 1 to {MAX_CLIENT_REQUEST_ID_LEN} letters, digits, -, _, . or :"
+        ))),
     }
+}
+
+fn with_request_id(mut response: Response, id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    response
 }

@@ -10,14 +10,13 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use envplane_core::Platform;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as OpenApiDocument;
@@ -111,13 +110,8 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
         })
         .with_state(platform);
     // Around the whole router once: `Router::layer` would wrap each route on its own.
-    let request_id = HeaderName::from_static("x-request-id");
     let middleware = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(
-            request_id.clone(),
-            extract::NewRequestId,
-        ))
-        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(axum::middleware::from_fn(extract::request_ids))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(

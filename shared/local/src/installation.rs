@@ -1,8 +1,8 @@
 //! One local installation: every adapter over one data directory, and the background
 //! loops a serverless deployment gets from SQS and EventBridge.
 
-use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::launcher::{Isolation, LauncherConfig, LocalLauncher, SandboxExit};
 use crate::queue::{Delivery, SqliteQueue};
 use crate::{FileArtifacts, FileKeyRing, KeyFileError, SqliteStore};
-use crate::{ARTIFACTS_DIR, DATABASE_FILE, MASTER_KEY_FILE, TOOLS_DIR};
+use crate::{ADMIN_KEY_FILE, ARTIFACTS_DIR, DATABASE_FILE, MASTER_KEY_FILE, TOOLS_DIR};
 
 /// Deliveries after which a message that keeps failing is given up (like a DLQ).
 const MAX_RECEIVES: u32 = 5;
@@ -31,6 +31,9 @@ pub struct LocalConfig {
     pub tools_dir: PathBuf,
     pub isolation: Isolation,
     pub max_parallel_deployments: usize,
+    /// A directory whose Git repositories templates may name as `file://`; none by
+    /// default. It may not overlap the data directory.
+    pub local_repositories: Option<PathBuf>,
 }
 
 impl LocalConfig {
@@ -48,6 +51,7 @@ impl LocalConfig {
             runner_binary,
             isolation: Isolation::detect(),
             max_parallel_deployments: Settings::default().max_parallel_deployments,
+            local_repositories: None,
         }
     }
 }
@@ -59,6 +63,14 @@ pub enum OpenError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot make {path} private to this user ({mode:o}): {source}")]
+    Permissions {
+        path: String,
+        mode: u32,
+        source: std::io::Error,
+    },
+    #[error("cannot share {path} as the local repositories directory: {reason}")]
+    LocalRepositories { path: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -86,7 +98,8 @@ impl Drop for Background {
     }
 }
 
-/// Opens (creating on first use, 0700) the installation in `config.data_dir`.
+/// Opens (creating on first use) the installation in `config.data_dir`, private to this
+/// user at every start: the directory 0700, the database and key files 0600.
 pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -97,6 +110,12 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
             source,
         })?;
     let database = config.data_dir.join(DATABASE_FILE);
+    make_private(&config.data_dir)?;
+    let local_repositories = config
+        .local_repositories
+        .as_deref()
+        .map(|root| shared_repositories(root, &config.data_dir))
+        .transpose()?;
     let store = SqliteStore::open(&database)?;
     let queue = SqliteQueue::open(&database)?;
     let key_ring = FileKeyRing::open_or_create(&config.data_dir.join(MASTER_KEY_FILE))?;
@@ -107,6 +126,7 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
             api_url: config.api_url,
             tools_dir: config.tools_dir,
             isolation: config.isolation,
+            local_repositories: local_repositories.clone(),
         },
         exit_sender,
     );
@@ -119,8 +139,8 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         artifacts: Arc::new(FileArtifacts::new(config.data_dir.join(ARTIFACTS_DIR))),
     };
     let settings = Settings {
-        local_mode: true,
         cache_api_keys: true,
+        local_repositories,
         max_parallel_deployments: config.max_parallel_deployments,
     };
     Ok(Installation {
@@ -128,6 +148,73 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         queue,
         exits,
     })
+}
+
+/// Files of the data directory that hold secrets or state; SQLite creates its `-wal`
+/// and `-shm` files with the database's mode. (A master key found readable by others
+/// is not fixed but refused: it may have leaked.)
+const PRIVATE_FILES: [&str; 4] = [
+    DATABASE_FILE,
+    "envplane.db-wal",
+    "envplane.db-shm",
+    ADMIN_KEY_FILE,
+];
+
+/// Sets the data directory to 0700 and its secret files to 0600 (creating an empty
+/// database file first, so SQLite never creates one with the umask's mode). A file this
+/// user cannot change, for example another user's, stops the start.
+fn make_private(data_dir: &Path) -> Result<(), OpenError> {
+    set_mode(data_dir, 0o700)?;
+    let database = data_dir.join(DATABASE_FILE);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&database)
+        .map_err(|source| permissions_error(&database, 0o600, source))?;
+    for file in PRIVATE_FILES {
+        let path = data_dir.join(file);
+        if path.exists() {
+            set_mode(&path, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// The local repositories directory, resolved: it must exist, and neither it nor the
+/// data directory may hold the other (a sandbox would see the keys and the database).
+fn shared_repositories(root: &Path, data_dir: &Path) -> Result<PathBuf, OpenError> {
+    let refused = |reason: String| OpenError::LocalRepositories {
+        path: root.display().to_string(),
+        reason,
+    };
+    let root = root.canonicalize().map_err(|e| refused(e.to_string()))?;
+    if !root.is_dir() {
+        return Err(refused("it is not a directory".into()));
+    }
+    let data_dir = data_dir
+        .canonicalize()
+        .map_err(|e| refused(e.to_string()))?;
+    if root.starts_with(&data_dir) || data_dir.starts_with(&root) {
+        return Err(refused(format!(
+            "it overlaps the data directory {}",
+            data_dir.display()
+        )));
+    }
+    Ok(root)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), OpenError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|source| permissions_error(path, mode, source))
+}
+
+fn permissions_error(path: &Path, mode: u32, source: std::io::Error) -> OpenError {
+    OpenError::Permissions {
+        path: path.display().to_string(),
+        mode,
+        source,
+    }
 }
 
 impl Installation {
@@ -211,5 +298,68 @@ async fn watch_exits(platform: Arc<Platform>, mut exits: UnboundedReceiver<Sandb
         {
             tracing::error!(%error, deployment_id = %exit.deployment_id, "concluding a stopped sandbox failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn every_start_makes_the_data_directory_private() {
+        let parent = tempfile::tempdir().unwrap();
+        let data_dir = parent.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let admin_key = data_dir.join(ADMIN_KEY_FILE);
+        std::fs::write(&admin_key, "epk_x").unwrap();
+        std::fs::set_permissions(&admin_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let config = LocalConfig::new(data_dir.clone(), "http://127.0.0.1:1".into());
+        drop(open(config.clone()).unwrap());
+        assert_eq!(mode(&data_dir), 0o700);
+        for file in [DATABASE_FILE, MASTER_KEY_FILE, ADMIN_KEY_FILE] {
+            assert_eq!(mode(&data_dir.join(file)), 0o600, "{file}");
+        }
+
+        // Loosened between two starts: tightened again.
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let database = data_dir.join(DATABASE_FILE);
+        std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o666)).unwrap();
+        drop(open(config).unwrap());
+        assert_eq!(mode(&data_dir), 0o700);
+        assert_eq!(mode(&database), 0o600);
+    }
+
+    #[tokio::test]
+    async fn the_local_repositories_never_overlap_the_data_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let data_dir = parent.path().join("data");
+        let config = |repositories: PathBuf| LocalConfig {
+            local_repositories: Some(repositories),
+            ..LocalConfig::new(data_dir.clone(), "http://127.0.0.1:1".into())
+        };
+        for overlapping in [
+            parent.path().to_path_buf(),
+            data_dir.clone(),
+            data_dir.join("artifacts"),
+        ] {
+            std::fs::create_dir_all(&overlapping).unwrap();
+            let error = open(config(overlapping.clone())).err().expect("refused");
+            assert!(
+                error.to_string().contains("overlaps"),
+                "{overlapping:?}: {error}"
+            );
+        }
+        let missing = open(config(parent.path().join("missing")))
+            .err()
+            .expect("refused");
+        assert!(missing.to_string().contains("missing"), "{missing}");
+        let repositories = tempfile::tempdir().unwrap();
+        assert!(open(config(repositories.path().to_path_buf())).is_ok());
     }
 }

@@ -55,6 +55,43 @@ pub struct LauncherConfig {
     /// `<dir>/terraform/<version>/terraform`, mounted read-only.
     pub tools_dir: PathBuf,
     pub isolation: Isolation,
+    /// The directory of `file://` repositories the operator shares, resolved (no
+    /// symbolic links); `None` shares none.
+    pub local_repositories: Option<PathBuf>,
+}
+
+/// A `file://` repository as the sandbox sees it: the resolved directory on the host,
+/// mounted read-only at the path the template names.
+#[derive(Debug)]
+struct RepositoryMount {
+    host: PathBuf,
+    sandbox: PathBuf,
+}
+
+impl LauncherConfig {
+    /// Resolves a `file://` repository again at launch (the API checked its path when
+    /// the template was saved; a symbolic link may point elsewhere since): only a
+    /// directory inside the shared one is mounted.
+    fn repository_mount(&self, repository: &str) -> Result<Option<RepositoryMount>, LaunchError> {
+        let Some(path) = repository.strip_prefix("file://") else {
+            return Ok(None);
+        };
+        let refused = |why: &str| LaunchError::Failed(format!("the repository {repository} {why}"));
+        let root = self
+            .local_repositories
+            .as_deref()
+            .ok_or_else(|| refused("is a local path and no local repositories are shared"))?;
+        let sandbox = envplane_core::validate::local_repository(path, Some(root))
+            .map_err(|error| refused(&error.to_string()))?
+            .to_path_buf();
+        let host = sandbox
+            .canonicalize()
+            .map_err(|error| refused(&format!("cannot be read: {error}")))?;
+        if !host.starts_with(root) || host == root {
+            return Err(refused("resolves outside the local repositories directory"));
+        }
+        Ok(Some(RepositoryMount { host, sandbox }))
+    }
 }
 
 /// A sandbox that ended, for the platform to conclude its deployment if it had not
@@ -89,7 +126,12 @@ impl LocalLauncher {
         }
     }
 
-    fn command(&self, request: &LaunchRequest, work_dir: &Path) -> Command {
+    fn command(
+        &self,
+        request: &LaunchRequest,
+        repository: Option<&RepositoryMount>,
+        work_dir: &Path,
+    ) -> Command {
         let environment = [
             ("ENVPLANE_DEPLOYMENT_ID", request.deployment_id.clone()),
             ("ENVPLANE_API_URL", self.config.api_url.clone()),
@@ -103,7 +145,7 @@ impl LocalLauncher {
         let mut command = match self.config.isolation {
             Isolation::Bubblewrap => {
                 let mut command = Command::new("bwrap");
-                command.args(bubblewrap_args(&self.config, request, work_dir));
+                command.args(bubblewrap_args(&self.config, repository, work_dir));
                 command.arg(SANDBOX_RUNNER);
                 command.env_clear();
                 command
@@ -133,7 +175,7 @@ impl LocalLauncher {
 /// no view of the data directory or the master key.
 fn bubblewrap_args(
     config: &LauncherConfig,
-    request: &LaunchRequest,
+    repository: Option<&RepositoryMount>,
     work_dir: &Path,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
@@ -168,8 +210,8 @@ fn bubblewrap_args(
     ]);
     push(&[&"--ro-bind", &config.runner_binary, &SANDBOX_RUNNER]);
     push(&[&"--ro-bind-try", &config.tools_dir, &SANDBOX_TOOLS]);
-    if let Some(path) = request.repository.strip_prefix("file://") {
-        push(&[&"--ro-bind-try", &path, &path]);
+    if let Some(mount) = repository {
+        push(&[&"--ro-bind", &mount.host, &mount.sandbox]);
     }
     // The environment is bwrap's own, cleared down to the runner's variables: the token
     // travels there, never as an argument.
@@ -206,6 +248,7 @@ impl Launcher for LocalLauncher {
                 self.config.runner_binary.display()
             )));
         }
+        let repository = self.config.repository_mount(&request.repository)?;
         let work_dir = tempfile::Builder::new()
             .prefix("envplane-sandbox-")
             .tempdir()
@@ -213,7 +256,7 @@ impl Launcher for LocalLauncher {
                 LaunchError::Failed(format!("cannot create the sandbox work directory: {e}"))
             })?;
         let mut child = self
-            .command(&request, work_dir.path())
+            .command(&request, repository.as_ref(), work_dir.path())
             .spawn()
             .map_err(|e| LaunchError::Failed(format!("cannot start the sandbox: {e}")))?;
         let process_group = child.id().map(|pid| pid as i32);
@@ -293,17 +336,6 @@ async fn forward_runner_output(deployment_id: String, stream: Either) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envplane_core::secrecy::SecretString;
-
-    fn request(repository: &str) -> LaunchRequest {
-        LaunchRequest {
-            org_id: "org_1".into(),
-            deployment_id: "dep_1".into(),
-            attempt: 1,
-            runner_token: SecretString::from("ert_secret_token"),
-            repository: repository.into(),
-        }
-    }
 
     fn config() -> LauncherConfig {
         LauncherConfig {
@@ -311,11 +343,12 @@ mod tests {
             api_url: "http://127.0.0.1:8080".into(),
             tools_dir: "/var/lib/envplane/tools".into(),
             isolation: Isolation::Bubblewrap,
+            local_repositories: None,
         }
     }
 
-    fn command_line(repository: &str) -> String {
-        bubblewrap_args(&config(), &request(repository), Path::new("/tmp/w"))
+    fn command_line(repository: Option<&RepositoryMount>) -> String {
+        bubblewrap_args(&config(), repository, Path::new("/tmp/w"))
             .iter()
             .map(|a| a.to_string_lossy().to_string())
             .collect::<Vec<_>>()
@@ -324,7 +357,7 @@ mod tests {
 
     #[test]
     fn the_token_is_never_a_command_line_argument() {
-        let joined = command_line("https://github.com/acme/infra.git");
+        let joined = command_line(None);
         assert!(!joined.contains("ert_secret_token"));
         assert!(joined.contains("--die-with-parent"));
         assert!(joined.contains("--unshare-pid"));
@@ -332,8 +365,39 @@ mod tests {
     }
 
     #[test]
-    fn file_repositories_are_mounted_read_only() {
-        let joined = command_line("file:///srv/repos/infra");
-        assert!(joined.contains("--ro-bind-try /srv/repos/infra /srv/repos/infra"));
+    fn only_repositories_inside_the_shared_directory_are_mounted_read_only() {
+        let shared = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = shared.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("infra")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
+        let sharing = LauncherConfig {
+            local_repositories: Some(root.clone()),
+            ..config()
+        };
+        let url = |path: &Path| format!("file://{}", path.display());
+
+        let mount = sharing
+            .repository_mount(&url(&root.join("infra")))
+            .unwrap()
+            .unwrap();
+        let infra = root.join("infra").display().to_string();
+        assert!(command_line(Some(&mount)).contains(&format!("--ro-bind {infra} {infra}")));
+        assert!(sharing
+            .repository_mount("https://github.com/acme/infra.git")
+            .unwrap()
+            .is_none());
+        for refused in [
+            url(&root.join("escape")),
+            url(&root.join("../x")),
+            url(outside.path()),
+            url(&root),
+        ] {
+            assert!(sharing.repository_mount(&refused).is_err(), "{refused}");
+        }
+        let unshared = config();
+        assert!(unshared
+            .repository_mount(&url(&root.join("infra")))
+            .is_err());
     }
 }

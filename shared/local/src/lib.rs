@@ -19,5 +19,7 @@ pub use sqlite::SqliteStore;
 /// The files of a local installation inside its data directory.
 pub const DATABASE_FILE: &str = "envplane.db";
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// Where `envplane serve` saves the operator's key on first start.
+pub const ADMIN_KEY_FILE: &str = "admin-key";
 pub const ARTIFACTS_DIR: &str = "artifacts";
 pub const TOOLS_DIR: &str = "tools";

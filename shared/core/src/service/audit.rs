@@ -28,6 +28,7 @@ impl Platform {
             target_kind: target_kind.as_str().to_string(),
             target_id: target_id.to_string(),
             request_id: caller.request_id.clone(),
+            client_request_id: caller.client_request_id.clone(),
             at: self.now(),
         };
         let record = record(org_id, &event.id, None, None, &event)

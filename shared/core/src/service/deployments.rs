@@ -158,8 +158,22 @@ impl Platform {
     }
 
     /// Approves the saved plan: a new sandbox applies exactly that plan.
+    /// Approves the saved plan. The key that requested the deployment may not, unless
+    /// its environment allows self-approval.
     pub async fn approve_deployment(&self, caller: &Caller, id: &str) -> Result<Deployment> {
         let mut loaded = self.waiting_for_approval(caller, id).await?;
+        if loaded.value.requested_by == caller.key_id {
+            let environment = self
+                .load::<Environment>(&caller.org_id, &loaded.value.environment_id)
+                .await?
+                .value;
+            if !environment.allow_self_approval {
+                return Err(Error::forbidden(
+                    "the key that requested a deployment cannot approve it: another key must, \
+                     or an admin can set allow_self_approval on the environment",
+                ));
+            }
+        }
         let deployment = &mut loaded.value;
         deployment.status = DeploymentStatus::Queued;
         deployment.approved_by = Some(caller.key_id.clone());

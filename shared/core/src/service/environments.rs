@@ -36,6 +36,9 @@ impl Platform {
         input: CreateEnvironment,
     ) -> Result<Environment> {
         caller.require(Role::Deployer, Some(&input.project_id))?;
+        if input.allow_self_approval {
+            caller.require(Role::Admin, Some(&input.project_id))?;
+        }
         let name = validate::name("name", &input.name)?;
         let revision = input
             .revision
@@ -62,6 +65,7 @@ impl Platform {
             template_id: input.template_id,
             revision,
             requires_approval: input.requires_approval,
+            allow_self_approval: input.allow_self_approval,
             ttl,
             drift: None,
             outputs: None,
@@ -120,8 +124,20 @@ impl Platform {
         if let Some(revision) = input.revision {
             environment.revision = revision.as_deref().map(validate::revision).transpose()?;
         }
+        let approval_changes = input
+            .requires_approval
+            .is_some_and(|v| v != environment.requires_approval)
+            || input
+                .allow_self_approval
+                .is_some_and(|v| v != environment.allow_self_approval);
+        if approval_changes {
+            caller.require(Role::Admin, Some(&environment.project_id))?;
+        }
         if let Some(requires_approval) = input.requires_approval {
             environment.requires_approval = requires_approval;
+        }
+        if let Some(allow_self_approval) = input.allow_self_approval {
+            environment.allow_self_approval = allow_self_approval;
         }
         if let Some(value) = input.ttl {
             environment.ttl = ttl(value)?;

@@ -67,6 +67,7 @@ mod tests {
             project_id: None,
             operator: false,
             request_id: String::new(),
+            client_request_id: None,
         }
     }
 

@@ -39,8 +39,9 @@ pub const MAX_PAGE_SIZE: usize = 500;
 /// How this installation of the platform behaves.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Local mode accepts `file://` repositories (for trying things out and for tests).
-    pub local_mode: bool,
+    /// The directory whose repositories templates may name as `file://` (local mode,
+    /// when the operator shares one); `None` refuses every `file://` repository.
+    pub local_repositories: Option<std::path::PathBuf>,
     /// Sandboxes running at once, across environments.
     pub max_parallel_deployments: usize,
     /// Keep resolved API keys in memory. Only where this process is the only one using
@@ -51,7 +52,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            local_mode: false,
+            local_repositories: None,
             max_parallel_deployments: 4,
             cache_api_keys: false,
         }

@@ -38,6 +38,7 @@ impl Platform {
             project_id: None,
             operator: true,
             request_id: "bootstrap".into(),
+            client_request_id: None,
         };
         ops.push(self.audit_event(
             &audit_actor,
@@ -80,6 +81,7 @@ impl Platform {
             project_id: api_key.project_id,
             operator: api_key.operator,
             request_id: request_id.to_string(),
+            client_request_id: None,
         };
         if let (Some(cache), Some(generation)) = (cache, generation) {
             cache.insert(hash, caller.clone(), generation);

@@ -28,7 +28,10 @@ impl Platform {
     ) -> Result<Template> {
         caller.require(Role::Admin, Some(&input.project_id))?;
         let name = validate::name("name", &input.name)?;
-        let repository = validate::repository_url(&input.repository, self.settings.local_mode)?;
+        let repository = validate::repository_url(
+            &input.repository,
+            self.settings.local_repositories.as_deref(),
+        )?;
         let revision = validate::revision(input.revision.as_deref().unwrap_or(DEFAULT_REVISION))?;
         let path = validate::repository_path(input.path.as_deref().unwrap_or("."))?;
         let iac_version = validate::iac_version(&input.iac_version)?;
@@ -96,7 +99,8 @@ impl Platform {
             template.name = validate::name("name", &name)?;
         }
         if let Some(repository) = input.repository {
-            template.repository = validate::repository_url(&repository, self.settings.local_mode)?;
+            template.repository =
+                validate::repository_url(&repository, self.settings.local_repositories.as_deref())?;
         }
         if let Some(revision) = input.revision {
             template.revision = validate::revision(&revision)?;

@@ -9,7 +9,7 @@ use crate::model::{
     Environment, Listing, Project, PutVariable, ScopeKind, Template, Variable, VariableKind,
 };
 use crate::ports::{Kind, WriteOp};
-use crate::validate::{self, MAX_VARIABLE_VALUE_LEN};
+use crate::validate::{self, MAX_VARIABLE_VALUE_LEN, MIN_SENSITIVE_VALUE_LEN};
 use crate::{Error, Result};
 
 use super::{changed_meanwhile, record, Loaded, PageRequest, Platform, Stored};
@@ -82,10 +82,20 @@ impl Platform {
     ) -> Result<(Variable, bool)> {
         let scope = self.resolve_scope(caller, scope).await?;
         caller.require(scope.write_role, scope.project_id.as_deref())?;
-        let name = validate::variable_name(name, input.kind == VariableKind::Terraform)?;
+        let name = match input.kind {
+            VariableKind::Terraform => validate::variable_name(name, true)?,
+            VariableKind::Env => validate::environment_variable_name(name)?,
+        };
         if input.value.expose_secret().len() > MAX_VARIABLE_VALUE_LEN {
             return Err(Error::invalid(format!(
                 "value must be at most {MAX_VARIABLE_VALUE_LEN} bytes"
+            )));
+        }
+        if input.sensitive && input.value.expose_secret().chars().count() < MIN_SENSITIVE_VALUE_LEN
+        {
+            return Err(Error::invalid(format!(
+                "a sensitive value must be at least {MIN_SENSITIVE_VALUE_LEN} characters: \
+                 a shorter one would be masked everywhere it appears in the log"
             )));
         }
         let (value, sealed) = if input.sensitive {
