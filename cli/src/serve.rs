@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use envplane_core::secrecy::{ExposeSecret, SecretString};
-use envplane_local::{LocalConfig, ADMIN_KEY_FILE};
+use envplane_local::{Isolation, LocalConfig, ADMIN_KEY_FILE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -37,6 +37,27 @@ pub struct ServeArgs {
     /// overlap the data directory.
     #[arg(long = "local-repos", env = "ENVPLANE_LOCAL_REPOS", value_name = "DIR")]
     local_repositories: Option<PathBuf>,
+    /// An address range (CIDR) sandboxes may not reach, beyond the private, shared and
+    /// link-local ranges they never reach; repeat for more.
+    #[arg(long = "sandbox-deny", value_name = "CIDR", value_parser = parse_range)]
+    blocked_ranges: Vec<String>,
+    /// Run deployments as plain subprocesses when no sandbox can be made here (no
+    /// bubblewrap, no slirp4netns, not root). Template code can then reach this host.
+    #[arg(long)]
+    unsafe_no_sandbox: bool,
+}
+
+/// `ADDRESS/PREFIX`, IPv4 or IPv6.
+fn parse_range(value: &str) -> Result<String, String> {
+    let (address, prefix) = value
+        .split_once('/')
+        .ok_or("expected ADDRESS/PREFIX, e.g. 203.0.113.0/24")?;
+    let address: std::net::IpAddr = address.parse().map_err(|e| format!("{address}: {e}"))?;
+    let longest = if address.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u8>() {
+        Ok(prefix) if prefix <= longest => Ok(format!("{address}/{prefix}")),
+        _ => Err(format!("the prefix must be 0 to {longest}")),
+    }
 }
 
 /// The XDG data directory's `envplane`, outside any checkout: a repository a template
@@ -67,6 +88,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     config.max_parallel_deployments = args.max_parallel_deployments.into();
     config.local_repositories = args.local_repositories;
+    config.blocked_ranges = args.blocked_ranges;
+    if args.unsafe_no_sandbox && matches!(config.isolation, Isolation::Unavailable(_)) {
+        config.isolation = Isolation::Unsafe;
+    }
     if let Some(runner) = args.runner {
         config.runner_binary = runner;
     }

@@ -1,10 +1,17 @@
 //! `envplane-runner`: the program that runs inside every deployment sandbox.
 //!
-//! The library holds the parts that are tested without a sandbox:
-//! - [`mask`]: streaming masking of sensitive values in the deployment log,
+//! The library holds its parts, each tested without a sandbox:
+//! - [`api_socket`]: reaching the API through the socket the launcher binds in,
+//! - [`client`]: the runner API (job, logs, steps, plan, result),
+//! - [`deploy`]: one phase from clone to report,
+//! - [`flow`]: the custom-flow hooks declared in a template's `envplane.yml`,
 //! - [`iac`]: finding (or downloading and verifying) the exact Terraform binary,
-//! - [`flow`]: the custom-flow hooks declared in a template's `envplane.yml`.
+//! - [`logs`]: shipping masked log chunks,
+//! - [`mask`]: streaming masking of sensitive values in the deployment log,
+//! - [`process`]: running commands with their output logged, and interrupts,
+//! - [`terraform`]: Terraform's files and output (backend override, plan summary).
 
+pub mod api_socket;
 pub mod client;
 pub mod deploy;
 pub mod flow;

@@ -1,5 +1,6 @@
 //! `envplane-runner`: runs one deployment phase inside its sandbox. Configured only by
-//! its environment: the deployment id, the API URL and a token for this phase alone.
+//! its environment: the deployment id, the API URL (or the API socket, in a sandbox
+//! with a network of its own) and a token for this phase alone.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +26,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let api_url = required("ENVPLANE_API_URL")?;
+    let api_url = match std::env::var_os("ENVPLANE_API_SOCKET") {
+        Some(socket) => envplane_runner::api_socket::forward(socket.into())
+            .await
+            .map_err(|e| format!("cannot reach the API socket: {e}"))?,
+        None => required("ENVPLANE_API_URL")?,
+    };
     let token = required("ENVPLANE_RUNNER_TOKEN")?;
     let deployment_id = required("ENVPLANE_DEPLOYMENT_ID")?;
     let tools_dir = std::env::var_os("ENVPLANE_TOOLS_DIR").map(PathBuf::from);

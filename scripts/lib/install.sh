@@ -23,10 +23,15 @@ apt_install() {
     }
 }
 
-# Deployment sandboxes run under bubblewrap; clones need git. Both come from the
-# distribution; `print_tool_versions` shows which ones a run used.
+# Deployment sandboxes run under bubblewrap, in a network namespace of their own that
+# slirp4netns connects to the internet (ip and nsenter set it up); clones need git. All
+# come from the distribution; `print_tool_versions` shows which ones a run used.
 ensure_sandbox_tools() {
     command -v bwrap >/dev/null 2>&1 || { echo "installing bubblewrap..."; apt_install bubblewrap; }
+    command -v slirp4netns >/dev/null 2>&1 || { echo "installing slirp4netns..."; apt_install slirp4netns; }
+    command -v ip >/dev/null 2>&1 || { echo "installing iproute2..."; apt_install iproute2; }
+    command -v nsenter >/dev/null 2>&1 || { echo "installing util-linux..."; apt_install util-linux; }
+    command -v curl >/dev/null 2>&1 || { echo "installing curl..."; apt_install curl; }
     command -v git >/dev/null 2>&1 || { echo "installing git..."; apt_install git; }
 }
 
@@ -110,6 +115,7 @@ print_tool_versions() {
     echo "  terraform $(terraform_version "$TOOLS_DIR/terraform/$TEST_TERRAFORM_VERSION/terraform") ($TOOLS_DIR/terraform)"
     echo "  moto $(moto_version) ($TOOLS_PYTHON_DIR)"
     echo "  $(bwrap --version) ($(command -v bwrap))"
+    echo "  $(slirp4netns --version | head -1) ($(command -v slirp4netns))"
     echo "  $(git --version) ($(command -v git))"
 }
 

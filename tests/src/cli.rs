@@ -3,7 +3,7 @@
 //! against it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -25,8 +25,24 @@ pub struct Server {
     pub printed: String,
     /// Every output of every CLI run, to check that a secret was never printed.
     transcript: Mutex<String>,
+    /// The network namespace serve and every CLI run are in, when not the machine's.
+    network: Option<PathBuf>,
     /// The data directory when the server owns it.
     _data_dir: Option<TempDir>,
+}
+
+/// `program` run in `network`, or where the tests run when `None`.
+fn command_in(network: Option<&Path>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match network {
+        Some(network) => {
+            let mut command = Command::new("nsenter");
+            command
+                .arg(format!("--net={}", network.display()))
+                .arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Drop for Server {
@@ -47,15 +63,29 @@ pub struct Run {
 impl Server {
     /// Starts serve on a fresh data directory, removed with the server.
     pub fn start() -> Server {
+        Server::start_with(None)
+    }
+
+    /// Starts serve inside the network namespace at `network` (see
+    /// [`crate::network::TestNetwork`]); the CLI runs there too.
+    pub fn start_in_network(network: &Path) -> Server {
+        Server::start_with(Some(network))
+    }
+
+    fn start_with(network: Option<&Path>) -> Server {
         let data_dir = tempfile::tempdir().expect("a temporary directory");
-        let mut server = Server::start_in(data_dir.path());
+        let mut server = Server::launch(data_dir.path(), network);
         server._data_dir = Some(data_dir);
         server
     }
 
     /// Starts serve on `data_dir`, which outlives the server (to start again on it).
     pub fn start_in(data_dir: &Path) -> Server {
-        let mut child = Command::new(binary("envplane"))
+        Server::launch(data_dir, None)
+    }
+
+    fn launch(data_dir: &Path, network: Option<&Path>) -> Server {
+        let mut child = command_in(network, binary("envplane"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -104,6 +134,7 @@ impl Server {
             admin_key,
             printed: printed.join("\n"),
             transcript: Mutex::default(),
+            network: network.map(Path::to_path_buf),
             _data_dir: None,
         }
     }
@@ -115,7 +146,7 @@ impl Server {
 
     /// Runs the CLI with `key` (none at all when empty).
     pub fn run_as(&self, key: &str, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut command = Command::new(binary("envplane"));
+        let mut command = command_in(self.network.as_deref(), binary("envplane"));
         command
             .args(args)
             .env("ENVPLANE_URL", &self.url)

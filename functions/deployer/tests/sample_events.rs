@@ -32,7 +32,7 @@ fn lambda() -> Lambda {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = LocalConfig::new(data_dir.path().to_path_buf(), "http://127.0.0.1:1".into());
     config.runner_binary = PathBuf::from("/bin/true");
-    config.isolation = Isolation::Subprocess;
+    config.isolation = Isolation::Unsafe;
     let platform = envplane_local::open(config).unwrap().platform;
     let queue = SqliteQueue::open(&data_dir.path().join(DATABASE_FILE)).unwrap();
     Lambda {

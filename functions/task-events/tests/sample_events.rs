@@ -29,7 +29,7 @@ fn lambda() -> Lambda {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = LocalConfig::new(data_dir.path().to_path_buf(), "http://127.0.0.1:1".into());
     config.runner_binary = PathBuf::from("/bin/true");
-    config.isolation = Isolation::Subprocess;
+    config.isolation = Isolation::Unsafe;
     Lambda {
         platform: envplane_local::open(config).unwrap().platform,
         _data_dir: data_dir,

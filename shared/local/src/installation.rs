@@ -34,6 +34,9 @@ pub struct LocalConfig {
     /// A directory whose Git repositories templates may name as `file://`; none by
     /// default. It may not overlap the data directory.
     pub local_repositories: Option<PathBuf>,
+    /// Address ranges sandboxes may not reach, beyond the private, shared and
+    /// link-local ones they never reach.
+    pub blocked_ranges: Vec<String>,
 }
 
 impl LocalConfig {
@@ -52,6 +55,7 @@ impl LocalConfig {
             isolation: Isolation::detect(),
             max_parallel_deployments: Settings::default().max_parallel_deployments,
             local_repositories: None,
+            blocked_ranges: Vec::new(),
         }
     }
 }
@@ -127,6 +131,7 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
             tools_dir: config.tools_dir,
             isolation: config.isolation,
             local_repositories: local_repositories.clone(),
+            blocked_ranges: config.blocked_ranges,
         },
         exit_sender,
     );

@@ -1,11 +1,14 @@
 //! The Launcher port for one machine: each deployment phase runs `envplane-runner` in a
-//! bubblewrap sandbox (fresh work dir, cleared environment, own PID/IPC/UTS namespaces,
-//! only system directories visible, dies with the server). Where bubblewrap is missing
-//! it falls back to a plain subprocess with a cleared environment, and says so loudly.
+//! bubblewrap sandbox: a fresh work dir, a cleared environment, its own PID, IPC, UTS,
+//! user and network namespaces (see [`crate::network`]), an unprivileged user without
+//! capabilities, a session of its own (no controlling terminal to inject keystrokes
+//! into), only system directories visible, and it dies with the server. Where such a
+//! sandbox cannot be made, deployments are refused, unless the operator started
+//! `envplane serve --unsafe-no-sandbox`: then they run as plain subprocesses.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,30 +22,38 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::network::{self, ApiBridge, SandboxNetwork};
+
 /// Where things appear inside the sandbox.
 const SANDBOX_RUNNER: &str = "/opt/envplane/envplane-runner";
 const SANDBOX_TOOLS: &str = "/opt/envplane/tools";
 const SANDBOX_WORK: &str = "/work";
+const SANDBOX_RUN: &str = "/run/envplane";
+const API_SOCKET_NAME: &str = "api.sock";
+const SANDBOX_API_SOCKET: &str = "/run/envplane/api.sock";
 /// How long Terraform gets after SIGINT to leave state and lock clean.
 const STOP_GRACE: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Isolation {
-    Bubblewrap,
-    /// No isolation beyond a cleared environment and a fresh work directory.
-    Subprocess,
+    /// Bubblewrap in a network namespace of its own.
+    Sandbox,
+    /// No isolation beyond a cleared environment and a fresh work directory: only when
+    /// the operator asked for it (`--unsafe-no-sandbox`).
+    Unsafe,
+    /// No sandbox can be made on this machine, for this reason: deployments are refused.
+    Unavailable(String),
 }
 
 impl Isolation {
-    /// Bubblewrap when `bwrap` is on PATH.
+    /// A sandbox when bubblewrap and a sandbox network can be had here.
     pub fn detect() -> Self {
-        let found = std::env::var_os("PATH").is_some_and(|paths| {
-            std::env::split_paths(&paths).any(|dir| dir.join("bwrap").is_file())
-        });
-        if found {
-            Isolation::Bubblewrap
-        } else {
-            Isolation::Subprocess
+        if !network::on_path("bwrap") {
+            return Isolation::Unavailable("bubblewrap (bwrap) is not installed".into());
+        }
+        match network::available() {
+            Ok(()) => Isolation::Sandbox,
+            Err(why) => Isolation::Unavailable(why),
         }
     }
 }
@@ -58,6 +69,8 @@ pub struct LauncherConfig {
     /// The directory of `file://` repositories the operator shares, resolved (no
     /// symbolic links); `None` shares none.
     pub local_repositories: Option<PathBuf>,
+    /// Address ranges sandboxes may not reach, beyond [`network::BLOCKED_RANGES`].
+    pub blocked_ranges: Vec<String>,
 }
 
 /// A `file://` repository as the sandbox sees it: the resolved directory on the host,
@@ -113,11 +126,16 @@ pub struct LocalLauncher {
 
 impl LocalLauncher {
     pub fn new(config: LauncherConfig, exits: UnboundedSender<SandboxExit>) -> Self {
-        if config.isolation == Isolation::Subprocess {
-            tracing::warn!(
-                "bubblewrap (bwrap) is not installed: deployments run as PLAIN SUBPROCESSES with \
-                 only a cleared environment, NOT in a sandbox; install bubblewrap to isolate them"
-            );
+        match &config.isolation {
+            Isolation::Sandbox => {}
+            Isolation::Unsafe => tracing::warn!(
+                "--unsafe-no-sandbox: deployments run as PLAIN SUBPROCESSES with only a \
+                 cleared environment, NOT in a sandbox: template code can reach this host"
+            ),
+            Isolation::Unavailable(why) => tracing::error!(
+                "no deployment sandbox can be made here ({why}): deployments are refused; \
+                 install what is missing, or start with --unsafe-no-sandbox to run them unsandboxed"
+            ),
         }
         Self {
             config,
@@ -130,44 +148,124 @@ impl LocalLauncher {
         &self,
         request: &LaunchRequest,
         repository: Option<&RepositoryMount>,
-        work_dir: &Path,
+        dirs: &SandboxDirs,
+        network: Option<&SandboxNetwork>,
     ) -> Command {
-        let environment = [
-            ("ENVPLANE_DEPLOYMENT_ID", request.deployment_id.clone()),
-            ("ENVPLANE_API_URL", self.config.api_url.clone()),
-            (
-                "ENVPLANE_RUNNER_TOKEN",
-                request.runner_token.expose_secret().to_string(),
-            ),
-            ("PATH", "/usr/local/bin:/usr/bin:/bin".to_string()),
-            ("LANG", "C.UTF-8".to_string()),
-        ];
-        let mut command = match self.config.isolation {
-            Isolation::Bubblewrap => {
-                let mut command = Command::new("bwrap");
-                command.args(bubblewrap_args(&self.config, repository, work_dir));
-                command.arg(SANDBOX_RUNNER);
-                command.env_clear();
+        let mut command = match network {
+            Some(network) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net={}", network.path().display()))
+                    .arg("bwrap")
+                    .args(bubblewrap_args(&self.config, repository, dirs))
+                    .arg(SANDBOX_RUNNER)
+                    .env_clear()
+                    .env("ENVPLANE_API_SOCKET", SANDBOX_API_SOCKET);
                 command
             }
-            Isolation::Subprocess => {
+            None => {
                 let mut command = Command::new(&self.config.runner_binary);
-                command.env_clear();
-                command.current_dir(work_dir);
-                command.env("HOME", work_dir);
-                command.env("TMPDIR", work_dir);
-                command.env("ENVPLANE_TOOLS_DIR", &self.config.tools_dir);
+                command
+                    .env_clear()
+                    .current_dir(&dirs.work)
+                    .env("HOME", &dirs.work)
+                    .env("TMPDIR", &dirs.work)
+                    .env("ENVPLANE_TOOLS_DIR", &self.config.tools_dir)
+                    .env("ENVPLANE_API_URL", &self.config.api_url);
                 command
             }
         };
-        command.envs(environment);
         command
+            .env("ENVPLANE_DEPLOYMENT_ID", &request.deployment_id)
+            .env(
+                "ENVPLANE_RUNNER_TOKEN",
+                request.runner_token.expose_secret(),
+            )
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(false);
+        // SAFETY: setsid is async-signal-safe. A session of its own: no controlling
+        // terminal (nothing to inject keystrokes into with TIOCSTI), and its own process
+        // group, which `stop` signals as a whole.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
         command
+    }
+
+    /// The API's `host:port` for the bridge: sandboxes reach the API through it.
+    fn api_address(&self) -> Result<String, LaunchError> {
+        self.config
+            .api_url
+            .strip_prefix("http://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|authority| !authority.is_empty() && !authority.contains('/'))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                LaunchError::Failed(format!(
+                    "sandboxes reach the API through this server's own listener, so its URL \
+                     must be http://host:port, not {}",
+                    self.config.api_url
+                ))
+            })
+    }
+
+    /// The network and the API bridge of one sandbox.
+    async fn connect(
+        &self,
+        request: &LaunchRequest,
+        dirs: &SandboxDirs,
+    ) -> Result<(SandboxNetwork, ApiBridge), LaunchError> {
+        let api_address = self.api_address()?;
+        let name = format!("envplane-{}-{}", request.deployment_id, request.attempt);
+        let blocked = self.config.blocked_ranges.clone();
+        let network = tokio::task::spawn_blocking(move || SandboxNetwork::create(&name, &blocked))
+            .await
+            .map_err(|e| LaunchError::Failed(format!("the sandbox network task failed: {e}")))?
+            .map_err(|e| LaunchError::Failed(e.to_string()))?;
+        let bridge =
+            ApiBridge::bind(&dirs.run.join(API_SOCKET_NAME), api_address).map_err(|e| {
+                LaunchError::Failed(format!("cannot bind the sandbox's API socket: {e}"))
+            })?;
+        Ok((network, bridge))
+    }
+}
+
+/// A sandbox's directories on the host, removed with it: `work` (its `/work`), `run`
+/// (its `/run/envplane`, the API socket) and the `resolv.conf` of its network.
+struct SandboxDirs {
+    _root: tempfile::TempDir,
+    work: PathBuf,
+    run: PathBuf,
+    resolv_conf: PathBuf,
+}
+
+impl SandboxDirs {
+    fn create() -> std::io::Result<Self> {
+        let root = tempfile::Builder::new()
+            .prefix("envplane-sandbox-")
+            .tempdir()?;
+        let (work, run) = (root.path().join("work"), root.path().join("run"));
+        std::fs::create_dir(&work)?;
+        std::fs::create_dir(&run)?;
+        let resolv_conf = root.path().join("resolv.conf");
+        std::fs::write(
+            &resolv_conf,
+            format!("nameserver {}\n", network::SANDBOX_DNS),
+        )?;
+        Ok(Self {
+            _root: root,
+            work,
+            run,
+            resolv_conf,
+        })
     }
 }
 
@@ -176,7 +274,7 @@ impl LocalLauncher {
 fn bubblewrap_args(
     config: &LauncherConfig,
     repository: Option<&RepositoryMount>,
-    work_dir: &Path,
+    dirs: &SandboxDirs,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |parts: &[&dyn AsRef<std::ffi::OsStr>]| {
@@ -184,6 +282,13 @@ fn bubblewrap_args(
     };
     push(&[
         &"--die-with-parent",
+        &"--unshare-user",
+        &"--uid",
+        &"65534",
+        &"--gid",
+        &"65534",
+        &"--cap-drop",
+        &"ALL",
         &"--unshare-pid",
         &"--unshare-ipc",
         &"--unshare-uts",
@@ -201,9 +306,11 @@ fn bubblewrap_args(
         push(&[&"--ro-bind-try", &dir, &dir]);
     }
     push(&[&"--proc", &"/proc", &"--dev", &"/dev", &"--tmpfs", &"/tmp"]);
+    push(&[&"--ro-bind", &dirs.resolv_conf, &"/etc/resolv.conf"]);
+    push(&[&"--bind", &dirs.run, &SANDBOX_RUN]);
     push(&[
         &"--bind",
-        &work_dir,
+        &dirs.work,
         &SANDBOX_WORK,
         &"--chdir",
         &SANDBOX_WORK,
@@ -242,6 +349,12 @@ fn describe(status: std::io::Result<ExitStatus>) -> String {
 #[async_trait]
 impl Launcher for LocalLauncher {
     async fn launch(&self, request: LaunchRequest) -> Result<(), LaunchError> {
+        if let Isolation::Unavailable(why) = &self.config.isolation {
+            return Err(LaunchError::Failed(format!(
+                "no sandbox can be made on this machine ({why}); envplane refuses to run \
+                 deployments without one unless it is started with --unsafe-no-sandbox"
+            )));
+        }
         if !self.config.runner_binary.is_file() {
             return Err(LaunchError::Failed(format!(
                 "envplane-runner not found at {}",
@@ -249,14 +362,16 @@ impl Launcher for LocalLauncher {
             )));
         }
         let repository = self.config.repository_mount(&request.repository)?;
-        let work_dir = tempfile::Builder::new()
-            .prefix("envplane-sandbox-")
-            .tempdir()
-            .map_err(|e| {
-                LaunchError::Failed(format!("cannot create the sandbox work directory: {e}"))
-            })?;
+        let dirs = SandboxDirs::create().map_err(|e| {
+            LaunchError::Failed(format!("cannot create the sandbox's directories: {e}"))
+        })?;
+        let connection = match self.config.isolation {
+            Isolation::Sandbox => Some(self.connect(&request, &dirs).await?),
+            _ => None,
+        };
+        let network = connection.as_ref().map(|(network, _)| network);
         let mut child = self
-            .command(&request, repository.as_ref(), work_dir.path())
+            .command(&request, repository.as_ref(), &dirs, network)
             .spawn()
             .map_err(|e| LaunchError::Failed(format!("cannot start the sandbox: {e}")))?;
         let process_group = child.id().map(|pid| pid as i32);
@@ -276,7 +391,8 @@ impl Launcher for LocalLauncher {
         tokio::spawn(async move {
             let description = describe(child.wait().await);
             lock(&running).remove(&request.deployment_id);
-            drop(work_dir);
+            // Removing the namespace runs `ip`: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || drop((connection, dirs))).await;
             let _ = exits.send(SandboxExit {
                 org_id: request.org_id,
                 deployment_id: request.deployment_id,
@@ -335,6 +451,8 @@ async fn forward_runner_output(deployment_id: String, stream: Either) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn config() -> LauncherConfig {
@@ -342,13 +460,15 @@ mod tests {
             runner_binary: "/opt/build/envplane-runner".into(),
             api_url: "http://127.0.0.1:8080".into(),
             tools_dir: "/var/lib/envplane/tools".into(),
-            isolation: Isolation::Bubblewrap,
+            isolation: Isolation::Sandbox,
             local_repositories: None,
+            blocked_ranges: Vec::new(),
         }
     }
 
     fn command_line(repository: Option<&RepositoryMount>) -> String {
-        bubblewrap_args(&config(), repository, Path::new("/tmp/w"))
+        let dirs = SandboxDirs::create().unwrap();
+        bubblewrap_args(&config(), repository, &dirs)
             .iter()
             .map(|a| a.to_string_lossy().to_string())
             .collect::<Vec<_>>()
@@ -361,6 +481,7 @@ mod tests {
         assert!(!joined.contains("ert_secret_token"));
         assert!(joined.contains("--die-with-parent"));
         assert!(joined.contains("--unshare-pid"));
+        assert!(joined.contains("--unshare-user --uid 65534 --gid 65534 --cap-drop ALL"));
         assert!(!joined.contains("/var/lib/envplane/envplane.db"));
     }
 

@@ -6,6 +6,7 @@ mod artifacts;
 mod installation;
 mod key_file;
 mod launcher;
+mod network;
 mod queue;
 mod sqlite;
 

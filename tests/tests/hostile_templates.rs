@@ -1,0 +1,92 @@
+//! Template code is hostile: each test plays one attack from a template's hooks, with
+//! real Terraform in a real sandbox, and checks that it fails. (The attacks through the
+//! API, such as variables that would hijack the runner, are in `bad_input.rs`; masking's
+//! encodings in `runner/src/mask.rs`.) See docs/security.md.
+
+use envplane_e2e::cli::Server;
+use envplane_e2e::git_repository;
+use envplane_e2e::network::TestNetwork;
+use envplane_e2e::GREETING_CONFIG;
+
+/// Where the test's own listeners sit, inside its own namespace: the cloud metadata
+/// address, the three private ranges and the shared range, and one address that stands
+/// for the internet (a documentation range, routed nowhere but to this namespace).
+const BLOCKED: [&str; 5] = [
+    "169.254.169.254",
+    "10.99.0.1",
+    "172.20.0.1",
+    "192.168.77.1",
+    "100.64.0.1",
+];
+const INTERNET: &str = "198.51.100.7";
+const PORT: u16 = 8080;
+
+/// A hook that tries every address and says, per address, whether it got through.
+fn probe_script(api_port: &str) -> String {
+    let mut urls: Vec<String> = BLOCKED
+        .iter()
+        .chain([&INTERNET])
+        .map(|address| format!("http://{address}:{PORT}/"))
+        .collect();
+    // The platform's API on the host's loopback, directly and through slirp's gateway.
+    urls.push(format!("http://127.0.0.1:{api_port}/health"));
+    urls.push(format!("http://10.0.2.2:{api_port}/health"));
+    let mut script = String::from("echo \"uid=$(id -u)\"\n");
+    for url in urls {
+        script.push_str(&format!(
+            "if curl -s -m 10 -o /dev/null {url}; then echo \"reached {url}\"; \
+             else echo \"blocked {url}\"; fi\n"
+        ));
+    }
+    script
+}
+
+#[test]
+fn the_sandbox_reaches_the_internet_and_nothing_of_the_host() {
+    let mut addresses: Vec<String> = BLOCKED.iter().map(|a| format!("{a}/32")).collect();
+    addresses.push(format!("{INTERNET}/32"));
+    let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let Some(network) = TestNetwork::create(&addresses) else {
+        return;
+    };
+    let blocked_hits: Vec<_> = BLOCKED
+        .iter()
+        .map(|a| (a, network.listen(a, PORT)))
+        .collect();
+    let internet_hits = network.listen(INTERNET, PORT);
+    let server = Server::start_in_network(&network.path);
+    let api_port = server.url.rsplit(':').next().unwrap().to_string();
+    let repository = git_repository(&[
+        ("main.tf", GREETING_CONFIG),
+        ("probe.sh", &probe_script(&api_port)),
+        ("envplane.yml", "hooks:\n  before_plan: sh ./probe.sh\n"),
+    ]);
+    let environment = server.environment(&repository, "probe", &[]);
+
+    let planned = server.ok(&["deploy", &environment, "--plan-only", "--wait"]);
+    assert!(planned.contains("succeeded"), "{planned}");
+    let logs = server.ok(&["logs", &server.latest(&environment)]);
+
+    assert!(
+        logs.contains("uid=65534"),
+        "template code runs unprivileged: {logs}"
+    );
+    assert!(
+        logs.contains(&format!("reached http://{INTERNET}:{PORT}/")),
+        "egress works: {logs}"
+    );
+    assert_eq!(internet_hits.count(), 1);
+    for (address, hits) in blocked_hits {
+        assert!(
+            logs.contains(&format!("blocked http://{address}:{PORT}/")),
+            "{address}: {logs}"
+        );
+        assert_eq!(hits.count(), 0, "a connection reached {address}");
+    }
+    for url in ["127.0.0.1", "10.0.2.2"] {
+        assert!(
+            logs.contains(&format!("blocked http://{url}:{api_port}/health")),
+            "the API on the host's loopback through {url}: {logs}"
+        );
+    }
+}
