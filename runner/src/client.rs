@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use envplane_core::deployment::{Job, LogChunkInput, PhaseReport, StepReport, StepStatus};
+use envplane_core::deployment::{LogChunkInput, PhaseReport, Session, StepReport, StepStatus};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 
@@ -43,14 +43,22 @@ impl ApiClient {
         format!("{}/v1/state/{environment_id}", self.base_url)
     }
 
-    pub async fn job(&self) -> Result<Job, ClientError> {
+    /// Trades the launch credential (this client's) for the session: the job, and a
+    /// client that calls with the runner's own credential from then on. The trade works
+    /// once: a retry after a lost answer is refused, and the phase fails.
+    pub async fn start_session(&self) -> Result<(ApiClient, Session), ClientError> {
         let response = self
-            .send(|| self.request(Method::GET, "/v1/runner/job"))
+            .send(|| self.request(Method::POST, "/v1/runner/session"))
             .await?;
-        response
+        let session: Session = response
             .json()
             .await
-            .map_err(|e| ClientError::Unreachable(format!("the job could not be read: {e}")))
+            .map_err(|e| ClientError::Unreachable(format!("the session could not be read: {e}")))?;
+        let client = ApiClient {
+            token: session.runner_token.clone(),
+            ..self.clone()
+        };
+        Ok((client, session))
     }
 
     pub async fn logs(&self, chunks: &[LogChunkInput]) -> Result<(), ClientError> {

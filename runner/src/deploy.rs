@@ -28,7 +28,11 @@ pub struct Context {
     pub shipper: LogShipper,
     pub interrupt: Interrupt,
     pub job: Job,
-    pub token: String,
+    /// Terraform's credential for the state backend: this environment's state, this
+    /// phase, nothing else.
+    pub state_token: String,
+    /// Every value the log and the outputs must never show ([`secrets`]).
+    pub secrets: Vec<String>,
     pub work_dir: PathBuf,
     pub tools_dir: Option<PathBuf>,
 }
@@ -299,7 +303,7 @@ async fn outputs(context: &Context, terraform: &Terraform) -> Result<Map<String,
         let raw = run_captured(terraform.command(&["output", "-json"]), &mut log)
             .await
             .map_err(|error| explain(&log, "the outputs could not be read", &error))?;
-        let outputs = terraform::public_outputs(&raw, &secrets(&context.job, &context.token))
+        let outputs = terraform::public_outputs(&raw, &context.secrets)
             .map_err(|e| Failure(format!("the outputs could not be read: {e}")))?;
         log.push(format!("{} outputs saved\n", outputs.len()).as_bytes());
         Ok(outputs)
@@ -390,7 +394,7 @@ impl Terraform {
                 environment.insert(name.into(), value.into());
             }
             environment.insert("TF_HTTP_USERNAME".into(), "envplane".into());
-            environment.insert("TF_HTTP_PASSWORD".into(), context.token.clone());
+            environment.insert("TF_HTTP_PASSWORD".into(), context.state_token.clone());
         }
         Ok(Self {
             binary,
@@ -411,9 +415,19 @@ impl Terraform {
 }
 
 /// Git with the clone credentials: an HTTPS token as an extra header, or an SSH key;
-/// passed through git's environment, never as arguments.
+/// passed through git's environment, never as arguments. The key leaves the disk when
+/// this is dropped, after the clone and before any template code runs.
 struct Git {
     environment: BTreeMap<String, String>,
+    ssh_dir: Option<PathBuf>,
+}
+
+impl Drop for Git {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.ssh_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Git {
@@ -429,22 +443,31 @@ impl Git {
                 .map(|v| v.value.clone())
         };
         if let Some(token) = variable(GIT_TOKEN_VARIABLE) {
-            environment.extend(https_token_config(&token));
+            environment.extend(
+                https_token_config(&token, &context.job.repository)
+                    .into_iter()
+                    .flatten(),
+            );
         }
+        let mut ssh_dir = None;
         if let Some(key) = variable(GIT_SSH_KEY_VARIABLE) {
-            let ssh_dir = context.work_dir.join(".ssh");
-            let key_file = write_private_key(&ssh_dir, &key)
+            let dir = context.work_dir.join(".ssh");
+            let key_file = write_private_key(&dir, &key)
                 .map_err(|e| Failure(format!("the SSH key could not be written: {e}")))?;
             environment.insert(
                 "GIT_SSH_COMMAND".into(),
                 format!(
                     "ssh -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={}",
                     key_file.display(),
-                    ssh_dir.join("known_hosts").display()
+                    dir.join("known_hosts").display()
                 ),
             );
+            ssh_dir = Some(dir);
         }
-        Ok(Self { environment })
+        Ok(Self {
+            environment,
+            ssh_dir,
+        })
     }
 
     fn command(&self, dir: &Path) -> Command {
@@ -474,18 +497,31 @@ impl Git {
     }
 }
 
-fn https_token_config(token: &str) -> [(String, String); 3] {
+/// The header git sends with the token.
+fn token_header(token: &str) -> String {
     use base64::Engine;
     let credentials =
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
-    [
+    format!("Authorization: Basic {credentials}")
+}
+
+/// The token as an extra header for the repository's host alone (git's URL-matched
+/// configuration), never for another host that a submodule or a redirect names; none
+/// for a repository that is not reached over HTTPS.
+fn https_token_config(token: &str, repository: &str) -> Option<[(String, String); 3]> {
+    let authority = repository.strip_prefix("https://")?.split('/').next()?;
+    let host = authority
+        .rsplit('@')
+        .next()
+        .filter(|host| !host.is_empty())?;
+    Some([
         ("GIT_CONFIG_COUNT".into(), "1".into()),
-        ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
         (
-            "GIT_CONFIG_VALUE_0".into(),
-            format!("Authorization: Basic {credentials}"),
+            "GIT_CONFIG_KEY_0".into(),
+            format!("http.https://{host}/.extraHeader"),
         ),
-    ]
+        ("GIT_CONFIG_VALUE_0".into(), token_header(token)),
+    ])
 }
 
 fn write_private_key(ssh_dir: &Path, key: &str) -> std::io::Result<PathBuf> {
@@ -504,8 +540,8 @@ fn write_private_key(ssh_dir: &Path, key: &str) -> std::io::Result<PathBuf> {
 }
 
 /// Every value the log must never show: sensitive variables, clone credentials (also
-/// in the encoded form git sends) and the runner's own token.
-pub fn secrets(job: &Job, token: &str) -> Vec<String> {
+/// in the encoded form git sends) and the sandbox's credentials.
+pub fn secrets(job: &Job, tokens: &[String]) -> Vec<String> {
     let mut secrets: Vec<String> = job
         .variables
         .iter()
@@ -513,14 +549,9 @@ pub fn secrets(job: &Job, token: &str) -> Vec<String> {
         .map(|v| v.value.clone())
         .collect();
     if let Some(git_token) = job.variables.iter().find(|v| v.name == GIT_TOKEN_VARIABLE) {
-        secrets.extend(
-            https_token_config(&git_token.value)
-                .into_iter()
-                .map(|(_, value)| value)
-                .skip(2),
-        );
+        secrets.push(token_header(&git_token.value));
     }
-    secrets.push(token.to_string());
+    secrets.extend(tokens.iter().cloned());
     secrets.retain(|secret| !secret.is_empty());
     secrets
 }
@@ -569,6 +600,14 @@ mod tests {
     }
 
     #[test]
+    fn the_git_token_goes_to_the_repository_host_only() {
+        let config = https_token_config("ghp_x", "https://ci@github.com/acme/infra.git").unwrap();
+        assert_eq!(config[1].1, "http.https://github.com/.extraHeader");
+        assert!(https_token_config("ghp_x", "git@github.com:acme/infra.git").is_none());
+        assert!(https_token_config("ghp_x", "ssh://git@github.com/acme/infra.git").is_none());
+    }
+
+    #[test]
     fn every_secret_form_is_masked() {
         let job = job(vec![
             variable("password", "hunter2", VariableKind::Terraform, true),
@@ -576,7 +615,7 @@ mod tests {
             variable(GIT_TOKEN_VARIABLE, "ghp_secret", VariableKind::Env, false),
             variable("empty", "", VariableKind::Env, true),
         ]);
-        let secrets = secrets(&job, "ert_token");
+        let secrets = secrets(&job, &["ert_token".to_string()]);
         assert!(secrets.contains(&"hunter2".to_string()));
         assert!(secrets.contains(&"ghp_secret".to_string()));
         assert!(secrets.contains(&"ert_token".to_string()));

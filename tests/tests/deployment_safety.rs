@@ -291,7 +291,7 @@ async fn deployments_follow_tenancy_and_roles() {
     .expect_error(409, "conflict");
 
     // Keys of people are not runner tokens, and the state backend takes runner tokens only.
-    app.get("/v1/runner/job", &app.admin_key)
+    app.post("/v1/runner/session", &app.admin_key, json!({}))
         .await
         .expect_error(401, "unauthenticated");
     app.get(

@@ -4,9 +4,9 @@
 //! encodings in `runner/src/mask.rs`.) See docs/security.md.
 
 use envplane_e2e::cli::Server;
-use envplane_e2e::git_repository;
 use envplane_e2e::network::TestNetwork;
 use envplane_e2e::GREETING_CONFIG;
+use envplane_e2e::{git_repository, spawn_app};
 
 /// Where the test's own listeners sit, inside its own namespace: the cloud metadata
 /// address, the three private ranges and the shared range, and one address that stands
@@ -87,6 +87,68 @@ fn the_sandbox_reaches_the_internet_and_nothing_of_the_host() {
         assert!(
             logs.contains(&format!("blocked http://{url}:{api_port}/health")),
             "the API on the host's loopback through {url}: {logs}"
+        );
+    }
+}
+
+/// A hook that looks for the sandbox's credentials where template code can look (every
+/// process's environment, the runner's included) and tries each on the runner's calls,
+/// through the API socket as the runner does.
+const CREDENTIAL_HUNT: &str = r#"
+api=/run/envplane/api.sock
+for dir in /proc/[0-9]*; do
+  if [ "$(cat $dir/comm 2>/dev/null)" = "envplane-runner" ]; then
+    if cat $dir/environ >/dev/null 2>&1; then echo "runner environment readable"; else echo "runner environment unreadable"; fi
+  fi
+done
+found=$(for dir in /proc/[0-9]*; do tr '\0' '\n' < $dir/environ 2>/dev/null; done | sed -n 's/^[A-Z_]*=\(ert_[0-9a-f]*\)$/\1/p' | sort -u)
+echo "credentials found: $(echo "$found" | grep -c ert_)"
+for token in $found; do
+  trade=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket $api -X POST -H "Authorization: Bearer $token" http://envplane/v1/runner/session)
+  step=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket $api -X POST -H "Authorization: Bearer $token" -H 'content-type: application/json' -d '{"name":"forged","status":"failed"}' http://envplane/v1/runner/steps)
+  echo "a found credential: trade $trade, step $step"
+done
+"#;
+
+#[tokio::test]
+async fn template_code_finds_no_credential_that_opens_the_runners_calls() {
+    if let envplane_local::Isolation::Unavailable(why) = envplane_local::Isolation::detect() {
+        eprintln!("SKIPPED: sandboxes cannot be made on this machine: {why}");
+        return;
+    }
+    let app = spawn_app().await;
+    let repository = git_repository(&[
+        ("main.tf", GREETING_CONFIG),
+        ("hunt.sh", CREDENTIAL_HUNT),
+        ("envplane.yml", "hooks:\n  before_plan: sh ./hunt.sh\n"),
+    ]);
+    let seeded = app.environment_on(&repository, "hunt", false).await;
+    let id = app.deploy(&seeded.environment_id, "apply").await;
+    let done = app.wait_for(&id, &["succeeded", "failed"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let names: Vec<&str> = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"forged"),
+        "a forged step landed: {names:?}"
+    );
+    let logs = app.logs(&id).await;
+    assert!(logs.contains("runner environment unreadable"), "{logs}");
+    assert!(
+        !logs.contains("ert_"),
+        "a credential reached the log: {logs}"
+    );
+    for line in logs
+        .lines()
+        .filter(|line| line.contains("a found credential"))
+    {
+        assert!(
+            line.contains("trade 401") && (line.contains("step 401") || line.contains("step 403")),
+            "{line}"
         );
     }
 }

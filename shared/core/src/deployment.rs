@@ -121,6 +121,12 @@ pub struct Deployment {
     pub commit: Option<String>,
     pub steps: Vec<Step>,
     pub plan_summary: Option<PlanSummary>,
+    /// SHA-256 of the saved plan, for deployments that wait for approval.
+    #[serde(default)]
+    pub plan_sha256: Option<String>,
+    /// The plan hash an approval approved: the apply reads exactly this plan or fails.
+    #[serde(default)]
+    pub approved_plan_sha256: Option<String>,
     /// Why it failed, was cancelled or rejected.
     pub reason: Option<String>,
     pub cancel_requested: bool,
@@ -186,6 +192,18 @@ pub struct Job {
     pub path: String,
     pub iac_version: String,
     pub variables: Vec<JobVariable>,
+}
+
+/// What a sandbox gets, once, for its launch credential: the job, and the credentials
+/// it runs with from then on.
+#[derive(Serialize, Deserialize)]
+pub struct Session {
+    pub job: Job,
+    /// For the runner alone: logs, steps, the plan, the result. Never in template
+    /// code's reach.
+    pub runner_token: String,
+    /// For Terraform's state backend: this environment's state and lock, this phase.
+    pub state_token: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
-//! The sandbox-facing API: the job, logs, steps, the saved plan, the result, and the
-//! Terraform HTTP state backend. Authenticated by the phase's runner token only (bearer,
-//! or as the basic-auth password Terraform's http backend sends).
+//! The sandbox-facing API: the trade of the launch credential for the job, logs, steps,
+//! the saved plan, the result, and the Terraform HTTP state backend. Each route takes
+//! the one kind of sandbox credential meant for it (bearer, or as the basic-auth
+//! password Terraform's http backend sends): the launch credential only the trade, the
+//! runner's the runner's calls, the state credential (Terraform's) only the state.
 
 use std::sync::Arc;
 
@@ -14,8 +16,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use envplane_core::deployment::{Deployment, Job, LogChunkInput, PhaseReport, StepReport};
-use envplane_core::service::Runner;
+use envplane_core::deployment::{Deployment, LogChunkInput, PhaseReport, Session, StepReport};
+use envplane_core::service::{Runner, TokenScope};
 use envplane_core::{Error, Platform};
 use serde::Deserialize;
 
@@ -30,7 +32,7 @@ type App = Arc<Platform>;
 /// The runner API and the Terraform state backend, added to `router`.
 pub fn routes(router: Router<App>) -> Router<App> {
     router
-        .route("/v1/runner/job", get(job))
+        .route("/v1/runner/session", post(session))
         .route("/v1/runner/logs", post(logs))
         .route("/v1/runner/steps", post(step))
         .route("/v1/runner/finish", post(finish))
@@ -52,27 +54,56 @@ pub fn routes(router: Router<App>) -> Router<App> {
         )
 }
 
-/// The sandbox of one deployment phase.
+/// The runner of one deployment phase, by its own credential.
 pub struct RunnerAuth(Runner);
+/// A sandbox's launch credential, good for the trade alone.
+pub struct LaunchAuth(Runner);
+/// Terraform's state credential (or the runner's).
+pub struct StateAuth(Runner);
 
 impl FromRequestParts<App> for RunnerAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, platform: &App) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or(Error::Unauthenticated)?;
-        let token = if let Some(token) = header.strip_prefix("Bearer ") {
-            token.trim().to_string()
-        } else if let Some(encoded) = header.strip_prefix("Basic ") {
-            basic_auth_password(encoded.trim()).ok_or(Error::Unauthenticated)?
-        } else {
-            return Err(Error::Unauthenticated.into());
-        };
-        Ok(RunnerAuth(platform.authenticate_runner(&token).await?))
+        sandbox(parts, platform, &[TokenScope::Runner])
+            .await
+            .map(RunnerAuth)
     }
+}
+
+impl FromRequestParts<App> for LaunchAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, platform: &App) -> Result<Self, ApiError> {
+        sandbox(parts, platform, &[TokenScope::Launch])
+            .await
+            .map(LaunchAuth)
+    }
+}
+
+impl FromRequestParts<App> for StateAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, platform: &App) -> Result<Self, ApiError> {
+        let scopes = [TokenScope::State, TokenScope::Runner];
+        sandbox(parts, platform, &scopes).await.map(StateAuth)
+    }
+}
+
+async fn sandbox(parts: &Parts, platform: &App, scopes: &[TokenScope]) -> Result<Runner, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(Error::Unauthenticated)?;
+    let token = if let Some(token) = header.strip_prefix("Bearer ") {
+        token.trim().to_string()
+    } else if let Some(encoded) = header.strip_prefix("Basic ") {
+        basic_auth_password(encoded.trim()).ok_or(Error::Unauthenticated)?
+    } else {
+        return Err(Error::Unauthenticated.into());
+    };
+    Ok(platform.authenticate_runner(&token, scopes).await?)
 }
 
 fn basic_auth_password(encoded: &str) -> Option<String> {
@@ -82,11 +113,11 @@ fn basic_auth_password(encoded: &str) -> Option<String> {
         .map(|(_, password)| password.to_string())
 }
 
-async fn job(
+async fn session(
     State(platform): State<App>,
-    RunnerAuth(runner): RunnerAuth,
-) -> Result<Json<Job>, ApiError> {
-    Ok(Json(platform.runner_job(&runner).await?))
+    LaunchAuth(runner): LaunchAuth,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(platform.start_session(&runner).await?))
 }
 
 #[derive(Deserialize)]
@@ -150,7 +181,7 @@ struct StateParams {
 
 async fn read_state(
     State(platform): State<App>,
-    RunnerAuth(runner): RunnerAuth,
+    StateAuth(runner): StateAuth,
     Path(environment_id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(match platform.read_state(&runner, &environment_id).await? {
@@ -161,7 +192,7 @@ async fn read_state(
 
 async fn write_state(
     State(platform): State<App>,
-    RunnerAuth(runner): RunnerAuth,
+    StateAuth(runner): StateAuth,
     Path(environment_id): Path<String>,
     Query(params): Query<StateParams>,
     body: Bytes,
@@ -179,7 +210,7 @@ async fn write_state(
 
 async fn lock_state(
     State(platform): State<App>,
-    RunnerAuth(runner): RunnerAuth,
+    StateAuth(runner): StateAuth,
     Path(environment_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -194,7 +225,7 @@ async fn lock_state(
 
 async fn unlock_state(
     State(platform): State<App>,
-    RunnerAuth(runner): RunnerAuth,
+    StateAuth(runner): StateAuth,
     Path(environment_id): Path<String>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {

@@ -31,8 +31,12 @@ CREATE INDEX IF NOT EXISTS records_by_index_key
 ";
 
 const READERS: usize = 4;
+/// Connections for point reads made in place on the caller's thread.
+const INLINE_READERS: usize = 2;
 
-/// A SQLite database file with one writer connection and a few reader threads.
+/// A SQLite database file with one writer connection, a few reader threads for reads of
+/// any size, and a few connections for point reads (one row by key, microseconds) made
+/// in place: those need no hop to another thread and back.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Connections>,
@@ -44,6 +48,9 @@ struct Connections {
     /// so a caller that goes away (a client hung up, a timeout) cannot take a connection
     /// with it: only the answer is dropped.
     reads: mpsc::Sender<Read>,
+    /// Point reads run on one of these when it is free, without awaiting anything, so a
+    /// cancelled caller cannot leave one half-used either.
+    inline: Vec<Mutex<Connection>>,
 }
 
 /// A read, run on whichever reader thread is free.
@@ -62,26 +69,37 @@ impl SqliteStore {
         let (reads, queued) = mpsc::channel::<Read>();
         let queued = Arc::new(Mutex::new(queued));
         for n in 0..READERS {
-            let connection = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(backend)?;
-            connection
-                .execute_batch("PRAGMA busy_timeout = 5000;")
-                .map_err(backend)?;
+            let connection = open_reader(path)?;
             let queued = queued.clone();
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{n}"))
                 .spawn(move || serve_reads(&connection, &queued))
                 .map_err(|e| StoreError::Backend(format!("cannot start a reader thread: {e}")))?;
         }
+        let inline = (0..INLINE_READERS)
+            .map(|_| open_reader(path).map(Mutex::new))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             inner: Arc::new(Connections {
                 writer: Mutex::new(writer),
                 reads,
+                inline,
             }),
         })
+    }
+
+    /// A point read: in place on a free inline connection, else on a reader thread.
+    async fn read_point<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        for connection in &self.inner.inline {
+            if let Ok(connection) = connection.try_lock() {
+                return work(&connection);
+            }
+        }
+        self.read(work).await
     }
 
     /// Runs `work` on a reader thread, off the async executor.
@@ -105,6 +123,18 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Backend("a store read panicked".into()))?
     }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    connection
+        .execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(backend)?;
+    Ok(connection)
 }
 
 /// A reader thread: takes reads one at a time until the store is dropped. A read that
@@ -169,7 +199,7 @@ fn read_record(kind: Kind) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Re
 impl Store for SqliteStore {
     async fn get(&self, kind: Kind, org_id: &str, id: &str) -> Result<Option<Record>, StoreError> {
         let (org_id, id) = (org_id.to_string(), id.to_string());
-        self.read(move |connection| {
+        self.read_point(move |connection| {
             let mut statement = connection
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM records WHERE kind = ?1 AND org_id = ?2 AND id = ?3"
@@ -189,7 +219,7 @@ impl Store for SqliteStore {
         unique_key: &str,
     ) -> Result<Option<Record>, StoreError> {
         let unique_key = unique_key.to_string();
-        self.read(move |connection| {
+        self.read_point(move |connection| {
             let mut statement = connection
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM records WHERE kind = ?1 AND unique_key = ?2"

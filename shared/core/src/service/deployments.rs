@@ -75,6 +75,8 @@ impl Platform {
             commit: None,
             steps: Vec::new(),
             plan_summary: None,
+            plan_sha256: None,
+            approved_plan_sha256: None,
             reason: None,
             cancel_requested: false,
             attempt: 0,
@@ -175,8 +177,14 @@ impl Platform {
             }
         }
         let deployment = &mut loaded.value;
+        if deployment.plan_sha256.is_none() {
+            return Err(Error::conflict(
+                "the deployment has no saved plan to approve",
+            ));
+        }
         deployment.status = DeploymentStatus::Queued;
         deployment.approved_by = Some(caller.key_id.clone());
+        deployment.approved_plan_sha256 = deployment.plan_sha256.clone();
         deployment.updated_at = self.now();
         let op = loaded.replace_keys(None, status_index(DeploymentStatus::Queued))?;
         self.commit_audited(

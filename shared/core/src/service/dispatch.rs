@@ -34,6 +34,26 @@ pub(super) struct RunnerTokenRecord {
     pub environment_id: String,
     pub attempt: u32,
     pub expires_at: DateTime<Utc>,
+    #[serde(default)]
+    pub scope: TokenScope,
+    /// A launch token is traded for the phase's job once; then it opens nothing.
+    #[serde(default)]
+    pub traded: bool,
+}
+
+/// What a sandbox credential opens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// What the launcher hands the sandbox (RunTask, the sandbox's environment): it can
+    /// only be traded, once, for the job and the two credentials below.
+    #[default]
+    Launch,
+    /// The runner's own: logs, steps, the plan, the result. Never given to template code.
+    Runner,
+    /// What Terraform (and so template code) holds: this environment's state and its
+    /// lock, during this phase.
+    State,
 }
 
 impl Stored for RunnerTokenRecord {
@@ -155,6 +175,8 @@ impl Platform {
             environment_id: deployment.environment_id.clone(),
             attempt: deployment.attempt,
             expires_at: now + chrono::Duration::hours(RUNNER_TOKEN_LIFETIME_HOURS),
+            scope: TokenScope::Launch,
+            traded: false,
         };
         let token_id = format!("{}.{}", deployment.id, deployment.attempt);
         let mut ops = vec![

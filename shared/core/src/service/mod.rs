@@ -28,7 +28,7 @@ use crate::ports::{
 };
 use crate::{Error, Result};
 
-pub use dispatch::DispatchOutcome;
+pub use dispatch::{DispatchOutcome, TokenScope};
 pub use runner::Runner;
 pub use state::{StateLocked, StateVersion};
 pub use variables::Scope;

@@ -1,19 +1,21 @@
-//! The sandbox's side: fetch the job, stream logs and steps, hand over the plan, report
-//! the result. Every call carries a runner token valid for one deployment phase only.
+//! The sandbox's side: trade the launch credential for the job, stream logs and steps,
+//! hand over the plan, report the result. Every credential is valid for one deployment
+//! phase only, and each opens only what its holder needs (see [`TokenScope`]).
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 
-use crate::auth::hash_key;
+use crate::auth::{generate_runner_token, hash_key};
 use crate::deployment::{
     Deployment, DeploymentStatus, Job, JobVariable, LogChunk, LogChunkInput, Phase, PhaseReport,
-    PhaseResult, Step, StepReport, StepStatus,
+    PhaseResult, Session, Step, StepReport, StepStatus,
 };
 use crate::model::{Environment, Template};
 use crate::ports::{Kind, StoreError, WriteOp};
 use crate::{Error, Result};
 
 use super::deployments::log_chunk_id;
-use super::dispatch::RunnerTokenRecord;
+use super::dispatch::{RunnerTokenRecord, TokenScope};
 use super::{decode, record, retrying_conflicts, Platform};
 
 /// Largest log chunk a sandbox may send; it batches below this.
@@ -21,13 +23,14 @@ pub const MAX_LOG_CHUNK_BYTES: usize = 256 * 1024;
 const MAX_STEP_NAME_LEN: usize = 64;
 const MAX_REASON_LEN: usize = 4096;
 
-/// A sandbox, authenticated by its token.
+/// A sandbox, authenticated by one of its credentials.
 #[derive(Debug, Clone)]
 pub struct Runner {
     pub org_id: String,
     pub deployment_id: String,
     pub environment_id: String,
     pub attempt: u32,
+    pub scope: TokenScope,
 }
 
 fn plan_key(deployment_id: &str) -> String {
@@ -36,16 +39,22 @@ fn plan_key(deployment_id: &str) -> String {
 
 impl Platform {
     /// A token is valid while its deployment runs the phase it was minted for: it
-    /// expires when the deployment (or the phase) ends, or after its lifetime.
-    pub async fn authenticate_runner(&self, token: &str) -> Result<Runner> {
+    /// expires when the deployment (or the phase) ends, or after its lifetime. It opens
+    /// only the calls of one of `scopes`; a traded launch token opens nothing.
+    pub async fn authenticate_runner(&self, token: &str, scopes: &[TokenScope]) -> Result<Runner> {
         let record = self
             .store
             .find_unique(Kind::RunnerToken, &hash_key(token))
             .await?
             .ok_or(Error::Unauthenticated)?;
         let token: RunnerTokenRecord = decode(&record)?;
-        if token.expires_at <= self.now() {
+        if token.expires_at <= self.now() || token.traded {
             return Err(Error::Unauthenticated);
+        }
+        if !scopes.contains(&token.scope) {
+            return Err(Error::forbidden(
+                "this sandbox credential does not open this call",
+            ));
         }
         let deployment = self
             .load::<Deployment>(&record.org_id, &token.deployment_id)
@@ -59,6 +68,57 @@ impl Platform {
             deployment_id: token.deployment_id,
             environment_id: token.environment_id,
             attempt: token.attempt,
+            scope: token.scope,
+        })
+    }
+
+    /// Trades the phase's launch credential, once, for the job and two credentials: the
+    /// runner's own and the state's (for Terraform). What a reader of the launch request
+    /// saw is worthless from then on; a second trade is refused.
+    pub async fn start_session(&self, runner: &Runner) -> Result<Session> {
+        if runner.scope != TokenScope::Launch {
+            return Err(Error::forbidden(
+                "only the launch credential is traded for the job",
+            ));
+        }
+        let launch_id = format!("{}.{}", runner.deployment_id, runner.attempt);
+        let mut launch = self
+            .load::<RunnerTokenRecord>(&runner.org_id, &launch_id)
+            .await?;
+        if launch.value.scope != TokenScope::Launch || launch.value.traded {
+            return Err(Error::conflict("this launch credential was already traded"));
+        }
+        launch.value.traded = true;
+        let mut ops = vec![launch.replace()?];
+        let mut minted = Vec::new();
+        for scope in [TokenScope::Runner, TokenScope::State] {
+            let (token, hash) = generate_runner_token();
+            let record_value = RunnerTokenRecord {
+                scope,
+                traded: false,
+                ..launch.value.clone()
+            };
+            let id = format!("{launch_id}.{}", scope_name(scope));
+            ops.push(WriteOp::Insert(record(
+                &runner.org_id,
+                &id,
+                Some(&runner.deployment_id),
+                Some(hash),
+                &record_value,
+            )?));
+            minted.push(token);
+        }
+        let job = self.runner_job(runner).await?;
+        self.store.commit(ops).await.map_err(|error| match error {
+            StoreError::Conflict => Error::conflict("this launch credential was already traded"),
+            other => other.into(),
+        })?;
+        let [runner_token, state_token] = <[SecretString; 2]>::try_from(minted)
+            .map_err(|_| Error::conflict("credentials could not be minted"))?;
+        Ok(Session {
+            job,
+            runner_token: runner_token.expose_secret().to_string(),
+            state_token: state_token.expose_secret().to_string(),
         })
     }
 
@@ -195,22 +255,57 @@ impl Platform {
         .await
     }
 
-    /// Keeps the saved plan, sealed, for the approved apply.
+    /// Keeps the saved plan, sealed, for the approved apply: once, and only from the
+    /// phase that plans for approval. Its SHA-256 goes on the deployment; an approval
+    /// approves that hash.
     pub async fn put_plan(&self, runner: &Runner, plan: Vec<u8>) -> Result<()> {
+        let deployment = self
+            .load::<Deployment>(&runner.org_id, &runner.deployment_id)
+            .await?
+            .value;
+        if deployment.next_phase() != Phase::PlanForApproval {
+            return Err(Error::conflict(
+                "a plan is saved only by the phase that plans for approval",
+            ));
+        }
+        if deployment.plan_sha256.is_some() {
+            return Err(Error::conflict("this deployment's plan was already saved"));
+        }
+        let digest = hex::encode(Sha256::digest(&plan));
         let sealed = self.key_ring.seal_bytes(&runner.org_id, &plan).await?;
         self.artifacts
             .put(&runner.org_id, &plan_key(&runner.deployment_id), sealed)
             .await?;
-        Ok(())
+        self.modify_running(runner, |deployment, _| {
+            deployment.plan_sha256 = Some(digest.clone());
+        })
+        .await
     }
 
+    /// The approved plan, for the phase that applies it: exactly the bytes whose hash
+    /// was approved, or a conflict.
     pub async fn get_plan(&self, runner: &Runner) -> Result<Vec<u8>> {
+        let deployment = self
+            .load::<Deployment>(&runner.org_id, &runner.deployment_id)
+            .await?
+            .value;
+        let applying = deployment.next_phase() == Phase::ApplySavedPlan;
+        let approved = deployment
+            .approved_plan_sha256
+            .filter(|_| applying)
+            .ok_or_else(|| Error::conflict("only the approved apply reads the saved plan"))?;
         let sealed = self
             .artifacts
             .get(&runner.org_id, &plan_key(&runner.deployment_id))
             .await?
             .ok_or(Error::NotFound("saved plan"))?;
-        Ok(self.key_ring.open_bytes(&runner.org_id, &sealed).await?)
+        let plan = self.key_ring.open_bytes(&runner.org_id, &sealed).await?;
+        if hex::encode(Sha256::digest(&plan)) != approved {
+            return Err(Error::conflict(
+                "the saved plan is not the one that was approved",
+            ));
+        }
+        Ok(plan)
     }
 
     /// The sandbox's result for its phase: ends the deployment, or parks it until a
@@ -266,6 +361,14 @@ impl Platform {
             Ok(self.store.commit(vec![loaded.replace()?]).await?)
         })
         .await
+    }
+}
+
+fn scope_name(scope: TokenScope) -> &'static str {
+    match scope {
+        TokenScope::Launch => "launch",
+        TokenScope::Runner => "runner",
+        TokenScope::State => "state",
     }
 }
 
