@@ -9,7 +9,8 @@ use envplane_core::deployment::{
 };
 use envplane_core::model::VariableKind;
 use envplane_core::validate::{
-    reserved_environment_name, CLONE_CREDENTIAL_VARIABLES, GIT_SSH_KEY_VARIABLE, GIT_TOKEN_VARIABLE,
+    reserved_environment_name, CLONE_CREDENTIAL_VARIABLES, CLONE_VARIABLES,
+    GIT_KNOWN_HOSTS_VARIABLE, GIT_SSH_KEY_VARIABLE, GIT_TOKEN_VARIABLE,
 };
 use serde_json::{Map, Value};
 use tokio::process::Command;
@@ -38,6 +39,7 @@ pub struct Context {
 }
 
 /// Why a phase ended early, in words for the deployment's `reason`.
+#[derive(Debug)]
 struct Failure(String);
 
 impl From<crate::client::ClientError> for Failure {
@@ -333,7 +335,7 @@ fn base_environment(job: &Job) -> BTreeMap<String, String> {
     environment.insert("TF_INPUT".into(), "0".into());
     environment.insert("CHECKPOINT_DISABLE".into(), "1".into());
     for variable in &job.variables {
-        if CLONE_CREDENTIAL_VARIABLES.contains(&variable.name.as_str()) {
+        if CLONE_VARIABLES.contains(&variable.name.as_str()) {
             continue;
         }
         let name = match variable.kind {
@@ -414,6 +416,11 @@ impl Terraform {
     }
 }
 
+/// The published SSH host keys of github.com, gitlab.com and bitbucket.org (their
+/// fingerprints checked against each host's documentation), trusted when the
+/// deployment sets no `ENVPLANE_GIT_KNOWN_HOSTS`.
+const BUILT_IN_KNOWN_HOSTS: &str = include_str!("assets/known_hosts");
+
 /// Git with the clone credentials: an HTTPS token as an extra header, or an SSH key;
 /// passed through git's environment, never as arguments. The key leaves the disk when
 /// this is dropped, after the clone and before any template code runs.
@@ -432,34 +439,41 @@ impl Drop for Git {
 
 impl Git {
     fn new(context: &Context) -> Result<Self, Failure> {
+        Self::for_job(&context.job, &context.work_dir)
+    }
+
+    fn for_job(job: &Job, work_dir: &Path) -> Result<Self, Failure> {
         let mut environment = inherited(&["PATH", "HOME", "LANG"]);
         environment.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
         let variable = |name: &str| {
-            context
-                .job
-                .variables
+            job.variables
                 .iter()
                 .find(|v| v.name == name)
                 .map(|v| v.value.clone())
         };
         if let Some(token) = variable(GIT_TOKEN_VARIABLE) {
             environment.extend(
-                https_token_config(&token, &context.job.repository)
+                https_token_config(&token, &job.repository)
                     .into_iter()
                     .flatten(),
             );
         }
         let mut ssh_dir = None;
         if let Some(key) = variable(GIT_SSH_KEY_VARIABLE) {
-            let dir = context.work_dir.join(".ssh");
+            let dir = work_dir.join(".ssh");
             let key_file = write_private_key(&dir, &key)
                 .map_err(|e| Failure(format!("the SSH key could not be written: {e}")))?;
+            let known_hosts = dir.join("known_hosts");
+            let trusted = variable(GIT_KNOWN_HOSTS_VARIABLE)
+                .unwrap_or_else(|| BUILT_IN_KNOWN_HOSTS.to_string());
+            std::fs::write(&known_hosts, trusted)
+                .map_err(|e| Failure(format!("the SSH known hosts could not be written: {e}")))?;
             environment.insert(
                 "GIT_SSH_COMMAND".into(),
                 format!(
-                    "ssh -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={}",
+                    "ssh -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null",
                     key_file.display(),
-                    dir.join("known_hosts").display()
+                    known_hosts.display()
                 ),
             );
             ssh_dir = Some(dir);
@@ -597,6 +611,39 @@ mod tests {
         assert!(!environment
             .values()
             .any(|value| value.contains("ghp_secret")));
+    }
+
+    #[test]
+    fn ssh_clones_check_host_keys_and_leave_no_key_behind() {
+        let work = tempfile::tempdir().unwrap();
+        let key = variable(
+            GIT_SSH_KEY_VARIABLE,
+            "-----KEY-----",
+            VariableKind::Env,
+            true,
+        );
+        let git = Git::for_job(&job(vec![key.clone()]), work.path()).unwrap();
+        let command = &git.environment["GIT_SSH_COMMAND"];
+        assert!(command.contains("StrictHostKeyChecking=yes"), "{command}");
+        let known_hosts = std::fs::read_to_string(work.path().join(".ssh/known_hosts")).unwrap();
+        for host in ["github.com", "gitlab.com", "bitbucket.org"] {
+            assert!(
+                known_hosts.contains(&format!("{host} ssh-ed25519 ")),
+                "{host}"
+            );
+        }
+        drop(git);
+        assert!(!work.path().join(".ssh").exists(), "the key stayed on disk");
+
+        let own = variable(
+            GIT_KNOWN_HOSTS_VARIABLE,
+            "git.acme.test ssh-ed25519 AAAA",
+            VariableKind::Env,
+            false,
+        );
+        let _git = Git::for_job(&job(vec![key, own]), work.path()).unwrap();
+        let known_hosts = std::fs::read_to_string(work.path().join(".ssh/known_hosts")).unwrap();
+        assert_eq!(known_hosts, "git.acme.test ssh-ed25519 AAAA");
     }
 
     #[test]

@@ -164,6 +164,15 @@ pub fn variable_name(value: &str, allow_dash: bool) -> Result<String> {
 pub const GIT_TOKEN_VARIABLE: &str = "ENVPLANE_GIT_TOKEN";
 pub const GIT_SSH_KEY_VARIABLE: &str = "ENVPLANE_GIT_SSH_KEY";
 pub const CLONE_CREDENTIAL_VARIABLES: [&str; 2] = [GIT_TOKEN_VARIABLE, GIT_SSH_KEY_VARIABLE];
+/// SSH host keys (known_hosts lines) trusted for the clone, instead of the built-in
+/// ones of github.com, gitlab.com and bitbucket.org. Not a secret, never masked.
+pub const GIT_KNOWN_HOSTS_VARIABLE: &str = "ENVPLANE_GIT_KNOWN_HOSTS";
+/// Every variable that configures the clone and reaches neither hooks nor Terraform.
+pub const CLONE_VARIABLES: [&str; 3] = [
+    GIT_TOKEN_VARIABLE,
+    GIT_SSH_KEY_VARIABLE,
+    GIT_KNOWN_HOSTS_VARIABLE,
+];
 
 /// Environment variables that would let whoever sets a variable take over the runner,
 /// Terraform or Git (a loader preload, a CLI flag, a proxy with its own CA, the state
@@ -219,7 +228,7 @@ const RESERVED_ENVIRONMENT_NAMES: [(&str, &str); 20] = [
 /// [`RESERVED_ENVIRONMENT_NAMES`], except the documented clone credentials. Proxy names
 /// count in any case (`https_proxy` is read too).
 pub fn reserved_environment_name(name: &str) -> Option<String> {
-    if CLONE_CREDENTIAL_VARIABLES.contains(&name) {
+    if CLONE_VARIABLES.contains(&name) {
         return None;
     }
     RESERVED_ENVIRONMENT_NAMES
@@ -313,6 +322,7 @@ mod tests {
         for name in [
             "ENVPLANE_GIT_TOKEN",
             "ENVPLANE_GIT_SSH_KEY",
+            "ENVPLANE_GIT_KNOWN_HOSTS",
             "AWS_REGION",
             "TF_VAR_x",
             "TF_TOKEN_app_terraform_io",
