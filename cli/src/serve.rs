@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use envplane_core::secrecy::{ExposeSecret, SecretString};
+use envplane_core::service::Quotas;
 use envplane_local::{Isolation, LocalConfig, ADMIN_KEY_FILE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -45,6 +46,18 @@ pub struct ServeArgs {
     /// bubblewrap, no slirp4netns, not root). Template code can then reach this host.
     #[arg(long)]
     unsafe_no_sandbox: bool,
+    /// Log bytes one deployment may send; past it the deployment is stopped, failed.
+    #[arg(long, env = "ENVPLANE_QUOTA_LOG_BYTES", default_value_t = Quotas::default().log_bytes)]
+    quota_log_bytes: u64,
+    /// Steps one deployment may report; past it the deployment is stopped, failed.
+    #[arg(long, env = "ENVPLANE_QUOTA_STEPS", default_value_t = Quotas::default().steps)]
+    quota_steps: usize,
+    /// Largest Terraform state accepted, in bytes (413 above it).
+    #[arg(long, env = "ENVPLANE_QUOTA_STATE_BYTES", default_value_t = Quotas::default().state_bytes)]
+    quota_state_bytes: usize,
+    /// Largest saved plan accepted, in bytes (413 above it).
+    #[arg(long, env = "ENVPLANE_QUOTA_PLAN_BYTES", default_value_t = Quotas::default().plan_bytes)]
+    quota_plan_bytes: usize,
 }
 
 /// `ADDRESS/PREFIX`, IPv4 or IPv6.
@@ -89,6 +102,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_parallel_deployments = args.max_parallel_deployments.into();
     config.local_repositories = args.local_repositories;
     config.blocked_ranges = args.blocked_ranges;
+    config.quotas = Quotas {
+        log_bytes: args.quota_log_bytes,
+        steps: args.quota_steps,
+        state_bytes: args.quota_state_bytes,
+        plan_bytes: args.quota_plan_bytes,
+    };
     if args.unsafe_no_sandbox && matches!(config.isolation, Isolation::Unavailable(_)) {
         config.isolation = Isolation::Unsafe;
     }

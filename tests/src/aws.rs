@@ -140,6 +140,7 @@ pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
             data_dir: tempfile::tempdir().expect("temporary directory"),
             client: reqwest::Client::new(),
             server,
+            quotas: Default::default(),
         },
         stack,
         deployer,

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use envplane_core::service::Quotas;
 use envplane_local::LocalConfig;
 
 use envplane_core::secrecy::ExposeSecret;
@@ -24,6 +25,7 @@ pub struct TestApp {
     pub data_dir: TempDir,
     client: reqwest::Client,
     server: JoinHandle<()>,
+    quotas: Quotas,
 }
 
 /// A response: status and JSON body (`Value::Null` when empty).
@@ -84,24 +86,31 @@ where
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with_quotas(Quotas::default()).await
+}
+
+/// An app whose deployments get `quotas`.
+pub async fn spawn_app_with_quotas(quotas: Quotas) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary data directory");
-    let (address, server, admin_key) = serve(data_dir.path()).await;
+    let (address, server, admin_key) = serve(data_dir.path(), &quotas).await;
     TestApp {
         address,
         admin_key: admin_key.expect("a fresh data directory bootstraps"),
         data_dir,
         client: reqwest::Client::new(),
         server,
+        quotas,
     }
 }
 
-async fn serve(data_dir: &Path) -> (SocketAddr, JoinHandle<()>, Option<String>) {
+async fn serve(data_dir: &Path, quotas: &Quotas) -> (SocketAddr, JoinHandle<()>, Option<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let mut config = LocalConfig::new(data_dir.to_path_buf(), format!("http://{address}"));
     config.runner_binary = binary("envplane-runner");
     config.tools_dir = tools_dir();
     config.local_repositories = Some(repositories_dir());
+    config.quotas = quotas.clone();
     let installation = envplane_local::open(config).expect("open the installation");
     let (platform, background) = installation.start().await.expect("start the installation");
     let admin_key = platform
@@ -150,7 +159,7 @@ impl TestApp {
     pub async fn restart(&mut self) {
         self.server.abort();
         let _ = (&mut self.server).await;
-        let (address, server, admin_key) = serve(self.data_dir.path()).await;
+        let (address, server, admin_key) = serve(self.data_dir.path(), &self.quotas).await;
         assert!(admin_key.is_none(), "a restart must not bootstrap again");
         self.address = address;
         self.server = server;
@@ -290,6 +299,19 @@ pub struct Seeded {
     pub project_id: String,
     pub template_id: String,
     pub environment_id: String,
+}
+
+impl Seeded {
+    /// The four variable scopes, widest first: organization, project, template,
+    /// environment (each a path that `/variables` follows).
+    pub fn scopes(&self) -> [String; 4] {
+        [
+            "/v1/organization".to_string(),
+            format!("/v1/projects/{}", self.project_id),
+            format!("/v1/templates/{}", self.template_id),
+            format!("/v1/environments/{}", self.environment_id),
+        ]
+    }
 }
 
 pub fn template_body(project_id: &str, name: &str) -> Value {

@@ -76,12 +76,7 @@ async fn variables_that_would_hijack_the_runner_are_refused() {
     let key = app.admin_key.clone();
     let seeded = app.seed(&key, "hijack").await;
     let before = snapshot(&app).await;
-    let scopes = [
-        "/v1/organization".to_string(),
-        format!("/v1/projects/{}", seeded.project_id),
-        format!("/v1/templates/{}", seeded.template_id),
-        format!("/v1/environments/{}", seeded.environment_id),
-    ];
+    let scopes = seeded.scopes();
     for scope in &scopes {
         for (name, rule) in [
             ("PATH", "PATH"),

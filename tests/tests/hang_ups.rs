@@ -51,12 +51,7 @@ async fn hundreds_of_abandoned_requests_leave_every_route_answering() {
     let app = spawn_app().await;
     let key = app.admin_key.clone();
     let seeded = app.seed(&key, "hang-ups").await;
-    for scope in [
-        "/v1/organization".to_string(),
-        format!("/v1/projects/{}", seeded.project_id),
-        format!("/v1/templates/{}", seeded.template_id),
-        format!("/v1/environments/{}", seeded.environment_id),
-    ] {
+    for scope in seeded.scopes() {
         app.put(
             &format!("{scope}/variables/fixture"),
             &key,

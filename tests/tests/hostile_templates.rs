@@ -3,10 +3,11 @@
 //! API, such as variables that would hijack the runner, are in `bad_input.rs`; masking's
 //! encodings in `runner/src/mask.rs`.) See docs/security.md.
 
+use envplane_core::service::Quotas;
 use envplane_e2e::cli::Server;
 use envplane_e2e::network::TestNetwork;
 use envplane_e2e::GREETING_CONFIG;
-use envplane_e2e::{git_repository, spawn_app};
+use envplane_e2e::{git_repository, spawn_app, spawn_app_with_quotas};
 
 /// Where the test's own listeners sit, inside its own namespace: the cloud metadata
 /// address, the three private ranges and the shared range, and one address that stands
@@ -151,4 +152,61 @@ async fn template_code_finds_no_credential_that_opens_the_runners_calls() {
             "{line}"
         );
     }
+}
+
+/// A template that floods the log, reports step after step or grows the state without
+/// end meets the deployment's quotas: it is stopped, failed, with a reason that names
+/// the quota, and the next deployment runs.
+#[tokio::test]
+async fn quotas_end_what_would_exhaust_the_platform() {
+    let app = spawn_app_with_quotas(Quotas {
+        log_bytes: 64 * 1024,
+        steps: 6,
+        state_bytes: 64,
+        ..Quotas::default()
+    })
+    .await;
+    let flood = git_repository(&[
+        ("main.tf", GREETING_CONFIG),
+        ("envplane.yml", "hooks:\n  before_plan: yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx | head -c 1000000\n"),
+    ]);
+    let seeded = app.environment_on(&flood, "flood", false).await;
+    let id = app.deploy(&seeded.environment_id, "plan").await;
+    let failed = app.wait_for(&id, &["failed", "succeeded"]).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("quota of 65536 bytes"), "{reason}");
+
+    let many_steps = git_repository(&[
+        ("main.tf", GREETING_CONFIG),
+        (
+            "envplane.yml",
+            "hooks:\n  before_init: \"true\"\n  after_init: \"true\"\n  before_plan: \"true\"\n  after_plan: \"true\"\n",
+        ),
+    ]);
+    let seeded = app.environment_on(&many_steps, "steps", false).await;
+    let id = app.deploy(&seeded.environment_id, "plan").await;
+    let failed = app.wait_for(&id, &["failed", "succeeded"]).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("quota of 6 steps"), "{reason}");
+
+    let plain = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = app.environment_on(&plain, "state", false).await;
+    let id = app.deploy(&seeded.environment_id, "apply").await;
+    let failed = app.wait_for(&id, &["failed", "succeeded"]).await;
+    assert_eq!(
+        failed["status"], "failed",
+        "a state over its quota was saved: {failed}"
+    );
+    let logs = app.logs(&id).await;
+    assert!(logs.contains("413"), "{logs}");
+    let versions = app
+        .get(
+            &format!("/v1/environments/{}/state-versions", seeded.environment_id),
+            &app.admin_key,
+        )
+        .await
+        .expect(200);
+    assert_eq!(versions["items"].as_array().unwrap().len(), 0, "{versions}");
 }

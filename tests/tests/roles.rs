@@ -245,12 +245,7 @@ fn rank(role: &str) -> usize {
 async fn fixture(app: &TestApp, case: &str, route: &str) -> (Seeded, String) {
     let admin = &app.admin_key;
     let seeded = app.seed(admin, case).await;
-    for scope in [
-        "/v1/organization".to_string(),
-        format!("/v1/projects/{}", seeded.project_id),
-        format!("/v1/templates/{}", seeded.template_id),
-        format!("/v1/environments/{}", seeded.environment_id),
-    ] {
+    for scope in seeded.scopes() {
         app.put(
             &format!("{scope}/variables/fixture"),
             admin,

@@ -257,12 +257,7 @@ async fn variables_at_every_scope() {
     let app = spawn_app().await;
     let key = &app.admin_key;
     let seeded = app.seed(key, "vars").await;
-    let scopes = [
-        "/v1/organization".to_string(),
-        format!("/v1/projects/{}", seeded.project_id),
-        format!("/v1/templates/{}", seeded.template_id),
-        format!("/v1/environments/{}", seeded.environment_id),
-    ];
+    let scopes = seeded.scopes();
     for scope in &scopes {
         let path = format!("{scope}/variables/region");
         let created = app

@@ -92,12 +92,7 @@ async fn sensitive_values_never_come_back() {
         "pa55-template-Zq3",
         "pa55-environment-Zq4",
     ];
-    let scopes = [
-        "/v1/organization".to_string(),
-        format!("/v1/projects/{}", seeded.project_id),
-        format!("/v1/templates/{}", seeded.template_id),
-        format!("/v1/environments/{}", seeded.environment_id),
-    ];
+    let scopes = seeded.scopes();
     let mut responses = Vec::new();
     for ((scope, secret), suffix) in scopes.iter().zip(secrets).zip(["org", "prj", "tpl", "env"]) {
         let path = format!("{scope}/variables/db_password_{suffix}");

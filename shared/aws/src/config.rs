@@ -238,6 +238,7 @@ impl Common {
             // Many function instances share the table: each reads the key every time.
             cache_api_keys: false,
             local_repositories: None,
+            quotas: Default::default(),
         };
         AwsPlatform {
             platform: Arc::new(Platform::new(ports, platform_settings)),

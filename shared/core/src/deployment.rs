@@ -129,6 +129,9 @@ pub struct Deployment {
     pub approved_plan_sha256: Option<String>,
     /// Why it failed, was cancelled or rejected.
     pub reason: Option<String>,
+    /// Log bytes its sandboxes sent, counted against its quota.
+    #[serde(default)]
+    pub log_bytes: u64,
     pub cancel_requested: bool,
     /// Sandboxes started so far; names the current one.
     pub attempt: u32,

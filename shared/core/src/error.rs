@@ -18,6 +18,9 @@ pub enum Error {
     /// The key is valid but its role or scope does not allow this (403).
     #[error("{0}")]
     Forbidden(String),
+    /// A body over a quota (413).
+    #[error("{0}")]
+    TooLarge(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -65,6 +65,7 @@ impl From<Error> for ApiError {
         let status_and_code = match &error {
             Error::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

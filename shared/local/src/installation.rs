@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envplane_core::ports::{QueueError, StoreError, SystemClock};
-use envplane_core::service::{DispatchOutcome, Ports, Settings};
+use envplane_core::service::{DispatchOutcome, Ports, Quotas, Settings};
 use envplane_core::Platform;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
@@ -37,6 +37,7 @@ pub struct LocalConfig {
     /// Address ranges sandboxes may not reach, beyond the private, shared and
     /// link-local ones they never reach.
     pub blocked_ranges: Vec<String>,
+    pub quotas: Quotas,
 }
 
 impl LocalConfig {
@@ -56,6 +57,7 @@ impl LocalConfig {
             max_parallel_deployments: Settings::default().max_parallel_deployments,
             local_repositories: None,
             blocked_ranges: Vec::new(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -147,6 +149,7 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         cache_api_keys: true,
         local_repositories,
         max_parallel_deployments: config.max_parallel_deployments,
+        quotas: config.quotas,
     };
     Ok(Installation {
         platform: Arc::new(Platform::new(ports, settings)),

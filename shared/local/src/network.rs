@@ -144,29 +144,7 @@ impl SandboxNetwork {
         {
             batch.push_str(&format!("route add prohibit {range}\n"));
         }
-        let mut child = Command::new("ip")
-            .args(["-netns", &self.name, "-batch", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| NetworkError(format!("cannot run ip: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(batch.as_bytes())
-                .map_err(|e| NetworkError(format!("cannot write to ip: {e}")))?;
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| NetworkError(format!("ip failed: {e}")))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(NetworkError(format!(
-                "ip could not add the sandbox's routes: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )))
-        }
+        ip_with_input(&["-netns", &self.name, "-batch", "-"], batch.as_bytes())
     }
 
     /// The namespace's path, for `nsenter --net=`.
@@ -184,11 +162,26 @@ impl Drop for SandboxNetwork {
 }
 
 fn ip(args: &[&str]) -> Result<(), NetworkError> {
-    let output = Command::new("ip")
+    ip_with_input(args, b"")
+}
+
+/// Runs `ip` with `input` on its standard input; its error output becomes the error.
+fn ip_with_input(args: &[&str], input: &[u8]) -> Result<(), NetworkError> {
+    let mut child = Command::new("ip")
         .args(args)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| NetworkError(format!("cannot run ip: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .map_err(|e| NetworkError(format!("cannot write to ip: {e}")))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| NetworkError(format!("ip failed: {e}")))?;
     if output.status.success() {
         Ok(())
     } else {

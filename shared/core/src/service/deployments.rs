@@ -9,7 +9,10 @@ use crate::model::{Environment, Listing, Template};
 use crate::ports::{DeploymentMessage, Kind, WriteOp};
 use crate::{Error, Result};
 
-use super::{changed_meanwhile, record, retrying_conflicts, Loaded, PageRequest, Platform, Stored};
+use super::{
+    changed_meanwhile, record, retrying_conflicts, Loaded, PageRequest, Platform, Stored,
+    MAX_LOG_PAGE_BYTES,
+};
 
 impl Stored for Deployment {
     const KIND: Kind = Kind::Deployment;
@@ -77,6 +80,7 @@ impl Platform {
             plan_summary: None,
             plan_sha256: None,
             approved_plan_sha256: None,
+            log_bytes: 0,
             reason: None,
             cancel_requested: false,
             attempt: 0,
@@ -151,16 +155,29 @@ impl Platform {
             cursor: after.map(|seq| super::encode_cursor(&log_chunk_id(id, seq))),
             limit,
         };
-        let listing: Listing<LogChunk> = self.page(&caller.org_id, Some(id), &page, false).await?;
+        let mut listing: Listing<LogChunk> =
+            self.page(&caller.org_id, Some(id), &page, false).await?;
+        // A page carries at most MAX_LOG_PAGE_BYTES (and always one chunk); the rest
+        // follows from `last_seq`.
+        let mut bytes = 0;
+        let fits = listing
+            .items
+            .iter()
+            .position(|chunk| {
+                bytes += chunk.text.len();
+                bytes > MAX_LOG_PAGE_BYTES
+            })
+            .map_or(listing.items.len(), |over| over.max(1));
+        let cut = fits < listing.items.len();
+        listing.items.truncate(fits);
         Ok(LogPage {
             last_seq: listing.items.last().map(|chunk| chunk.seq),
-            complete: deployment.status.is_final() && listing.next.is_none(),
+            complete: deployment.status.is_final() && listing.next.is_none() && !cut,
             items: listing.items,
         })
     }
 
-    /// Approves the saved plan: a new sandbox applies exactly that plan.
-    /// Approves the saved plan. The key that requested the deployment may not, unless
+    /// Approves the saved plan: a new sandbox applies exactly that plan. The key that requested the deployment may not, unless
     /// its environment allows self-approval.
     pub async fn approve_deployment(&self, caller: &Caller, id: &str) -> Result<Deployment> {
         let mut loaded = self.waiting_for_approval(caller, id).await?;

@@ -47,7 +47,34 @@ pub struct Settings {
     /// Keep resolved API keys in memory. Only where this process is the only one using
     /// the store (local mode), so that every revoke passes through it.
     pub cache_api_keys: bool,
+    pub quotas: Quotas,
 }
+
+/// What one deployment may use. A log or step quota that is hit ends the deployment
+/// with a reason that names it; a state or plan over its quota is refused with 413.
+#[derive(Debug, Clone)]
+pub struct Quotas {
+    /// Log bytes a deployment may send, across its sandboxes.
+    pub log_bytes: u64,
+    /// Steps a deployment may report.
+    pub steps: usize,
+    pub state_bytes: usize,
+    pub plan_bytes: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            log_bytes: 64 * 1024 * 1024,
+            steps: 200,
+            state_bytes: 64 * 1024 * 1024,
+            plan_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Most log bytes one page of a deployment's log carries (a chunk is at most 256 KiB).
+pub const MAX_LOG_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -55,6 +82,7 @@ impl Default for Settings {
             local_repositories: None,
             max_parallel_deployments: 4,
             cache_api_keys: false,
+            quotas: Quotas::default(),
         }
     }
 }

@@ -186,7 +186,23 @@ impl Platform {
     }
 
     /// Stores masked log chunks. Resending a chunk (after a network blip) is harmless.
+    /// A deployment whose log outgrows its quota ends, failed, saying so.
     pub async fn append_logs(&self, runner: &Runner, chunks: Vec<LogChunkInput>) -> Result<()> {
+        let bytes: u64 = chunks.iter().map(|chunk| chunk.text.len() as u64).sum();
+        let quota = self.settings.quotas.log_bytes;
+        let sent = self
+            .load::<Deployment>(&runner.org_id, &runner.deployment_id)
+            .await?
+            .value
+            .log_bytes;
+        if sent + bytes > quota {
+            return Err(self
+                .over_quota(
+                    runner,
+                    format!("its log exceeded the quota of {quota} bytes"),
+                )
+                .await);
+        }
         for chunk in chunks {
             if chunk.text.len() > MAX_LOG_CHUNK_BYTES || chunk.step.len() > MAX_STEP_NAME_LEN {
                 return Err(Error::invalid(format!(
@@ -218,13 +234,47 @@ impl Platform {
                 Err(error) => return Err(error.into()),
             }
         }
-        Ok(())
+        self.modify_running(runner, |deployment, _| deployment.log_bytes += bytes)
+            .await
     }
 
-    /// Records a step starting or ending.
+    /// Ends the runner's deployment, failed, for the quota `what` names, and stops its
+    /// sandbox; answers the 413 for the call that went over.
+    async fn over_quota(&self, runner: &Runner, what: String) -> Error {
+        let reason = format!("the deployment was stopped: {what}");
+        let (org_id, id, attempt) = (&runner.org_id, &runner.deployment_id, runner.attempt);
+        let failed = DeploymentStatus::Failed;
+        if let Err(error) = self
+            .conclude_by_id(org_id, id, attempt, failed, reason.clone())
+            .await
+        {
+            tracing::error!(%error, deployment_id = %id, "ending a deployment over quota failed");
+        }
+        if let Err(error) = self.launcher.stop(org_id, id, attempt).await {
+            tracing::warn!(%error, deployment_id = %id, "stopping a sandbox over quota failed");
+        }
+        Error::TooLarge(reason)
+    }
+
+    /// Records a step starting or ending. A deployment that reports more steps than its
+    /// quota ends, failed, saying so.
     pub async fn report_step(&self, runner: &Runner, report: StepReport) -> Result<()> {
         if report.name.is_empty() || report.name.len() > MAX_STEP_NAME_LEN {
             return Err(Error::invalid("a step name has 1 to 64 characters"));
+        }
+        let steps = self
+            .load::<Deployment>(&runner.org_id, &runner.deployment_id)
+            .await?
+            .value
+            .steps;
+        let quota = self.settings.quotas.steps;
+        if steps.len() >= quota && !steps.iter().any(|step| step.name == report.name) {
+            return Err(self
+                .over_quota(
+                    runner,
+                    format!("it reported more than the quota of {quota} steps"),
+                )
+                .await);
         }
         self.modify_running(runner, |deployment, now| {
             let step = match deployment
@@ -259,6 +309,12 @@ impl Platform {
     /// phase that plans for approval. Its SHA-256 goes on the deployment; an approval
     /// approves that hash.
     pub async fn put_plan(&self, runner: &Runner, plan: Vec<u8>) -> Result<()> {
+        let quota = self.settings.quotas.plan_bytes;
+        if plan.len() > quota {
+            return Err(Error::TooLarge(format!(
+                "the plan is over the quota of {quota} bytes"
+            )));
+        }
         let deployment = self
             .load::<Deployment>(&runner.org_id, &runner.deployment_id)
             .await?

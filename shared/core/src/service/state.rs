@@ -101,6 +101,12 @@ impl Platform {
         state: Vec<u8>,
     ) -> Result<StateVersion> {
         Self::require_own_environment(runner, environment_id)?;
+        let quota = self.settings.quotas.state_bytes;
+        if state.len() > quota {
+            return Err(Error::TooLarge(format!(
+                "the state is over the quota of {quota} bytes"
+            )));
+        }
         if let Some(held) = self
             .current_state_lock(&runner.org_id, environment_id)
             .await?
