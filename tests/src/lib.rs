@@ -501,6 +501,21 @@ impl TestApp {
             .await
     }
 
+    /// An environment (and its project and template) on a new repository of `files`,
+    /// one deployment of `action` on it, waited for until it ends; answers it.
+    pub async fn deploy_until_done(
+        &self,
+        files: &[(&str, &str)],
+        name: &str,
+        action: &str,
+    ) -> Value {
+        let repository = git_repository(files);
+        let seeded = self.environment_on(&repository, name, false).await;
+        let id = self.deploy(&seeded.environment_id, action).await;
+        self.wait_for(&id, &["succeeded", "failed", "cancelled"])
+            .await
+    }
+
     /// Queues a deployment; returns its id.
     pub async fn deploy(&self, environment_id: &str, action: &str) -> String {
         let deployment = self

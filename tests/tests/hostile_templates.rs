@@ -166,44 +166,44 @@ async fn quotas_end_what_would_exhaust_the_platform() {
         ..Quotas::default()
     })
     .await;
-    let flood = git_repository(&[
+    let flood = [
         ("main.tf", GREETING_CONFIG),
         ("envplane.yml", "hooks:\n  before_plan: yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx | head -c 1000000\n"),
-    ]);
-    let seeded = app.environment_on(&flood, "flood", false).await;
-    let id = app.deploy(&seeded.environment_id, "plan").await;
-    let failed = app.wait_for(&id, &["failed", "succeeded"]).await;
-    assert_eq!(failed["status"], "failed", "{failed}");
-    let reason = failed["reason"].as_str().unwrap();
-    assert!(reason.contains("quota of 65536 bytes"), "{reason}");
-
-    let many_steps = git_repository(&[
+    ];
+    let many_steps = [
         ("main.tf", GREETING_CONFIG),
         (
             "envplane.yml",
             "hooks:\n  before_init: \"true\"\n  after_init: \"true\"\n  before_plan: \"true\"\n  after_plan: \"true\"\n",
         ),
-    ]);
-    let seeded = app.environment_on(&many_steps, "steps", false).await;
-    let id = app.deploy(&seeded.environment_id, "plan").await;
-    let failed = app.wait_for(&id, &["failed", "succeeded"]).await;
-    assert_eq!(failed["status"], "failed", "{failed}");
-    let reason = failed["reason"].as_str().unwrap();
-    assert!(reason.contains("quota of 6 steps"), "{reason}");
+    ];
+    for (files, name, reason) in [
+        (&flood, "flood", "quota of 65536 bytes"),
+        (&many_steps, "steps", "quota of 6 steps"),
+    ] {
+        let failed = app.deploy_until_done(files, name, "plan").await;
+        assert_eq!(failed["status"], "failed", "{failed}");
+        assert!(
+            failed["reason"].as_str().unwrap().contains(reason),
+            "{failed}"
+        );
+    }
 
-    let plain = git_repository(&[("main.tf", GREETING_CONFIG)]);
-    let seeded = app.environment_on(&plain, "state", false).await;
-    let id = app.deploy(&seeded.environment_id, "apply").await;
-    let failed = app.wait_for(&id, &["failed", "succeeded"]).await;
+    let failed = app
+        .deploy_until_done(&[("main.tf", GREETING_CONFIG)], "state", "apply")
+        .await;
     assert_eq!(
         failed["status"], "failed",
         "a state over its quota was saved: {failed}"
     );
-    let logs = app.logs(&id).await;
+    let logs = app.logs(failed["id"].as_str().unwrap()).await;
     assert!(logs.contains("413"), "{logs}");
     let versions = app
         .get(
-            &format!("/v1/environments/{}/state-versions", seeded.environment_id),
+            &format!(
+                "/v1/environments/{}/state-versions",
+                failed["environment_id"].as_str().unwrap()
+            ),
             &app.admin_key,
         )
         .await
