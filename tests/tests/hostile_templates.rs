@@ -92,10 +92,12 @@ fn the_sandbox_reaches_the_internet_and_nothing_of_the_host() {
     }
 }
 
-/// A hook that looks for the sandbox's credentials where template code can look (every
-/// process's environment, the runner's included) and tries each on the runner's calls,
-/// through the API socket as the runner does.
+/// A hook that tries a system call the seccomp filter refuses (a new namespace), looks
+/// for the sandbox's credentials where template code can look (every process's
+/// environment, the runner's included) and tries each on the runner's calls, through the
+/// API socket as the runner does.
 const CREDENTIAL_HUNT: &str = r#"
+if unshare -U true 2>/dev/null; then echo "new namespace allowed"; else echo "new namespace refused"; fi
 api=/run/envplane/api.sock
 for dir in /proc/[0-9]*; do
   if [ "$(cat $dir/comm 2>/dev/null)" = "envplane-runner" ]; then
@@ -139,6 +141,10 @@ async fn template_code_finds_no_credential_that_opens_the_runners_calls() {
     );
     let logs = app.logs(&id).await;
     assert!(logs.contains("runner environment unreadable"), "{logs}");
+    assert!(
+        logs.contains("new namespace refused"),
+        "the seccomp filter: {logs}"
+    );
     assert!(
         !logs.contains("ert_"),
         "a credential reached the log: {logs}"

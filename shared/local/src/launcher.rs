@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::network::{self, ApiBridge, SandboxNetwork};
+use crate::seccomp;
 
 /// Where things appear inside the sandbox.
 const SANDBOX_RUNNER: &str = "/opt/envplane/envplane-runner";
@@ -31,6 +33,8 @@ const SANDBOX_WORK: &str = "/work";
 const SANDBOX_RUN: &str = "/run/envplane";
 const API_SOCKET_NAME: &str = "api.sock";
 const SANDBOX_API_SOCKET: &str = "/run/envplane/api.sock";
+/// Where bubblewrap finds the seccomp filter.
+const SECCOMP_FD: i32 = 10;
 /// How long Terraform gets after SIGINT to leave state and lock clean.
 const STOP_GRACE: Duration = Duration::from_secs(60);
 
@@ -187,14 +191,21 @@ impl LocalLauncher {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
-        // SAFETY: setsid is async-signal-safe. A session of its own: no controlling
-        // terminal (nothing to inject keystrokes into with TIOCSTI), and its own process
-        // group, which `stop` signals as a whole.
+        // SAFETY: setsid, fcntl and dup2 are async-signal-safe. A session of its own: no
+        // controlling terminal (nothing to inject keystrokes into with TIOCSTI), and its
+        // own process group, which `stop` signals as a whole. The seccomp filter's file
+        // goes to SECCOMP_FD (copied above it first, so dup2 never overwrites it).
+        let seccomp = dirs.seccomp.as_ref().map(|file| file.as_raw_fd());
         unsafe {
-            command.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(drop)
-                    .map_err(std::io::Error::from)
+            command.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if let Some(fd) = seccomp {
+                    let copy = libc::fcntl(fd, libc::F_DUPFD, SECCOMP_FD + 1);
+                    if copy < 0 || libc::dup2(copy, SECCOMP_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
             });
         }
         command
@@ -245,6 +256,8 @@ struct SandboxDirs {
     work: PathBuf,
     run: PathBuf,
     resolv_conf: PathBuf,
+    /// The seccomp filter bubblewrap loads, open for the child to inherit.
+    seccomp: Option<std::fs::File>,
 }
 
 impl SandboxDirs {
@@ -265,7 +278,18 @@ impl SandboxDirs {
             work,
             run,
             resolv_conf,
+            seccomp: None,
         })
+    }
+
+    /// Writes the seccomp filter beside the sandbox and opens it for bubblewrap.
+    fn with_seccomp(mut self) -> Result<Self, LaunchError> {
+        let failed = |e: String| LaunchError::Failed(format!("the seccomp filter: {e}"));
+        let path = self._root.path().join("seccomp.bpf");
+        std::fs::write(&path, seccomp::program().map_err(failed)?)
+            .map_err(|e| failed(e.to_string()))?;
+        self.seccomp = Some(std::fs::File::open(&path).map_err(|e| failed(e.to_string()))?);
+        Ok(self)
     }
 }
 
@@ -307,6 +331,9 @@ fn bubblewrap_args(
     }
     push(&[&"--proc", &"/proc", &"--dev", &"/dev", &"--tmpfs", &"/tmp"]);
     push(&[&"--ro-bind", &dirs.resolv_conf, &"/etc/resolv.conf"]);
+    if dirs.seccomp.is_some() {
+        push(&[&"--seccomp", &SECCOMP_FD.to_string()]);
+    }
     push(&[&"--bind", &dirs.run, &SANDBOX_RUN]);
     push(&[
         &"--bind",
@@ -365,6 +392,10 @@ impl Launcher for LocalLauncher {
         let dirs = SandboxDirs::create().map_err(|e| {
             LaunchError::Failed(format!("cannot create the sandbox's directories: {e}"))
         })?;
+        let dirs = match self.config.isolation {
+            Isolation::Sandbox => dirs.with_seccomp()?,
+            _ => dirs,
+        };
         let connection = match self.config.isolation {
             Isolation::Sandbox => Some(self.connect(&request, &dirs).await?),
             _ => None,

@@ -8,6 +8,7 @@ mod key_file;
 mod launcher;
 mod network;
 mod queue;
+mod seccomp;
 mod sqlite;
 
 pub use artifacts::FileArtifacts;
