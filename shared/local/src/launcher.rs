@@ -121,10 +121,19 @@ pub struct SandboxExit {
     pub description: String,
 }
 
+/// A sandbox of the launcher's, from the start of its launch to its exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Its network is being set up; `stop` asked for it meanwhile, or not.
+    Starting { stop: bool },
+    /// Its process group.
+    Running(i32),
+}
+
 pub struct LocalLauncher {
     config: LauncherConfig,
-    /// Process group of each running sandbox, by deployment.
-    running: Arc<Mutex<HashMap<String, i32>>>,
+    /// Each sandbox being started or running, by deployment.
+    running: Arc<Mutex<HashMap<String, Slot>>>,
     exits: UnboundedSender<SandboxExit>,
 }
 
@@ -204,6 +213,7 @@ impl LocalLauncher {
                     if copy < 0 || libc::dup2(copy, SECCOMP_FD) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
+                    libc::close(copy);
                 }
                 Ok(())
             });
@@ -388,6 +398,45 @@ impl Launcher for LocalLauncher {
                 self.config.runner_binary.display()
             )));
         }
+        // Registered before the (slow) setup, so a cancel that comes meanwhile is kept.
+        lock(&self.running).insert(
+            request.deployment_id.clone(),
+            Slot::Starting { stop: false },
+        );
+        let started = self.start(&request).await;
+        if started.is_err() {
+            lock(&self.running).remove(&request.deployment_id);
+        }
+        started
+    }
+
+    /// One sandbox runs per deployment at a time here, so the attempt needs no check.
+    async fn stop(&self, _org_id: &str, deployment_id: &str, _: u32) -> Result<(), LaunchError> {
+        let group = match lock(&self.running).get_mut(deployment_id) {
+            Some(Slot::Running(group)) => Pid::from_raw(*group),
+            Some(Slot::Starting { stop }) => {
+                *stop = true;
+                return Ok(());
+            }
+            None => return Ok(()),
+        };
+        // The whole process group: the runner, and Terraform, which then stops cleanly.
+        let _ = killpg(group, Signal::SIGINT);
+        let running = self.running.clone();
+        let deployment_id = deployment_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(STOP_GRACE).await;
+            if lock(&running).get(&deployment_id) == Some(&Slot::Running(group.as_raw())) {
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+        });
+        Ok(())
+    }
+}
+
+impl LocalLauncher {
+    async fn start(&self, request: &LaunchRequest) -> Result<(), LaunchError> {
+        let request = request.clone();
         let repository = self.config.repository_mount(&request.repository)?;
         let dirs = SandboxDirs::create().map_err(|e| {
             LaunchError::Failed(format!("cannot create the sandbox's directories: {e}"))
@@ -405,9 +454,13 @@ impl Launcher for LocalLauncher {
             .command(&request, repository.as_ref(), &dirs, network)
             .spawn()
             .map_err(|e| LaunchError::Failed(format!("cannot start the sandbox: {e}")))?;
-        let process_group = child.id().map(|pid| pid as i32);
-        if let Some(group) = process_group {
-            lock(&self.running).insert(request.deployment_id.clone(), group);
+        if let Some(group) = child.id().map(|pid| pid as i32) {
+            let slot =
+                lock(&self.running).insert(request.deployment_id.clone(), Slot::Running(group));
+            if slot == Some(Slot::Starting { stop: true }) {
+                // Cancelled while its network was being set up: stop it now.
+                let _ = killpg(Pid::from_raw(group), Signal::SIGINT);
+            }
         }
         for stream in [
             child.stdout.take().map(Either::Out),
@@ -430,25 +483,6 @@ impl Launcher for LocalLauncher {
                 attempt: request.attempt,
                 description,
             });
-        });
-        Ok(())
-    }
-
-    /// One sandbox runs per deployment at a time here, so the attempt needs no check.
-    async fn stop(&self, _org_id: &str, deployment_id: &str, _: u32) -> Result<(), LaunchError> {
-        let Some(group) = lock(&self.running).get(deployment_id).copied() else {
-            return Ok(());
-        };
-        let group = Pid::from_raw(group);
-        // The whole process group: the runner, and Terraform, which then stops cleanly.
-        let _ = killpg(group, Signal::SIGINT);
-        let running = self.running.clone();
-        let deployment_id = deployment_id.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(STOP_GRACE).await;
-            if lock(&running).get(&deployment_id) == Some(&group.as_raw()) {
-                let _ = killpg(group, Signal::SIGKILL);
-            }
         });
         Ok(())
     }
