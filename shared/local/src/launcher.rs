@@ -441,19 +441,28 @@ impl LocalLauncher {
         let dirs = SandboxDirs::create().map_err(|e| {
             LaunchError::Failed(format!("cannot create the sandbox's directories: {e}"))
         })?;
-        let dirs = match self.config.isolation {
-            Isolation::Sandbox => dirs.with_seccomp()?,
-            _ => dirs,
-        };
-        let connection = match self.config.isolation {
-            Isolation::Sandbox => Some(self.connect(&request, &dirs).await?),
-            _ => None,
+        let (dirs, connection) = match self.config.isolation {
+            Isolation::Sandbox => {
+                let dirs = dirs.with_seccomp()?;
+                let connection = self.connect(&request, &dirs).await?;
+                (dirs, Some(connection))
+            }
+            _ => (dirs, None),
         };
         let network = connection.as_ref().map(|(network, _)| network);
-        let mut child = self
+        let spawned = self
             .command(&request, repository.as_ref(), &dirs, network)
-            .spawn()
-            .map_err(|e| LaunchError::Failed(format!("cannot start the sandbox: {e}")))?;
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                // Removing the namespace runs `ip`: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || drop(connection)).await;
+                return Err(LaunchError::Failed(format!(
+                    "cannot start the sandbox: {error}"
+                )));
+            }
+        };
         if let Some(group) = child.id().map(|pid| pid as i32) {
             let slot =
                 lock(&self.running).insert(request.deployment_id.clone(), Slot::Running(group));

@@ -177,8 +177,9 @@ impl Platform {
         })
     }
 
-    /// Approves the saved plan: a new sandbox applies exactly that plan. The key that requested the deployment may not, unless
-    /// its environment allows self-approval.
+    /// Approves the saved plan, by its hash: a new sandbox applies exactly that plan. The
+    /// key that requested the deployment may not, unless its environment allows
+    /// self-approval.
     pub async fn approve_deployment(&self, caller: &Caller, id: &str) -> Result<Deployment> {
         let mut loaded = self.waiting_for_approval(caller, id).await?;
         if loaded.value.requested_by == caller.key_id {

@@ -89,32 +89,14 @@ impl Platform {
             return Err(Error::conflict("this launch credential was already traded"));
         }
         launch.value.traded = true;
-        let mut ops = vec![launch.replace()?];
-        let mut minted = Vec::new();
-        for scope in [TokenScope::Runner, TokenScope::State] {
-            let (token, hash) = generate_runner_token();
-            let record_value = RunnerTokenRecord {
-                scope,
-                traded: false,
-                ..launch.value.clone()
-            };
-            let id = format!("{launch_id}.{}", scope_name(scope));
-            ops.push(WriteOp::Insert(record(
-                &runner.org_id,
-                &id,
-                Some(&runner.deployment_id),
-                Some(hash),
-                &record_value,
-            )?));
-            minted.push(token);
-        }
+        let (runner_token, runner_insert) = self.mint(runner, &launch.value, TokenScope::Runner)?;
+        let (state_token, state_insert) = self.mint(runner, &launch.value, TokenScope::State)?;
         let job = self.runner_job(runner).await?;
+        let ops = vec![launch.replace()?, runner_insert, state_insert];
         self.store.commit(ops).await.map_err(|error| match error {
             StoreError::Conflict => Error::conflict("this launch credential was already traded"),
             other => other.into(),
         })?;
-        let [runner_token, state_token] = <[SecretString; 2]>::try_from(minted)
-            .map_err(|_| Error::conflict("credentials could not be minted"))?;
         Ok(Session {
             job,
             runner_token: runner_token.expose_secret().to_string(),
@@ -122,9 +104,38 @@ impl Platform {
         })
     }
 
+    /// A new credential of `scope` for the launch credential's phase, and its insert.
+    fn mint(
+        &self,
+        runner: &Runner,
+        launch: &RunnerTokenRecord,
+        scope: TokenScope,
+    ) -> Result<(SecretString, WriteOp)> {
+        let (token, hash) = generate_runner_token();
+        let value = RunnerTokenRecord {
+            scope,
+            traded: false,
+            ..launch.clone()
+        };
+        let id = format!(
+            "{}.{}.{}",
+            runner.deployment_id,
+            runner.attempt,
+            scope_name(scope)
+        );
+        let insert = record(
+            &runner.org_id,
+            &id,
+            Some(&runner.deployment_id),
+            Some(hash),
+            &value,
+        )?;
+        Ok((token, WriteOp::Insert(insert)))
+    }
+
     /// The job of this phase, with every variable's value: the one place sensitive
     /// values leave the platform, to the sandbox that needs them.
-    pub async fn runner_job(&self, runner: &Runner) -> Result<Job> {
+    async fn runner_job(&self, runner: &Runner) -> Result<Job> {
         let deployment = self
             .load::<Deployment>(&runner.org_id, &runner.deployment_id)
             .await?
@@ -185,8 +196,9 @@ impl Platform {
         Ok(variables)
     }
 
-    /// Stores masked log chunks. Resending a chunk (after a network blip) is harmless.
-    /// A deployment whose log outgrows its quota ends, failed, saying so.
+    /// Stores masked log chunks. Resending a chunk (after a network blip) is harmless
+    /// and not counted twice. A deployment whose log outgrows its quota ends, failed,
+    /// saying so.
     pub async fn append_logs(&self, runner: &Runner, chunks: Vec<LogChunkInput>) -> Result<()> {
         let bytes: u64 = chunks.iter().map(|chunk| chunk.text.len() as u64).sum();
         let quota = self.settings.quotas.log_bytes;
@@ -203,6 +215,7 @@ impl Platform {
                 )
                 .await);
         }
+        let mut stored_bytes = 0;
         for chunk in chunks {
             if chunk.text.len() > MAX_LOG_CHUNK_BYTES || chunk.step.len() > MAX_STEP_NAME_LEN {
                 return Err(Error::invalid(format!(
@@ -215,6 +228,7 @@ impl Platform {
             // Each sandbox numbers its chunks from 1; the attempt in the high bits keeps
             // an approved apply's log after its plan's.
             let seq = (u64::from(runner.attempt) << 32) | chunk.seq;
+            let chunk_bytes = chunk.text.len() as u64;
             let stored = LogChunk {
                 seq,
                 step: chunk.step,
@@ -230,11 +244,15 @@ impl Platform {
                 &stored,
             )?;
             match self.store.commit(vec![WriteOp::Insert(insert)]).await {
-                Ok(()) | Err(StoreError::Conflict) => {}
+                Ok(()) => stored_bytes += chunk_bytes,
+                Err(StoreError::Conflict) => {}
                 Err(error) => return Err(error.into()),
             }
         }
-        self.modify_running(runner, |deployment, _| deployment.log_bytes += bytes)
+        if stored_bytes == 0 {
+            return Ok(());
+        }
+        self.modify_running(runner, |deployment, _| deployment.log_bytes += stored_bytes)
             .await
     }
 
