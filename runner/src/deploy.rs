@@ -359,18 +359,20 @@ struct Terraform {
 impl Terraform {
     async fn prepare(context: &Context, dir: &Path) -> Result<Self, Failure> {
         let job = &context.job;
-        let options = ResolveOptions::for_this_machine(
-            context.tools_dir.clone(),
-            context.work_dir.join("tools"),
-        );
-        let binary = resolve_terraform(&job.iac_version, &options)
-            .await
-            .map_err(|error| {
-                Failure(format!(
-                    "Terraform {} is not available: {error}",
-                    job.iac_version
-                ))
-            })?;
+        let binary = async {
+            let options = ResolveOptions::for_this_machine(
+                context.tools_dir.clone(),
+                context.work_dir.join("tools"),
+            )?;
+            resolve_terraform(&job.iac_version, &options).await
+        }
+        .await
+        .map_err(|error| {
+            Failure(format!(
+                "Terraform {} is not available: {error}",
+                job.iac_version
+            ))
+        })?;
         let mut environment = base_environment(job);
         let declared = terraform::declares_backend(dir)
             .map_err(|e| Failure(format!("the template could not be read: {e}")))?;

@@ -3,7 +3,8 @@
 //! Order: the operator's tools directory, then `terraform` on PATH (only if it reports
 //! exactly that version), then a binary downloaded earlier into the download directory,
 //! then (if allowed) a fresh download from the release server, verified against the
-//! release's SHA256SUMS before it is unpacked.
+//! release's SHA256SUMS, whose OpenPGP signature by the release key is checked first,
+//! before it is unpacked.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Permissions};
@@ -18,6 +19,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::release_signature::{ReleaseKeys, SignatureError, SignedFiles};
+
 /// Where HashiCorp publishes Terraform releases.
 pub const DEFAULT_RELEASE_BASE_URL: &str = "https://releases.hashicorp.com";
 
@@ -28,6 +31,7 @@ const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Generous caps (a release zip is ~30 MB, the binary ~90 MB) that stop a broken
 /// or hostile mirror from filling the sandbox's disk.
 const MAX_SUMS_BYTES: u64 = 1024 * 1024;
+const MAX_SIGNATURE_BYTES: u64 = 64 * 1024;
 const MAX_ARCHIVE_BYTES: u64 = 512 * 1024 * 1024;
 const MAX_BINARY_BYTES: u64 = 1024 * 1024 * 1024;
 const MAX_VERSION_LEN: usize = 64;
@@ -54,12 +58,18 @@ pub struct ResolveOptions {
     pub search_path: Option<OsString>,
     /// How long `terraform version -json` may take before the binary is ignored.
     pub version_timeout: Duration,
+    /// Who must have signed a downloaded release's SHA256SUMS.
+    pub release_keys: ReleaseKeys,
 }
 
 impl ResolveOptions {
-    /// Options for the machine this runs on, with downloads allowed.
-    pub fn for_this_machine(tools_dir: Option<PathBuf>, download_dir: PathBuf) -> Self {
-        Self {
+    /// Options for the machine this runs on, with downloads allowed and signed by
+    /// HashiCorp's release key.
+    pub fn for_this_machine(
+        tools_dir: Option<PathBuf>,
+        download_dir: PathBuf,
+    ) -> Result<Self, ResolveError> {
+        Ok(Self {
             tools_dir,
             allow_download: true,
             download_dir,
@@ -68,7 +78,8 @@ impl ResolveOptions {
             arch: release_arch_name(std::env::consts::ARCH).to_owned(),
             search_path: None,
             version_timeout: DEFAULT_VERSION_TIMEOUT,
-        }
+            release_keys: ReleaseKeys::hashicorp()?,
+        })
     }
 }
 
@@ -115,6 +126,8 @@ pub enum ResolveError {
     HttpClient(#[source] reqwest::Error),
     #[error("{url} is larger than the limit of {limit} bytes")]
     TooLarge { url: String, limit: u64 },
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     #[error("no checksum for {file} in {sums_file}")]
     ChecksumMissing { file: String, sums_file: String },
     #[error("checksum mismatch for {file}")]
@@ -220,6 +233,11 @@ impl<'a> Release<'a> {
 
     fn sums_name(&self) -> String {
         format!("terraform_{}_SHA256SUMS", self.version.as_str())
+    }
+
+    /// HashiCorp's detached binary signature of the SHA256SUMS.
+    fn signature_name(&self) -> String {
+        format!("{}.sig", self.sums_name())
     }
 
     fn url(&self, base_url: &str, file_name: &str) -> String {
@@ -382,6 +400,14 @@ async fn download_release(
 
     let sums_url = release.url(&options.release_base_url, &sums_name);
     let sums = fetch_small(&client, &sums_url, MAX_SUMS_BYTES).await?;
+    let signature_name = release.signature_name();
+    let signature_url = release.url(&options.release_base_url, &signature_name);
+    let signature = fetch_small(&client, &signature_url, MAX_SIGNATURE_BYTES).await?;
+    let names = SignedFiles {
+        signed: &sums_name,
+        signature_file: &signature_name,
+    };
+    options.release_keys.verify(&sums, &signature, names)?;
     let expected =
         expected_sha256(&String::from_utf8_lossy(&sums), &archive_name).ok_or_else(|| {
             ResolveError::ChecksumMissing {
@@ -589,9 +615,11 @@ fn install_binary_from_zip(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::release_signature::tests::{public_keys, sign, test_signer};
+    use pgp::composed::SignedSecretKey;
     use std::collections::HashMap;
     use std::io::Write;
-    use std::sync::Arc;
+    use std::sync::{Arc, LazyLock};
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
@@ -612,8 +640,12 @@ mod tests {
             arch: "amd64".to_owned(),
             search_path: Some(OsString::new()),
             version_timeout: Duration::from_secs(5),
+            release_keys: public_keys(&SIGNER),
         }
     }
+
+    /// The test release server's signing key (HashiCorp's stays out of the tests).
+    static SIGNER: LazyLock<SignedSecretKey> = LazyLock::new(test_signer);
 
     fn write_executable(path: &Path, content: &[u8]) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -721,7 +753,7 @@ mod tests {
         assert_eq!(release_arch_name("aarch64"), "arm64");
         assert_eq!(release_os_name("linux"), "linux");
         assert_eq!(release_os_name("macos"), "darwin");
-        let options = ResolveOptions::for_this_machine(None, PathBuf::from("/tmp/d"));
+        let options = ResolveOptions::for_this_machine(None, PathBuf::from("/tmp/d")).unwrap();
         assert_eq!(options.release_base_url, DEFAULT_RELEASE_BASE_URL);
         assert!(options.allow_download);
         assert_eq!(options.os, release_os_name(std::env::consts::OS));
@@ -946,13 +978,26 @@ mod tests {
             hex::encode([7u8; 32]),
             hex::encode(listed_digest)
         );
-        HashMap::from([
-            (format!("/terraform/{v}/terraform_{v}_linux_amd64.zip"), zip),
-            (
-                format!("/terraform/{v}/terraform_{v}_SHA256SUMS"),
-                sums.into_bytes(),
-            ),
-        ])
+        let mut files =
+            HashMap::from([(format!("/terraform/{v}/terraform_{v}_linux_amd64.zip"), zip)]);
+        publish_sums(
+            &mut files,
+            v,
+            sums.as_bytes(),
+            sign(&SIGNER, sums.as_bytes()),
+        );
+        files
+    }
+
+    fn publish_sums(
+        files: &mut HashMap<String, Vec<u8>>,
+        v: &str,
+        sums: &[u8],
+        signature: Vec<u8>,
+    ) {
+        let sums_path = format!("/terraform/{v}/terraform_{v}_SHA256SUMS");
+        files.insert(format!("{sums_path}.sig"), signature);
+        files.insert(sums_path, sums.to_vec());
     }
 
     async fn download_options(root: &Path, files: HashMap<String, Vec<u8>>) -> ResolveOptions {
@@ -1022,16 +1067,62 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let zip = release_zip("terraform", FAKE_BINARY);
         let mut files = release_files("1.0.3", zip, [0; 32]);
-        files.insert(
-            "/terraform/1.0.3/terraform_1.0.3_SHA256SUMS".to_owned(),
-            b"".to_vec(),
-        );
+        publish_sums(&mut files, "1.0.3", b"", sign(&SIGNER, b""));
         let options = download_options(root.path(), files).await;
         let error = resolve_terraform("1.0.3", &options).await.unwrap_err();
         assert_eq!(
             error.to_string(),
             "no checksum for terraform_1.0.3_linux_amd64.zip in terraform_1.0.3_SHA256SUMS"
         );
+    }
+
+    /// A mirror (or a man in the middle) that swaps the archive and lists its checksum
+    /// cannot sign the list: nothing of the release is installed.
+    #[tokio::test]
+    async fn refuses_sums_not_signed_by_the_release_key() {
+        let zip = release_zip("terraform", b"#!/bin/sh\necho swapped\n");
+        let digest = sha256(&zip);
+        let honest = release_files("1.0.3", zip.clone(), digest);
+        let sums = &honest["/terraform/1.0.3/terraform_1.0.3_SHA256SUMS"];
+        let forged_sums = [sums.as_slice(), b"# also this\n"].concat();
+        let cases = [
+            (
+                "signed by another key",
+                sums.clone(),
+                sign(&test_signer(), sums),
+            ),
+            ("changed after signing", forged_sums, sign(&SIGNER, sums)),
+        ];
+        for (case, sums, signature) in cases {
+            let root = tempfile::tempdir().unwrap();
+            let mut files = honest.clone();
+            publish_sums(&mut files, "1.0.3", &sums, signature);
+            let options = download_options(root.path(), files).await;
+            let error = resolve_terraform("1.0.3", &options).await.unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                "terraform_1.0.3_SHA256SUMS is not signed by the release key \
+                 (terraform_1.0.3_SHA256SUMS.sig does not verify)",
+                "{case}"
+            );
+            assert!(
+                !root.path().join("downloads/terraform/1.0.3").exists(),
+                "{case}"
+            );
+        }
+
+        let root = tempfile::tempdir().unwrap();
+        let mut unsigned = honest.clone();
+        unsigned.remove("/terraform/1.0.3/terraform_1.0.3_SHA256SUMS.sig");
+        let options = download_options(root.path(), unsigned).await;
+        let error = resolve_terraform("1.0.3", &options).await.unwrap_err();
+        assert!(
+            matches!(error, ResolveError::ReleaseNotFound { .. }),
+            "{error}"
+        );
+        assert!(error
+            .to_string()
+            .ends_with("terraform_1.0.3_SHA256SUMS.sig"));
     }
 
     #[tokio::test]

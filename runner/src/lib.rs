@@ -8,6 +8,7 @@
 //! - [`iac`]: finding (or downloading and verifying) the exact Terraform binary,
 //! - [`logs`]: shipping masked log chunks,
 //! - [`mask`]: streaming masking of sensitive values in the deployment log,
+//! - [`release_signature`]: the keys a Terraform release's SHA256SUMS must be signed by,
 //! - [`process`]: running commands with their output logged, and interrupts,
 //! - [`terraform`]: Terraform's files and output (backend override, plan summary).
 
@@ -19,4 +20,5 @@ pub mod iac;
 pub mod logs;
 pub mod mask;
 pub mod process;
+pub mod release_signature;
 pub mod terraform;
