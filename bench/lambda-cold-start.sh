@@ -14,7 +14,7 @@ cargo build --profile lambda-release -p envplane-api -p envplane-deployer -p env
 
 config=(
     ENVPLANE_TABLE_NAME=envplane ENVPLANE_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/deployments
-    ENVPLANE_KMS_KEY_ID=alias/envplane ENVPLANE_ARTIFACTS_BUCKET=envplane-artifacts
+    ENVPLANE_KMS_KEY_ID=alias/envplane ENVPLANE_ARTIFACTS_BUCKET=envplane-artifacts ENVPLANE_LAUNCH_BUCKET=envplane-launch
     ENVPLANE_API_URL=https://api.envplane.example.com ENVPLANE_ECS_CLUSTER=envplane
     ENVPLANE_RUNNER_TASK_DEFINITION=envplane-runner ENVPLANE_SUBNETS=subnet-1,subnet-2
     ENVPLANE_SECURITY_GROUPS=sg-1 ENVPLANE_DEAD_LETTER_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/deployments-dlq

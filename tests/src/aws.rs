@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ecs::error::DisplayErrorContext;
-use aws_sdk_ecs::types::{DesiredStatus, Task};
+use aws_sdk_ecs::types::{ContainerOverride, DesiredStatus, Task};
 use envplane_aws::config::AwsPlatform;
 use envplane_aws::ecs::RUNNER_TOKEN_VARIABLE;
 use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
@@ -125,6 +125,7 @@ pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
     if let Some(sandbox) = harness.fargate {
         let fargate = Fargate {
             ecs: ecs.clone(),
+            s3: envplane_aws::config::s3_client(&stack.sdk, true),
             cluster: stack.settings.ecs_cluster.clone(),
             task_events: envplane_aws::config::concluding_platform(&stack.settings, &stack.sdk)
                 .platform,
@@ -154,6 +155,8 @@ pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
 /// The stand-in for Fargate and for EventBridge's task state change events.
 struct Fargate {
     ecs: aws_sdk_ecs::Client,
+    /// What the task's execution role reads its environment files with.
+    s3: aws_sdk_s3::Client,
     cluster: String,
     /// The task-events function's platform.
     task_events: Arc<Platform>,
@@ -219,7 +222,7 @@ impl Fargate {
     }
 
     /// Runs the runner as the task's container would: only the container overrides'
-    /// variables, plus what the runner image provides (tools, PATH, a home whose git
+    /// variables and those of its environment files, plus what the runner image provides (tools, PATH, a home whose git
     /// configuration stands in for the network).
     async fn run_runner(&self, task: &Task) -> i32 {
         let home = tempfile::tempdir().expect("the container's home");
@@ -235,7 +238,7 @@ impl Fargate {
         let mut command = tokio::process::Command::new(binary("envplane-runner"));
         command
             .env_clear()
-            .envs(container_environment(task))
+            .envs(container_environment(&self.s3, task).await)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", home.path())
             .env("TMPDIR", work_dir.path())
@@ -279,12 +282,31 @@ impl Fargate {
     }
 }
 
-/// The variables of the task's container overrides.
-fn container_environment(task: &Task) -> Vec<(String, String)> {
+/// The variables ECS gives the task's container: those of the container overrides,
+/// then those of its environment files, read from S3 as the execution role would.
+async fn container_environment(s3: &aws_sdk_s3::Client, task: &Task) -> Vec<(String, String)> {
+    let mut variables = override_variables(task);
+    for file in container_overrides(task).flat_map(|container| container.environment_files()) {
+        let text = environment_file(s3, file.value()).await;
+        variables.extend(text.lines().filter_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            Some((name.to_string(), value.to_string()))
+        }));
+    }
+    variables
+}
+
+fn container_overrides(task: &Task) -> impl Iterator<Item = &ContainerOverride> {
     task.overrides()
         .map(|overrides| overrides.container_overrides())
         .unwrap_or_default()
         .iter()
+}
+
+/// The variables written in the task's container overrides themselves: what
+/// DescribeTasks, CloudTrail and the task events show.
+fn override_variables(task: &Task) -> Vec<(String, String)> {
+    container_overrides(task)
         .flat_map(|container| container.environment())
         .map(|pair| {
             (
@@ -293,6 +315,23 @@ fn container_environment(task: &Task) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// The text of an environment file named by its S3 object ARN.
+async fn environment_file(s3: &aws_sdk_s3::Client, arn: &str) -> String {
+    let (bucket, key) = arn
+        .strip_prefix("arn:aws:s3:::")
+        .and_then(|path| path.split_once('/'))
+        .unwrap_or_else(|| panic!("not an S3 object ARN: {arn}"));
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("GetObject of an environment file");
+    let bytes = object.body.collect().await.expect("environment file body");
+    String::from_utf8(bytes.into_bytes().to_vec()).expect("an environment file is text")
 }
 
 /// The cluster's tasks with `desired` status, described with their tags.
@@ -373,10 +412,11 @@ impl AwsApp {
         started
     }
 
-    /// The runner token of the first sandbox task to run, from its container overrides
-    /// (for tests that play the sandbox themselves).
+    /// The runner token of the first sandbox task to run, as ECS hands it to the
+    /// container (for tests that play the sandbox themselves).
     pub async fn runner_token(&self) -> String {
-        eventually("a sandbox task running", || async {
+        let s3 = envplane_aws::config::s3_client(&self.stack.sdk, true);
+        let task = eventually("a sandbox task running", || async {
             let running = tasks(
                 &self.ecs,
                 &self.stack.settings.ecs_cluster,
@@ -384,21 +424,23 @@ impl AwsApp {
             )
             .await;
             running
-                .first()
-                .and_then(|task| {
-                    container_environment(task)
-                        .into_iter()
-                        .find(|(name, _)| name == RUNNER_TOKEN_VARIABLE)
-                        .map(|(_, token)| token)
-                })
-                .ok_or_else(|| format!("{} running tasks, none with a token", running.len()))
+                .into_iter()
+                .next()
+                .ok_or_else(|| "no running task".to_string())
         })
-        .await
+        .await;
+        container_environment(&s3, &task)
+            .await
+            .into_iter()
+            .find(|(name, _)| name == RUNNER_TOKEN_VARIABLE)
+            .map(|(_, token)| token)
+            .expect("the sandbox task's environment has its launch credential")
     }
 
     /// Everything the installation keeps at rest or sent to ECS, as text: every item of
-    /// the table, every version of every object in the bucket, every task (with its
-    /// overrides) ever started.
+    /// the table, every version of every object in the artifacts bucket, every task
+    /// (with its overrides) ever started. Not the launch bucket, whose files are the
+    /// sandboxes' launch credentials, for the execution role's eyes only.
     pub async fn everything_stored(&self) -> String {
         let mut text = String::new();
         let dynamodb = aws_sdk_dynamodb::Client::new(&self.stack.sdk);
@@ -441,7 +483,7 @@ impl AwsApp {
         for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
             for task in tasks(&self.ecs, cluster, desired).await {
                 // The SDK's Debug redacts the overrides' environment: spell it out.
-                for (name, value) in container_environment(&task) {
+                for (name, value) in override_variables(&task) {
                     text.push_str(&format!("{name}={value}\n"));
                 }
                 text.push_str(&format!("{task:?}"));

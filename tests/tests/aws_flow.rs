@@ -99,7 +99,7 @@ async fn a_deployment_plans_waits_applies_and_destroys_through_sqs_fargate_and_s
     }
     // The scan saw the table and the tasks' overrides.
     assert!(stored.contains(&id));
-    assert!(stored.contains("ENVPLANE_RUNNER_TOKEN"), "{stored}");
+    assert!(stored.contains("ENVPLANE_DEPLOYMENT_ID"), "{stored}");
 }
 
 #[tokio::test]
@@ -440,9 +440,11 @@ async fn the_state_lock_is_held_by_one_and_released_with_standard_methods() {
     );
 }
 
-/// What a reader of RunTask or of the sandbox's environment sees is the launch credential:
-/// traded once by the sandbox, it opens nothing afterwards. Terraform's state credential
-/// opens the state and nothing of the runner's; the runner's is never traded again.
+/// A reader of DescribeTasks, CloudTrail or the task events finds no credential: RunTask
+/// names the launch file, which ECS reads for the container. What the sandbox's
+/// environment holds is the launch credential: traded once by the sandbox, it opens
+/// nothing afterwards. Terraform's state credential opens the state and nothing of the
+/// runner's; the runner's is never traded again.
 #[tokio::test]
 async fn the_launch_credential_is_traded_once_and_each_credential_opens_its_own_calls() {
     let aws = spawn_app_on_aws(Harness {
@@ -454,6 +456,10 @@ async fn the_launch_credential_is_traded_once_and_each_credential_opens_its_own_
     let seeded = aws.environment_on(&repository, "trade", false).await;
     aws.app.deploy(&seeded.environment_id, "plan").await;
     let launch = aws.runner_token().await;
+    assert!(
+        !aws.everything_stored().await.contains(&launch),
+        "the launch credential is in the table or in what ECS shows of the task"
+    );
     let client = reqwest::Client::new();
     let url = |path: &str| format!("http://{}{path}", aws.app.address);
     let trade = |token: String| {

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const SETTINGS: [(&str, &str); 10] = [
+const SETTINGS: [(&str, &str); 11] = [
     ("ENVPLANE_TABLE_NAME", "envplane"),
     (
         "ENVPLANE_QUEUE_URL",
@@ -11,6 +11,7 @@ const SETTINGS: [(&str, &str); 10] = [
     ),
     ("ENVPLANE_KMS_KEY_ID", "alias/envplane"),
     ("ENVPLANE_ARTIFACTS_BUCKET", "envplane-artifacts"),
+    ("ENVPLANE_LAUNCH_BUCKET", "envplane-launch"),
     ("ENVPLANE_API_URL", "https://api.envplane.example.com"),
     ("ENVPLANE_ECS_CLUSTER", "envplane"),
     ("ENVPLANE_RUNNER_TASK_DEFINITION", "envplane-runner"),

@@ -32,6 +32,7 @@ locals {
     ENVPLANE_QUEUE_URL                = aws_sqs_queue.deployments.url
     ENVPLANE_KMS_KEY_ID               = var.kms_key_arn
     ENVPLANE_ARTIFACTS_BUCKET         = aws_s3_bucket.artifacts.bucket
+    ENVPLANE_LAUNCH_BUCKET            = aws_s3_bucket.launch.bucket
     ENVPLANE_API_URL                  = local.sandbox_api_url
     ENVPLANE_ECS_CLUSTER              = aws_ecs_cluster.sandboxes.name
     ENVPLANE_RUNNER_TASK_DEFINITION   = aws_ecs_task_definition.runner.family

@@ -12,7 +12,8 @@
 #   deployer        + SQS receive/delete (event source mapping) and SendMessage (a
 #                   message waiting for capacity is sent again); ECS ListTasks and RunTask
 #                   of the runner task definition in the cluster, TagResource on RunTask,
-#                   StopTask in the cluster (cancelled deployments),
+#                   StopTask in the cluster (cancelled deployments), S3 PutObject of
+#                   launch files in the launch bucket,
 #                   iam:PassRole of the two task roles to ECS tasks
 #   task-events     + SQS SendMessage (the environment's next deployment), and to its
 #                   failure queue (asynchronous invocation destination)
@@ -228,6 +229,13 @@ data "aws_iam_policy_document" "deployer" {
       variable = "ecs:CreateAction"
       values   = ["RunTask"]
     }
+  }
+
+  # shared/aws/src/launch_file.rs: the launch file RunTask names, written just before it.
+  statement {
+    sid       = "WriteLaunchFiles"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.launch.arn}/launch/*"]
   }
 
   statement {

@@ -25,6 +25,7 @@ locals {
   runner_family           = "${var.name}-runner"
   runner_container        = "runner"
   artifacts_bucket_name   = "${var.name}-artifacts-${local.account_id}-${local.region}"
+  launch_bucket_name      = "${var.name}-launch-${local.account_id}-${local.region}"
   runner_log_group_name   = "/ecs/${var.name}-runner"
   api_access_log_group    = "/aws/apigateway/${var.name}-api"
   flow_log_group_name     = "/aws/vpc/${var.name}-sandboxes"

@@ -58,6 +58,11 @@ output "artifacts_bucket" {
   value       = aws_s3_bucket.artifacts.bucket
 }
 
+output "launch_bucket" {
+  description = "ENVPLANE_LAUNCH_BUCKET."
+  value       = aws_s3_bucket.launch.bucket
+}
+
 output "private_subnet_ids" {
   description = "ENVPLANE_SUBNETS (comma-joined in the functions' environment)."
   value       = aws_subnet.private[*].id

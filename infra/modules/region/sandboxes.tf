@@ -92,10 +92,12 @@ resource "aws_iam_role_policy_attachment" "runner_task" {
   policy_arn = each.value
 }
 
-# What ECS does to start a sandbox: pull the image, write the container's logs.
+# What ECS does to start a sandbox: pull the image, read the launch file into the
+# container's environment, write the container's logs. Template code never holds this
+# role (only the task role's credentials reach the container).
 resource "aws_iam_role" "runner_execution" {
   name               = "${var.name}-runner-execution-${local.region}"
-  description        = "ECS pulls the envplane runner image and writes its logs"
+  description        = "ECS pulls the envplane runner image, reads launch files and writes logs"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_trust.json
 }
 
@@ -104,6 +106,19 @@ data "aws_iam_policy_document" "runner_execution" {
     sid       = "WriteLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
     resources = ["${aws_cloudwatch_log_group.runner.arn}:*"]
+  }
+
+  # environmentFiles: ECS reads the object and the bucket's location.
+  statement {
+    sid       = "ReadLaunchFiles"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.launch.arn}/launch/*"]
+  }
+
+  statement {
+    sid       = "LocateLaunchBucket"
+    actions   = ["s3:GetBucketLocation"]
+    resources = [aws_s3_bucket.launch.arn]
   }
 
   dynamic "statement" {
@@ -132,7 +147,7 @@ data "aws_iam_policy_document" "runner_execution" {
 }
 
 resource "aws_iam_role_policy" "runner_execution" {
-  name   = "pull-image-write-logs"
+  name   = "pull-image-read-launch-files-write-logs"
   role   = aws_iam_role.runner_execution.id
   policy = data.aws_iam_policy_document.runner_execution.json
 }

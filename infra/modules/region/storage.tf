@@ -145,3 +145,116 @@ resource "aws_s3_bucket_policy" "artifacts" {
 
   depends_on = [aws_s3_bucket_public_access_block.artifacts]
 }
+
+# The launch bucket (ENVPLANE_LAUNCH_BUCKET): one environment file per sandbox launch,
+# `launch/<deployment_id>/<attempt>.env`, holding the launch credential the sandbox
+# trades once for its job (shared/aws/src/launch_file.rs). RunTask names the file, so
+# DescribeTasks, CloudTrail and the task events never carry the credential; the deployer
+# writes it and ECS reads it with the runner's execution role, nobody else. Files expire
+# after a day: by then every credential in them is traded or expired.
+
+resource "aws_s3_bucket" "launch" {
+  bucket = local.launch_bucket_name
+}
+
+resource "aws_s3_bucket_ownership_controls" "launch" {
+  bucket = aws_s3_bucket.launch.id
+
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "launch" {
+  bucket = aws_s3_bucket.launch.id
+
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+# SSE-S3: ECS reads environment files with the execution role, which then needs no KMS
+# permission.
+resource "aws_s3_bucket_server_side_encryption_configuration" "launch" {
+  bucket = aws_s3_bucket.launch.id
+
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm = "AES256"
+    }
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "launch" {
+  bucket = aws_s3_bucket.launch.id
+
+  rule {
+    id     = "expire-launch-files"
+    status = "Enabled"
+
+    filter {}
+
+    expiration {
+      days = 1
+    }
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+}
+
+data "aws_iam_policy_document" "launch_bucket" {
+  statement {
+    sid     = "DenyInsecureTransport"
+    effect  = "Deny"
+    actions = ["s3:*"]
+    resources = [
+      aws_s3_bucket.launch.arn,
+      "${aws_s3_bucket.launch.arn}/*",
+    ]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+
+  # Identity policies grant the deployer PutObject and the execution role GetObject;
+  # this keeps every other principal of the account (an operator's broad role included)
+  # from reading a credential, except the account root for recovery.
+  statement {
+    sid       = "OnlyTheExecutionRoleReads"
+    effect    = "Deny"
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = ["${aws_s3_bucket.launch.arn}/*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "StringNotEquals"
+      variable = "aws:PrincipalArn"
+      values = [
+        aws_iam_role.runner_execution.arn,
+        "arn:${local.partition}:iam::${local.account_id}:root",
+      ]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "launch" {
+  bucket = aws_s3_bucket.launch.id
+  policy = data.aws_iam_policy_document.launch_bucket.json
+
+  depends_on = [aws_s3_bucket_public_access_block.launch]
+}

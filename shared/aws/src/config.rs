@@ -15,6 +15,7 @@ use tracing_subscriber::filter::{ParseError, Targets};
 use crate::dynamodb::DynamoDbStore;
 use crate::ecs::{EcsLauncher, EcsSettings};
 use crate::kms::KmsKeyRing;
+use crate::launch_file::LaunchFiles;
 use crate::lazy::LazyClient;
 use crate::reaper::DeadLetters;
 use crate::s3::S3Artifacts;
@@ -39,6 +40,8 @@ pub struct AwsSettings {
     pub kms_key_id: String,
     /// The versioned S3 bucket for states and plans.
     pub artifacts_bucket: String,
+    /// The S3 bucket of the sandboxes' launch files ([`crate::launch_file`]).
+    pub launch_bucket: String,
     /// Address the bucket in the path rather than the host name, for S3-compatible
     /// endpoints without per-bucket host names (the emulator).
     pub s3_path_style: bool,
@@ -109,6 +112,7 @@ impl AwsSettings {
             queue_url: required("ENVPLANE_QUEUE_URL")?,
             kms_key_id: required("ENVPLANE_KMS_KEY_ID")?,
             artifacts_bucket: required("ENVPLANE_ARTIFACTS_BUCKET")?,
+            launch_bucket: required("ENVPLANE_LAUNCH_BUCKET")?,
             s3_path_style: flag("ENVPLANE_S3_PATH_STYLE")?,
             api_url,
             ecs_cluster: required("ENVPLANE_ECS_CLUSTER")?,
@@ -155,11 +159,7 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
         &settings.kms_key_id,
     );
     let artifacts = S3Artifacts::new(
-        if settings.s3_path_style {
-            LazyClient::new(sdk, |sdk| s3_client(sdk, true))
-        } else {
-            LazyClient::new(sdk, |sdk| s3_client(sdk, false))
-        },
+        lazy_s3_client(settings, sdk),
         &settings.artifacts_bucket,
         &settings.kms_key_id,
     );
@@ -172,10 +172,28 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
     )
 }
 
-/// The deployer's adapters: the store, the queue and the sandbox launcher on ECS.
-/// Dispatching never seals a value nor touches a blob, so KMS and S3 stay out of its
-/// binary.
+/// An S3 client built on first use, path-style when the settings say so.
+fn lazy_s3_client(settings: &AwsSettings, sdk: &SdkConfig) -> LazyClient<aws_sdk_s3::Client> {
+    if settings.s3_path_style {
+        LazyClient::new(sdk, |sdk| s3_client(sdk, true))
+    } else {
+        LazyClient::new(sdk, |sdk| s3_client(sdk, false))
+    }
+}
+
+/// The deployer's adapters: the store, the queue and the sandbox launcher on ECS, which
+/// writes each sandbox's launch file to S3. Dispatching never seals a value nor touches
+/// an artifact, so KMS stays out of its binary.
 pub fn dispatching_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
+    let region = sdk
+        .region()
+        .map(|region| region.as_ref())
+        .unwrap_or_default();
+    let launch_files = LaunchFiles::new(
+        lazy_s3_client(settings, sdk),
+        &settings.launch_bucket,
+        region,
+    );
     let launcher = EcsLauncher::new(
         LazyClient::new(sdk, aws_sdk_ecs::Client::new),
         EcsSettings {
@@ -186,6 +204,7 @@ pub fn dispatching_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatf
             security_groups: settings.security_groups.clone(),
             api_url: settings.api_url.clone(),
         },
+        launch_files,
     );
     let unwired = Arc::new(Unwired);
     Common::new(settings, sdk).assemble(settings, unwired.clone(), unwired, Arc::new(launcher))

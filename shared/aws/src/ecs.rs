@@ -1,5 +1,6 @@
 //! The `Launcher` port on ECS Fargate: one RunTask per deployment phase, in the private
-//! subnets, without a public IP, carrying only who the sandbox is and how to call back.
+//! subnets, without a public IP, carrying only who the sandbox is, how to call back and
+//! which environment file holds its launch credential ([`crate::launch_file`]).
 //!
 //! Every task is named by its `startedBy` (`<deployment_id>.<attempt>`) and `group`
 //! (`envplane:<org_id>`), which is how task-events finds the deployment of a stopped
@@ -9,21 +10,24 @@ use async_trait::async_trait;
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::operation::run_task::builders::RunTaskFluentBuilder;
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, DesiredStatus, Failure, KeyValuePair,
-    LaunchType, NetworkConfiguration, Tag, TaskOverride,
+    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, DesiredStatus, EnvironmentFile,
+    EnvironmentFileType, Failure, KeyValuePair, LaunchType, NetworkConfiguration, Tag,
+    TaskOverride,
 };
 use envplane_core::ports::{LaunchError, LaunchRequest, Launcher};
-use envplane_core::secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
+use crate::launch_file::LaunchFiles;
 use crate::lazy::LazyClient;
 
 /// The reason StopTask records when a deployment is cancelled.
 pub const STOP_REASON: &str = "cancelled by envplane";
 
-/// The only environment variables a RunTask call sets: never a variable value.
+/// The only environment variables a RunTask call sets: never a variable value, never
+/// a credential.
 pub const DEPLOYMENT_ID_VARIABLE: &str = "ENVPLANE_DEPLOYMENT_ID";
 pub const API_URL_VARIABLE: &str = "ENVPLANE_API_URL";
+/// The launch credential's variable, set by ECS from the phase's environment file.
 pub const RUNNER_TOKEN_VARIABLE: &str = "ENVPLANE_RUNNER_TOKEN";
 
 /// ECS limits: `startedBy` up to 36 characters, `clientToken` up to 64.
@@ -94,13 +98,19 @@ pub fn client_token(deployment_id: &str, attempt: u32) -> String {
 pub struct EcsLauncher {
     client: LazyClient<aws_sdk_ecs::Client>,
     settings: EcsSettings,
+    launch_files: LaunchFiles,
 }
 
 impl EcsLauncher {
-    pub fn new(client: impl Into<LazyClient<aws_sdk_ecs::Client>>, settings: EcsSettings) -> Self {
+    pub fn new(
+        client: impl Into<LazyClient<aws_sdk_ecs::Client>>,
+        settings: EcsSettings,
+        launch_files: LaunchFiles,
+    ) -> Self {
         Self {
             client: client.into(),
             settings,
+            launch_files,
         }
     }
 
@@ -121,14 +131,16 @@ impl EcsLauncher {
             .map_err(|e| LaunchError::Failed(format!("invalid network configuration: {e}")))?;
         let variable =
             |name: &str, value: &str| KeyValuePair::builder().name(name).value(value).build();
+        let launch_file = EnvironmentFile::builder()
+            .r#type(EnvironmentFileType::S3)
+            .value(self.launch_files.arn(request))
+            .build()
+            .map_err(|e| LaunchError::Failed(format!("invalid launch file: {e}")))?;
         let container = ContainerOverride::builder()
             .name(&self.settings.container)
             .environment(variable(DEPLOYMENT_ID_VARIABLE, &request.deployment_id))
             .environment(variable(API_URL_VARIABLE, &self.settings.api_url))
-            .environment(variable(
-                RUNNER_TOKEN_VARIABLE,
-                request.runner_token.expose_secret(),
-            ))
+            .environment_files(launch_file)
             .build();
         let tag = |key: &str, value: String| Tag::builder().key(key).value(value).build();
         Ok(self
@@ -186,13 +198,8 @@ impl Launcher for EcsLauncher {
             tracing::info!("the sandbox of this deployment phase is already running");
             return Ok(());
         }
-        // An AWS validation message may quote the request: never let it carry the token
-        // into the deployment's reason or a log line.
-        let token = request.runner_token.expose_secret();
-        let output = run_task
-            .send()
-            .await
-            .map_err(|e| without(sdk_error("RunTask", e), token))?;
+        self.launch_files.write(&request).await?;
+        let output = run_task.send().await.map_err(|e| sdk_error("RunTask", e))?;
         if let Some(task) = output.tasks().first() {
             tracing::info!(
                 task_arn = task.task_arn().unwrap_or_default(),
@@ -200,7 +207,7 @@ impl Launcher for EcsLauncher {
             );
             return Ok(());
         }
-        Err(without(failures_error(output.failures()), token))
+        Err(failures_error(output.failures()))
     }
 
     #[tracing::instrument(skip(self))]
@@ -226,15 +233,6 @@ impl Launcher for EcsLauncher {
             tracing::info!(%task_arn, "sandbox stopped");
         }
         Ok(())
-    }
-}
-
-/// `error` with every occurrence of `secret` masked.
-fn without(error: LaunchError, secret: &str) -> LaunchError {
-    let mask = |text: String| text.replace(secret, "***");
-    match error {
-        LaunchError::Transient(text) => LaunchError::Transient(mask(text)),
-        LaunchError::Failed(text) => LaunchError::Failed(mask(text)),
     }
 }
 
@@ -371,19 +369,6 @@ mod tests {
     }
 
     #[test]
-    fn a_launch_error_quoting_the_token_is_masked() {
-        let quoted = LaunchError::Failed(format!("RunTask failed: invalid value {TOKEN}"));
-        let LaunchError::Failed(text) = without(quoted, TOKEN) else {
-            panic!("the kind of error is kept");
-        };
-        assert_eq!(text, "RunTask failed: invalid value ***");
-        assert!(matches!(
-            without(LaunchError::Transient("Rate exceeded".into()), TOKEN),
-            LaunchError::Transient(text) if text == "Rate exceeded"
-        ));
-    }
-
-    #[test]
     fn failures_are_sorted_into_transient_and_final() {
         let failure = |reason: &str| Failure::builder().reason(reason).build();
         for reason in [
@@ -417,8 +402,19 @@ mod tests {
         )
     }
 
+    fn offline_launch_files() -> LaunchFiles {
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .build(),
+        );
+        LaunchFiles::new(s3, "envplane-launch", "eu-west-1")
+    }
+
+    /// Whoever reads DescribeTasks, CloudTrail or the task event sees the request: it
+    /// names the launch file, never the credential.
     #[test]
-    fn run_task_carries_only_the_three_variables_and_a_private_network() {
+    fn run_task_carries_no_credential_and_a_private_network() {
         let launcher = EcsLauncher::new(
             offline_client(),
             settings(
@@ -426,6 +422,7 @@ mod tests {
                 vec!["sg-1".into()],
                 "envplane",
             ),
+            offline_launch_files(),
         );
         let id = deployment_id();
         let builder = launcher.run_task(&request(&id, 2)).unwrap();
@@ -451,15 +448,22 @@ mod tests {
         let container = &overrides.container_overrides()[0];
         assert_eq!(container.name(), Some("runner"));
         assert!(container.command().is_empty());
-        assert!(container.environment_files().is_empty());
         assert_eq!(
             environment(container.environment()),
             [
                 (DEPLOYMENT_ID_VARIABLE.to_string(), id.clone()),
                 (API_URL_VARIABLE.to_string(), API_URL.to_string()),
-                (RUNNER_TOKEN_VARIABLE.to_string(), TOKEN.to_string()),
             ]
         );
+        let files: Vec<(&EnvironmentFileType, &str)> = container
+            .environment_files()
+            .iter()
+            .map(|file| (file.r#type(), file.value()))
+            .collect();
+        let file_arn = format!("arn:aws:s3:::envplane-launch/launch/{id}/2.env");
+        assert_eq!(files, [(&EnvironmentFileType::S3, file_arn.as_str())]);
+        // The SDK's Debug redacts the environment, which is checked above.
+        assert!(!format!("{input:?}").contains(TOKEN));
         // Nothing else in the task overrides: no role, no command, no extra container.
         assert!(overrides.task_role_arn().is_none() && overrides.execution_role_arn().is_none());
         let tags: Vec<(&str, &str)> = input
@@ -487,6 +491,8 @@ mod tests {
 
     struct Sandbox {
         ecs: aws_sdk_ecs::Client,
+        s3: aws_sdk_s3::Client,
+        launch_bucket: String,
         launcher: EcsLauncher,
         cluster: String,
     }
@@ -496,13 +502,24 @@ mod tests {
     async fn sandbox() -> Sandbox {
         manual_task_progression().await;
         let (subnet, security_group) = sandbox_network().await;
-        let ecs = aws_sdk_ecs::Client::new(&sdk_config().await);
+        let sdk = sdk_config().await;
+        let ecs = aws_sdk_ecs::Client::new(&sdk);
         let (cluster, family) = runner_cluster(&ecs).await;
         let mut settings = settings(vec![subnet], vec![security_group], &cluster);
         settings.task_definition = family;
+        let s3 = crate::config::s3_client(&sdk, true);
+        let launch_bucket = unique_name("envplane-launch");
+        s3.create_bucket()
+            .bucket(&launch_bucket)
+            .send()
+            .await
+            .unwrap();
+        let launch_files = LaunchFiles::new(s3.clone(), &launch_bucket, "us-east-1");
         Sandbox {
-            launcher: EcsLauncher::new(ecs.clone(), settings),
+            launcher: EcsLauncher::new(ecs.clone(), settings, launch_files),
             ecs,
+            s3,
+            launch_bucket,
             cluster,
         }
     }
@@ -536,7 +553,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn launch_starts_one_task_with_only_the_three_variables() {
+    async fn launch_writes_the_launch_file_and_starts_one_task_without_the_credential() {
         let sandbox = sandbox().await;
         let id = deployment_id();
         sandbox.launcher.launch(request(&id, 1)).await.unwrap();
@@ -566,13 +583,30 @@ mod tests {
             .map(|(name, _)| name)
             .collect();
         names.sort();
+        assert_eq!(names, ["ENVPLANE_API_URL", "ENVPLANE_DEPLOYMENT_ID"]);
+        assert!(!format!("{task:?}").contains(TOKEN));
+        let file = overrides[0].environment_files()[0].value();
+        let key = format!("launch/{id}/1.env");
         assert_eq!(
-            names,
-            [
-                "ENVPLANE_API_URL",
-                "ENVPLANE_DEPLOYMENT_ID",
-                "ENVPLANE_RUNNER_TOKEN"
-            ]
+            file,
+            format!("arn:aws:s3:::{}/{key}", sandbox.launch_bucket)
+        );
+        let written = sandbox
+            .s3
+            .get_object()
+            .bucket(&sandbox.launch_bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            written.server_side_encryption(),
+            Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256)
+        );
+        let text = written.body.collect().await.unwrap().into_bytes();
+        assert_eq!(
+            text.as_ref(),
+            format!("ENVPLANE_RUNNER_TOKEN={TOKEN}\n").as_bytes()
         );
         let tags: Vec<(&str, &str)> = task
             .tags()
@@ -643,7 +677,11 @@ mod tests {
         let sandbox = sandbox().await;
         let mut settings = sandbox.launcher.settings.clone();
         settings.task_definition = unique_name("missing");
-        let launcher = EcsLauncher::new(sandbox.ecs.clone(), settings);
+        let launcher = EcsLauncher::new(
+            sandbox.ecs.clone(),
+            settings,
+            sandbox.launcher.launch_files.clone(),
+        );
         let error = launcher
             .launch(request(&deployment_id(), 1))
             .await

@@ -179,7 +179,7 @@ pub async fn runner_cluster(ecs: &aws_sdk_ecs::Client) -> (String, String) {
 }
 
 /// Every resource of an installation, as `infra/` declares it, created afresh in the
-/// emulator: the KMS key, the table, the artifacts bucket, the deployments queue with its
+/// emulator: the KMS key, the table, the artifacts and launch buckets, the deployments queue with its
 /// dead-letter queue, the sandbox network, the cluster and the runner task definition.
 pub struct Stack {
     pub sdk: SdkConfig,
@@ -229,6 +229,12 @@ impl Stack {
             .send()
             .await
             .expect("turn on the bucket's versioning");
+        let launch_bucket = unique_name("envplane-launch");
+        s3.create_bucket()
+            .bucket(&launch_bucket)
+            .send()
+            .await
+            .expect("create the launch bucket");
         let (queue_url, dead_letter_queue_url) = deployment_queues(&sdk).await;
         let (subnet, security_group) = sandbox_network().await;
         let (ecs_cluster, runner_task_definition) =
@@ -238,6 +244,7 @@ impl Stack {
             queue_url,
             kms_key_id,
             artifacts_bucket,
+            launch_bucket,
             s3_path_style: true,
             api_url: api_url.to_string(),
             ecs_cluster,

@@ -9,6 +9,7 @@ pub mod ecs;
 pub mod emulator;
 mod error_code;
 pub mod kms;
+pub mod launch_file;
 pub mod lazy;
 pub mod reaper;
 pub mod s3;
