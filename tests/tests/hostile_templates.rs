@@ -92,12 +92,21 @@ fn the_sandbox_reaches_the_internet_and_nothing_of_the_host() {
     }
 }
 
-/// A hook that tries a system call the seccomp filter refuses (a new namespace), looks
+/// A hook that tries system calls the seccomp filters refuse (a new namespace through
+/// `unshare`, and through `clone`'s flags where Python is there to make the call), looks
 /// for the sandbox's credentials where template code can look (every process's
 /// environment, the runner's included) and tries each on the runner's calls, through the
 /// API socket as the runner does.
 const CREDENTIAL_HUNT: &str = r#"
 if unshare -U true 2>/dev/null; then echo "new namespace allowed"; else echo "new namespace refused"; fi
+command -v python3 >/dev/null && python3 -c '
+import ctypes, os
+clone = {"x86_64": 56, "aarch64": 220}[os.uname().machine]
+pid = ctypes.CDLL(None, use_errno=True).syscall(clone, 0x10000000 | 17, 0, 0, 0, 0)
+if pid == 0:
+    os._exit(0)
+print("clone into a new namespace", "refused" if pid < 0 else "allowed")
+'
 api=/run/envplane/api.sock
 for dir in /proc/[0-9]*; do
   if [ "$(cat $dir/comm 2>/dev/null)" = "envplane-runner" ]; then
@@ -145,6 +154,12 @@ async fn template_code_finds_no_credential_that_opens_the_runners_calls() {
         logs.contains("new namespace refused"),
         "the seccomp filter: {logs}"
     );
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        assert!(
+            logs.contains("clone into a new namespace refused"),
+            "the seccomp filter on clone's flags: {logs}"
+        );
+    }
     assert!(
         !logs.contains("ert_"),
         "a credential reached the log: {logs}"

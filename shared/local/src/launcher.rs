@@ -33,8 +33,8 @@ const SANDBOX_WORK: &str = "/work";
 const SANDBOX_RUN: &str = "/run/envplane";
 const API_SOCKET_NAME: &str = "api.sock";
 const SANDBOX_API_SOCKET: &str = "/run/envplane/api.sock";
-/// Where bubblewrap finds the seccomp filter.
-const SECCOMP_FD: i32 = 10;
+/// Where bubblewrap finds the seccomp filters.
+const SECCOMP_FDS: [i32; 2] = [10, 11];
 /// How long Terraform gets after SIGINT to leave state and lock clean.
 const STOP_GRACE: Duration = Duration::from_secs(60);
 
@@ -202,15 +202,23 @@ impl LocalLauncher {
             .kill_on_drop(false);
         // SAFETY: setsid, fcntl and dup2 are async-signal-safe. A session of its own: no
         // controlling terminal (nothing to inject keystrokes into with TIOCSTI), and its
-        // own process group, which `stop` signals as a whole. The seccomp filter's file
-        // goes to SECCOMP_FD (copied above it first, so dup2 never overwrites it).
-        let seccomp = dirs.seccomp.as_ref().map(|file| file.as_raw_fd());
+        // own process group, which `stop` signals as a whole. The seccomp filters' files
+        // go to SECCOMP_FDS (all copied above them first, so no dup2 overwrites a file
+        // not yet moved).
+        let seccomp: Vec<i32> = dirs.seccomp.iter().map(|file| file.as_raw_fd()).collect();
         unsafe {
             command.pre_exec(move || {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
-                if let Some(fd) = seccomp {
-                    let copy = libc::fcntl(fd, libc::F_DUPFD, SECCOMP_FD + 1);
-                    if copy < 0 || libc::dup2(copy, SECCOMP_FD) < 0 {
+                let above = SECCOMP_FDS[SECCOMP_FDS.len() - 1] + 1;
+                let mut copies = [-1; SECCOMP_FDS.len()];
+                for (copy, &fd) in copies.iter_mut().zip(&seccomp) {
+                    *copy = libc::fcntl(fd, libc::F_DUPFD, above);
+                    if *copy < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (&copy, &target) in copies.iter().zip(&SECCOMP_FDS).take(seccomp.len()) {
+                    if libc::dup2(copy, target) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                     libc::close(copy);
@@ -266,8 +274,8 @@ struct SandboxDirs {
     work: PathBuf,
     run: PathBuf,
     resolv_conf: PathBuf,
-    /// The seccomp filter bubblewrap loads, open for the child to inherit.
-    seccomp: Option<std::fs::File>,
+    /// The seccomp filters bubblewrap loads, open for the child to inherit.
+    seccomp: Vec<std::fs::File>,
 }
 
 impl SandboxDirs {
@@ -288,17 +296,19 @@ impl SandboxDirs {
             work,
             run,
             resolv_conf,
-            seccomp: None,
+            seccomp: Vec::new(),
         })
     }
 
-    /// Writes the seccomp filter beside the sandbox and opens it for bubblewrap.
+    /// Writes the seccomp filters beside the sandbox and opens them for bubblewrap.
     fn with_seccomp(mut self) -> Result<Self, LaunchError> {
-        let failed = |e: String| LaunchError::Failed(format!("the seccomp filter: {e}"));
-        let path = self._root.path().join("seccomp.bpf");
-        std::fs::write(&path, seccomp::program().map_err(failed)?)
-            .map_err(|e| failed(e.to_string()))?;
-        self.seccomp = Some(std::fs::File::open(&path).map_err(|e| failed(e.to_string()))?);
+        let failed = |e: String| LaunchError::Failed(format!("the seccomp filters: {e}"));
+        for (index, program) in seccomp::programs().map_err(failed)?.iter().enumerate() {
+            let path = self._root.path().join(format!("seccomp-{index}.bpf"));
+            std::fs::write(&path, program).map_err(|e| failed(e.to_string()))?;
+            let file = std::fs::File::open(&path).map_err(|e| failed(e.to_string()))?;
+            self.seccomp.push(file);
+        }
         Ok(self)
     }
 }
@@ -341,8 +351,8 @@ fn bubblewrap_args(
     }
     push(&[&"--proc", &"/proc", &"--dev", &"/dev", &"--tmpfs", &"/tmp"]);
     push(&[&"--ro-bind", &dirs.resolv_conf, &"/etc/resolv.conf"]);
-    if dirs.seccomp.is_some() {
-        push(&[&"--seccomp", &SECCOMP_FD.to_string()]);
+    for fd in &SECCOMP_FDS[..dirs.seccomp.len()] {
+        push(&[&"--add-seccomp-fd", &fd.to_string()]);
     }
     push(&[&"--bind", &dirs.run, &SANDBOX_RUN]);
     push(&[
