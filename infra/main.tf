@@ -206,6 +206,7 @@ module "primary" {
   runner_tools_dir             = var.runner_tools_dir
   runner_task_role_policy_arns = var.runner_task_role_policy_arns
   max_parallel_deployments     = var.max_parallel_deployments
+  deployment_quotas            = var.deployment_quotas
 
   redrive_limit                    = var.redrive_limit
   queue_visibility_timeout_seconds = var.queue_visibility_timeout_seconds

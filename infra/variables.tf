@@ -151,6 +151,27 @@ variable "max_parallel_deployments" {
   default     = 50
 }
 
+variable "deployment_quotas" {
+  description = "ENVPLANE_QUOTA_*: what one deployment may use: log bytes and steps (hitting one ends the deployment with a reason naming it), state and plan bytes (larger uploads are refused with 413). Give all four to change any."
+  type = object({
+    log_bytes   = number
+    steps       = number
+    state_bytes = number
+    plan_bytes  = number
+  })
+  default = {
+    log_bytes   = 67108864
+    steps       = 200
+    state_bytes = 67108864
+    plan_bytes  = 67108864
+  }
+
+  validation {
+    condition     = alltrue([for quota in values(var.deployment_quotas) : quota >= 1 && floor(quota) == quota])
+    error_message = "Every quota is a whole number of at least 1."
+  }
+}
+
 # ---- queue ---------------------------------------------------------------------------------
 
 variable "redrive_limit" {

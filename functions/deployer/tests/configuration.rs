@@ -53,6 +53,10 @@ fn invalid_values_are_named() {
     for (name, value) in [
         ("ENVPLANE_API_URL", "http://api.example.com"),
         ("ENVPLANE_MAX_PARALLEL_DEPLOYMENTS", "many"),
+        ("ENVPLANE_QUOTA_LOG_BYTES", "64MiB"),
+        ("ENVPLANE_QUOTA_STEPS", "0"),
+        ("ENVPLANE_QUOTA_STATE_BYTES", "-1"),
+        ("ENVPLANE_QUOTA_PLAN_BYTES", "1e9"),
         ("ENVPLANE_S3_PATH_STYLE", "yes"),
         ("ENVPLANE_REDRIVE_LIMIT", "0"),
         ("SSL_CERT_FILE", "/nonexistent/ca-bundle.crt"),

@@ -40,6 +40,10 @@ locals {
     ENVPLANE_SUBNETS                  = join(",", aws_subnet.private[*].id)
     ENVPLANE_SECURITY_GROUPS          = aws_security_group.runner.id
     ENVPLANE_MAX_PARALLEL_DEPLOYMENTS = tostring(var.max_parallel_deployments)
+    ENVPLANE_QUOTA_LOG_BYTES          = tostring(var.deployment_quotas.log_bytes)
+    ENVPLANE_QUOTA_STEPS              = tostring(var.deployment_quotas.steps)
+    ENVPLANE_QUOTA_STATE_BYTES        = tostring(var.deployment_quotas.state_bytes)
+    ENVPLANE_QUOTA_PLAN_BYTES         = tostring(var.deployment_quotas.plan_bytes)
     RUST_LOG                          = var.log_level
   }
 

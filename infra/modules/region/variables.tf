@@ -119,6 +119,16 @@ variable "max_parallel_deployments" {
   type        = number
 }
 
+variable "deployment_quotas" {
+  description = "ENVPLANE_QUOTA_LOG_BYTES, _STEPS, _STATE_BYTES and _PLAN_BYTES."
+  type = object({
+    log_bytes   = number
+    steps       = number
+    state_bytes = number
+    plan_bytes  = number
+  })
+}
+
 # ---- queue and schedules ------------------------------------------------------------------------
 
 variable "redrive_limit" {

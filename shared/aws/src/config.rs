@@ -8,7 +8,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{SharedCredentialsProvider, SharedHttpClient};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use envplane_core::ports::{Artifacts, KeyRing, Launcher, SystemClock, Unwired};
-use envplane_core::service::{Ports, Settings};
+use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
 use tracing_subscriber::filter::{ParseError, Targets};
 
@@ -53,6 +53,8 @@ pub struct AwsSettings {
     pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
     pub max_parallel_deployments: usize,
+    /// What one deployment may use (`ENVPLANE_QUOTA_*`; core's defaults where unset).
+    pub quotas: Quotas,
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
@@ -79,6 +81,58 @@ fn list(name: &'static str) -> Result<Vec<String>, ConfigError> {
     Ok(items)
 }
 
+/// An optional number; unset is `default`.
+fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
+    parse_number(name, optional(name), default)
+}
+
+fn parse_number<T: std::str::FromStr>(
+    name: &'static str,
+    value: Option<String>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
+            name,
+            reason: format!("{value:?} is not a whole number"),
+        }),
+    }
+}
+
+/// The quotas of `ENVPLANE_QUOTA_*` as `lookup` finds them, each defaulting to core's;
+/// none may be 0.
+fn quotas(lookup: impl Fn(&'static str) -> Option<String>) -> Result<Quotas, ConfigError> {
+    let defaults = Quotas::default();
+    let positive = |name: &'static str, value: u64| {
+        if value == 0 {
+            Err(ConfigError::Invalid {
+                name,
+                reason: "a quota of 0 would refuse every deployment".into(),
+            })
+        } else {
+            Ok(value)
+        }
+    };
+    let quota = |name: &'static str, default: u64| {
+        positive(name, parse_number(name, lookup(name), default)?)
+    };
+    let size = |name: &'static str, default: usize| {
+        quota(name, default as u64).and_then(|value| {
+            usize::try_from(value).map_err(|_| ConfigError::Invalid {
+                name,
+                reason: format!("{value} is too large"),
+            })
+        })
+    };
+    Ok(Quotas {
+        log_bytes: quota("ENVPLANE_QUOTA_LOG_BYTES", defaults.log_bytes)?,
+        steps: size("ENVPLANE_QUOTA_STEPS", defaults.steps)?,
+        state_bytes: size("ENVPLANE_QUOTA_STATE_BYTES", defaults.state_bytes)?,
+        plan_bytes: size("ENVPLANE_QUOTA_PLAN_BYTES", defaults.plan_bytes)?,
+    })
+}
+
 /// An optional `true`/`false` variable; unset is false.
 fn flag(name: &'static str) -> Result<bool, ConfigError> {
     match std::env::var(name).as_deref().map(str::trim) {
@@ -93,13 +147,7 @@ fn flag(name: &'static str) -> Result<bool, ConfigError> {
 
 impl AwsSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let max_parallel_deployments = match std::env::var("ENVPLANE_MAX_PARALLEL_DEPLOYMENTS") {
-            Err(_) => 50,
-            Ok(value) => value.parse().map_err(|_| ConfigError::Invalid {
-                name: "ENVPLANE_MAX_PARALLEL_DEPLOYMENTS",
-                reason: format!("{value:?} is not a number"),
-            })?,
-        };
+        let max_parallel_deployments = number("ENVPLANE_MAX_PARALLEL_DEPLOYMENTS", 50)?;
         let api_url = required("ENVPLANE_API_URL")?;
         if !api_url.starts_with("https://") && !api_url.starts_with("http://127.0.0.1") {
             return Err(ConfigError::Invalid {
@@ -122,6 +170,7 @@ impl AwsSettings {
             subnets: list("ENVPLANE_SUBNETS")?,
             security_groups: list("ENVPLANE_SECURITY_GROUPS")?,
             max_parallel_deployments,
+            quotas: quotas(optional)?,
         })
     }
 }
@@ -257,7 +306,7 @@ impl Common {
             // Many function instances share the table: each reads the key every time.
             cache_api_keys: false,
             local_repositories: None,
-            quotas: Default::default(),
+            quotas: settings.quotas.clone(),
         };
         AwsPlatform {
             platform: Arc::new(Platform::new(ports, platform_settings)),
@@ -435,6 +484,33 @@ pub fn redrive_limit_from_env() -> Result<u32, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotas_are_read_with_core_defaults_for_the_unset() {
+        let set = |name: &str| match name {
+            "ENVPLANE_QUOTA_STATE_BYTES" => Some("1048576".to_string()),
+            "ENVPLANE_QUOTA_STEPS" => Some("20".to_string()),
+            _ => None,
+        };
+        let quotas = quotas(set).unwrap();
+        let defaults = Quotas::default();
+        assert_eq!(quotas.state_bytes, 1_048_576);
+        assert_eq!(quotas.steps, 20);
+        assert_eq!(quotas.log_bytes, defaults.log_bytes);
+        assert_eq!(quotas.plan_bytes, defaults.plan_bytes);
+        for bad in ["0", "-5", "64MiB"] {
+            let error = super::quotas(|name: &str| {
+                (name == "ENVPLANE_QUOTA_PLAN_BYTES").then(|| bad.to_string())
+            })
+            .unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("invalid configuration ENVPLANE_QUOTA_PLAN_BYTES"),
+                "{bad}: {error}"
+            );
+        }
+    }
 
     /// What a function builds at start (credentials from the environment, the endpoint
     /// from `AWS_ENDPOINT_URL`, the pinned roots' client) signs and sends real calls.

@@ -253,6 +253,7 @@ impl Stack {
             subnets: vec![subnet],
             security_groups: vec![security_group],
             max_parallel_deployments: 50,
+            quotas: Default::default(),
         };
         Self {
             sdk,
