@@ -492,7 +492,10 @@ mod tests {
     fn a_forms_first_bytes_alone_are_not_masked_and_hide_no_later_form() {
         let secrets = ["abcdefghXYZ", "abcdefgh2222", "abcd"];
         assert_eq!(
-            mask_whole(&secrets, b"abcdefgh abcdefghXYZ aabcdefgh2222 abcdefg abcdefghX\n"),
+            mask_whole(
+                &secrets,
+                b"abcdefgh abcdefghXYZ aabcdefgh2222 abcdefg abcdefghX\n"
+            ),
             b"***efgh *** a*** ***efg ***efghX\n"
         );
         assert_eq!(

@@ -4,10 +4,11 @@
 //! password Terraform's http backend sends): the launch credential only the trade, the
 //! runner's the runner's calls, the state credential (Terraform's) only the state.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -24,9 +25,6 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 
-/// Plans and states can be far larger than API requests.
-pub const MAX_ARTIFACT_BYTES: usize = 256 * 1024 * 1024;
-
 type App = Arc<Platform>;
 
 /// The runner API and the Terraform state backend, added to `router`.
@@ -36,17 +34,10 @@ pub fn routes(router: Router<App>) -> Router<App> {
         .route("/v1/runner/logs", post(logs))
         .route("/v1/runner/steps", post(step))
         .route("/v1/runner/finish", post(finish))
-        .route(
-            "/v1/runner/plan",
-            get(get_plan)
-                .put(put_plan)
-                .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES)),
-        )
+        .route("/v1/runner/plan", get(get_plan).put(put_plan))
         .route(
             "/v1/state/{environment_id}",
-            get(read_state)
-                .post(write_state)
-                .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES)),
+            get(read_state).post(write_state),
         )
         .route(
             "/v1/state/{environment_id}/lock",
@@ -155,10 +146,86 @@ async fn finish(
 async fn put_plan(
     State(platform): State<App>,
     RunnerAuth(runner): RunnerAuth,
-    plan: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
-    platform.put_plan(&runner, plan.to_vec()).await?;
+    let limit = platform.quotas().plan_bytes;
+    let (plan, _slot) = read_upload(&runner, Upload::Plan, limit, body).await?;
+    platform.put_plan(&runner, plan).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a sandbox uploads whole: a plan or a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Upload {
+    Plan,
+    State,
+}
+
+impl Upload {
+    fn noun(self) -> &'static str {
+        match self {
+            Upload::Plan => "plan",
+            Upload::State => "state",
+        }
+    }
+}
+
+/// The uploads being read, by deployment phase.
+static UPLOADS: LazyLock<Mutex<HashSet<(String, u32, Upload)>>> = LazyLock::new(Default::default);
+
+/// A deployment phase's one upload of a kind in progress; dropped, it makes room for
+/// the next.
+struct UploadSlot((String, u32, Upload));
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        UPLOADS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.0);
+    }
+}
+
+/// Reads an upload no further than `limit` (its quota: 413 beyond), one at a time per
+/// deployment phase and kind (409 for a second at once). So what sandboxes can make the
+/// server hold is at most their number times the quotas, however many requests they
+/// send; the body is never read whole before its size is known to be allowed.
+async fn read_upload(
+    runner: &Runner,
+    upload: Upload,
+    limit: usize,
+    body: Body,
+) -> Result<(Vec<u8>, UploadSlot), ApiError> {
+    let key = (runner.deployment_id.clone(), runner.attempt, upload);
+    let slot = {
+        let mut uploads = UPLOADS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !uploads.insert(key.clone()) {
+            return Err(Error::conflict(format!(
+                "another upload of this deployment's {} is in progress",
+                upload.noun()
+            ))
+            .into());
+        }
+        UploadSlot(key)
+    };
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let over_quota = error
+            .into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some();
+        if over_quota {
+            Error::TooLarge(format!(
+                "the {} is over the quota of {limit} bytes",
+                upload.noun()
+            ))
+            .into()
+        } else {
+            ApiError::bad_request(format!("the {} could not be read whole", upload.noun()))
+        }
+    })?;
+    Ok((Vec::from(bytes), slot))
 }
 
 async fn get_plan(
@@ -195,15 +262,12 @@ async fn write_state(
     StateAuth(runner): StateAuth,
     Path(environment_id): Path<String>,
     Query(params): Query<StateParams>,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
+    let limit = platform.quotas().state_bytes;
+    let (state, _slot) = read_upload(&runner, Upload::State, limit, body).await?;
     platform
-        .write_state(
-            &runner,
-            &environment_id,
-            params.lock_id.as_deref(),
-            body.to_vec(),
-        )
+        .write_state(&runner, &environment_id, params.lock_id.as_deref(), state)
         .await?;
     Ok(StatusCode::OK)
 }
@@ -237,4 +301,87 @@ async fn unlock_state(
 
 fn lock_info(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(body).map_err(|_| ApiError::bad_request("the lock info is not JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    fn runner(deployment_id: &str) -> Runner {
+        Runner {
+            org_id: "org_1".into(),
+            deployment_id: deployment_id.into(),
+            environment_id: "env_1".into(),
+            attempt: 1,
+            scope: TokenScope::State,
+        }
+    }
+
+    /// A body whose chunks the test sends, ending when the sender is dropped.
+    fn streamed() -> (mpsc::Sender<Bytes>, Body) {
+        let (sender, receiver) = mpsc::channel::<Bytes>(4);
+        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+            let chunk = receiver.recv().await?;
+            Some((Ok::<_, std::io::Error>(chunk), receiver))
+        });
+        (sender, Body::from_stream(stream))
+    }
+
+    #[tokio::test]
+    async fn one_upload_per_phase_and_kind_at_a_time() {
+        let (sender, body) = streamed();
+        let first =
+            tokio::spawn(
+                async move { read_upload(&runner("dep_a"), Upload::State, 1024, body).await },
+            );
+        sender
+            .send(Bytes::from_static(b"{\"serial\""))
+            .await
+            .unwrap();
+        // Wait until the first upload holds its slot.
+        while !UPLOADS.lock().unwrap().iter().any(|(id, ..)| id == "dep_a") {
+            tokio::task::yield_now().await;
+        }
+        let second = read_upload(&runner("dep_a"), Upload::State, 1024, Body::from("{}")).await;
+        assert_eq!(
+            second.err().unwrap().into_response().status(),
+            StatusCode::CONFLICT
+        );
+        // Another kind, or another deployment, is not held up.
+        let plan = read_upload(&runner("dep_a"), Upload::Plan, 1024, Body::from("p")).await;
+        assert_eq!(plan.unwrap().0, b"p");
+        let other = read_upload(&runner("dep_b"), Upload::State, 1024, Body::from("{}")).await;
+        assert_eq!(other.unwrap().0, b"{}");
+
+        sender.send(Bytes::from_static(b":1}")).await.unwrap();
+        drop(sender);
+        let (state, slot) = first.await.unwrap().unwrap();
+        assert_eq!(state, b"{\"serial\":1}");
+        drop(slot);
+        let again = read_upload(&runner("dep_a"), Upload::State, 1024, Body::from("{}")).await;
+        assert!(again.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_upload_over_its_quota_is_refused_as_soon_as_it_is() {
+        let (sender, body) = streamed();
+        let upload =
+            tokio::spawn(async move { read_upload(&runner("dep_c"), Upload::Plan, 8, body).await });
+        sender.send(Bytes::from_static(b"123456789")).await.unwrap();
+        // The sender stays open: the refusal does not wait for the rest of the body.
+        let refused = upload.await.unwrap().err().unwrap();
+        assert_eq!(
+            refused.into_response().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        drop(sender);
+        let cut = {
+            let (sender, body) = streamed();
+            sender.send(Bytes::from_static(b"12")).await.unwrap();
+            drop(sender);
+            read_upload(&runner("dep_c"), Upload::Plan, 8, body).await
+        };
+        assert_eq!(cut.unwrap().0, b"12");
+    }
 }

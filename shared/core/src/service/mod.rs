@@ -175,6 +175,11 @@ impl<T: Stored> Loaded<T> {
 }
 
 impl Platform {
+    /// What one deployment may use.
+    pub fn quotas(&self) -> &Quotas {
+        &self.settings.quotas
+    }
+
     pub fn new(ports: Ports, settings: Settings) -> Self {
         Self {
             store: ports.store,
