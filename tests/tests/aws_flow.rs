@@ -527,3 +527,81 @@ async fn the_launch_credential_is_traded_once_and_each_credential_opens_its_own_
         .unwrap();
     assert_eq!(plan.status(), 409);
 }
+
+/// The escape hatches for what a lost sandbox leaves behind, with the test playing a
+/// sandbox that takes Terraform's state lock and is never heard of again (no task ever
+/// stops): an admin releases the lock and ends the deployment at once; the environment's
+/// next deployment is dispatched. A deployer may do neither; both are audited.
+#[tokio::test]
+async fn admins_free_a_stuck_state_lock_and_end_a_deployment_that_cannot_end() {
+    let aws = spawn_app_on_aws(Harness {
+        event_source_mapping: true,
+        fargate: None,
+    })
+    .await;
+    let app = &aws.app;
+    let admin = app.admin_key.clone();
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "stuck", false).await;
+    let deployer = app.key(&admin, "deployer", Some(&seeded.project_id)).await;
+    let stuck = app.deploy(&seeded.environment_id, "plan").await;
+    let next = app.deploy(&seeded.environment_id, "plan").await;
+
+    let launch = aws.runner_token().await;
+    let session: serde_json::Value = app
+        .request(reqwest::Method::POST, "/v1/runner/session")
+        .bearer_auth(&launch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let state = session["state_token"].as_str().unwrap().to_string();
+    let lock_url = format!("/v1/state/{}/lock", seeded.environment_id);
+    let take_lock = || {
+        app.request(reqwest::Method::POST, &lock_url)
+            .basic_auth("envplane", Some(&state))
+            .json(&json!({"ID": "lost-sandbox", "Operation": "OperationTypePlan"}))
+            .send()
+    };
+    assert_eq!(take_lock().await.unwrap().status(), 200);
+
+    let unlock = format!("/v1/environments/{}/state/unlock", seeded.environment_id);
+    app.post(&unlock, &deployer, json!({}))
+        .await
+        .expect_error(403, "forbidden");
+    app.post(&unlock, &admin, json!({})).await.expect(204);
+    app.post(&unlock, &admin, json!({}))
+        .await
+        .expect_error(409, "conflict");
+    // Released: the lock can be taken again.
+    assert_eq!(take_lock().await.unwrap().status(), 200);
+
+    let force = format!("/v1/deployments/{stuck}/cancel?force=true");
+    app.post(&force, &deployer, json!({}))
+        .await
+        .expect_error(403, "forbidden");
+    let cancelled = app.post(&force, &admin, json!({})).await.expect(200);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(cancelled["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("force-cancelled by"));
+    // Its state lock went with it, and its credentials stop working.
+    assert_eq!(take_lock().await.unwrap().status(), 401);
+    app.wait_for(&next, &["running"]).await;
+
+    let audit = app
+        .get("/v1/audit-events?limit=500", &admin)
+        .await
+        .expect(200);
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|event| event["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"environment.state_unlock"), "{actions:?}");
+    assert!(actions.contains(&"deployment.force_cancel"), "{actions:?}");
+}

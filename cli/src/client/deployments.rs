@@ -116,6 +116,19 @@ pub async fn decide(
     }
 }
 
+/// Cancels; `force` ends a running deployment without waiting for its sandbox.
+pub async fn cancel(api: &ApiClient, format: Format, id: &str, force: bool) -> anyhow::Result<()> {
+    if !force {
+        return decide(api, format, id, "cancel", false).await;
+    }
+    let path = ["v1", "deployments", id, "cancel"];
+    let deployment = api
+        .post_query(&path, &[("force", "true")], &json!({}))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the API answered the cancel without the deployment"))?;
+    output::print_one::<Deployment>(format, deployment)
+}
+
 pub async fn list(api: &ApiClient, format: Format, args: ListArgs) -> anyhow::Result<()> {
     let path = ["v1", "environments", &args.environment_id, "deployments"];
     let listing = api.list(&path, &[], &args.paging).await?;

@@ -126,6 +126,17 @@ impl ApiClient {
         self.expect_body(Method::POST, url, Some(body)).await
     }
 
+    /// Posts with query parameters; `None` when the API answers without a body.
+    pub async fn post_query(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+        body: &impl Serialize,
+    ) -> Result<Option<Value>, ClientError> {
+        let url = self.endpoint(path, query)?;
+        self.send(Method::POST, url, Some(body)).await
+    }
+
     pub async fn put(&self, path: &[&str], body: &impl Serialize) -> Result<Value, ClientError> {
         let url = self.endpoint(path, &[])?;
         self.expect_body(Method::PUT, url, Some(body)).await

@@ -100,6 +100,10 @@ pub enum ClientCommand {
         globals: Globals,
         #[arg(value_name = "DEPLOYMENT_ID")]
         id: String,
+        /// End a running deployment at once, without waiting for its sandbox (admins
+        /// only, audited): for one that cannot end by itself.
+        #[arg(long)]
+        force: bool,
     },
     /// Print a deployment's log.
     Logs {
@@ -202,9 +206,9 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             let (api, format) = globals.connect()?;
             deployments::decide(&api, format, &id, "reject", false).await
         }
-        ClientCommand::Cancel { globals, id } => {
+        ClientCommand::Cancel { globals, id, force } => {
             let (api, format) = globals.connect()?;
-            deployments::decide(&api, format, &id, "cancel", false).await
+            deployments::cancel(&api, format, &id, force).await
         }
         ClientCommand::Logs { globals, args } => {
             let (api, format) = globals.connect()?;

@@ -20,6 +20,12 @@ pub enum Command {
         environment_id: String,
         version: u64,
     },
+    /// Release Terraform's lock on the state, whoever holds it (admins only, audited):
+    /// for a lock a lost sandbox left behind.
+    Unlock {
+        #[arg(value_name = "ENV_ID")]
+        environment_id: String,
+    },
 }
 
 pub async fn run(api: &ApiClient, format: Format, command: Command) -> anyhow::Result<()> {
@@ -45,6 +51,12 @@ pub async fn run(api: &ApiClient, format: Format, command: Command) -> anyhow::R
                 &version,
             ];
             output::print_json(&api.get(&path).await?);
+            Ok(())
+        }
+        Command::Unlock { environment_id } => {
+            let path = ["v1", "environments", &environment_id, "state", "unlock"];
+            api.post_query(&path, &[], &serde_json::json!({})).await?;
+            println!("The state lock of {environment_id} was released.");
             Ok(())
         }
     }

@@ -398,7 +398,7 @@ mod tests {
 
         fixture
             .platform
-            .cancel_deployment(&fixture.caller, &id)
+            .cancel_deployment(&fixture.caller, &id, false)
             .await
             .unwrap();
         fixture.launcher.stopped.lock().unwrap().clear();
@@ -415,7 +415,7 @@ mod tests {
         fixture.store.conflicts.store(1, Ordering::SeqCst);
         let cancelled = fixture
             .platform
-            .cancel_deployment(&fixture.caller, &id)
+            .cancel_deployment(&fixture.caller, &id, false)
             .await
             .unwrap();
         assert!(cancelled.cancel_requested);

@@ -227,23 +227,47 @@ impl Platform {
 
     /// Cancels a deployment that has not ended. A running sandbox is asked to stop
     /// (Terraform gets SIGINT first); the deployment ends `cancelled` when it has.
-    pub async fn cancel_deployment(&self, caller: &Caller, id: &str) -> Result<Deployment> {
+    /// `force` (admins only) is the escape hatch for a deployment that cannot end by
+    /// itself (its sandbox gone without a word): it ends `cancelled` at once, its
+    /// sandbox told to stop, its locks released and the environment's next one started.
+    pub async fn cancel_deployment(
+        &self,
+        caller: &Caller,
+        id: &str,
+        force: bool,
+    ) -> Result<Deployment> {
         // The runner reports its steps on the same record: a cancel that meets one of
         // those writes reads the deployment again rather than failing with a conflict.
         retrying_conflicts("the deployment kept changing; try again", || {
-            self.try_cancel(caller, id)
+            self.try_cancel(caller, id, force)
         })
         .await
     }
 
-    async fn try_cancel(&self, caller: &Caller, id: &str) -> Result<Deployment> {
+    async fn try_cancel(&self, caller: &Caller, id: &str, force: bool) -> Result<Deployment> {
         let mut loaded = self.load::<Deployment>(&caller.org_id, id).await?;
-        caller.require(
-            role_for(loaded.value.action),
-            Some(&loaded.value.project_id),
-        )?;
+        let role = if force {
+            Role::Admin
+        } else {
+            role_for(loaded.value.action)
+        };
+        caller.require(role, Some(&loaded.value.project_id))?;
         let reason = format!("cancelled by {}", caller.key_name);
         match loaded.value.status {
+            DeploymentStatus::Running if force => {
+                self.audit_only(caller, "deployment.force_cancel", id)
+                    .await?;
+                let attempt = loaded.value.attempt;
+                if let Err(error) = self.launcher.stop(&caller.org_id, id, attempt).await {
+                    tracing::warn!(deployment_id = id, %error, "stopping the sandbox failed");
+                }
+                let reason = format!(
+                    "force-cancelled by {}: ended without waiting for its sandbox",
+                    caller.key_name
+                );
+                self.conclude(loaded, DeploymentStatus::Cancelled, Some(reason), None)
+                    .await
+            }
             DeploymentStatus::Queued | DeploymentStatus::WaitingForApproval => {
                 self.audit_only(caller, "deployment.cancel", id).await?;
                 self.conclude(loaded, DeploymentStatus::Cancelled, Some(reason), None)

@@ -206,6 +206,32 @@ impl Platform {
         }
     }
 
+    /// Releases Terraform's lock on an environment's state, whoever holds it: the escape
+    /// hatch for a lock a lost sandbox left behind. Admins only, audited; 409 when the
+    /// state is not locked.
+    pub async fn force_unlock_state(&self, caller: &Caller, environment_id: &str) -> Result<()> {
+        let environment = self
+            .load::<Environment>(&caller.org_id, environment_id)
+            .await?;
+        caller.require(Role::Admin, Some(&environment.value.project_id))?;
+        let held = self
+            .find::<StateLock>(&caller.org_id, environment_id)
+            .await?
+            .ok_or_else(|| Error::conflict("the state is not locked"))?;
+        let target = (Kind::Environment, environment_id);
+        self.commit_audited(
+            caller,
+            "environment.state_unlock",
+            target,
+            vec![held.delete()],
+        )
+        .await
+        .map_err(|error| match error {
+            StoreError::Conflict => Error::conflict("the state lock changed meanwhile; try again"),
+            other => other.into(),
+        })
+    }
+
     /// The delete of the state lock if `deployment_id` still holds it: a sandbox that
     /// died mid-apply must not block the environment forever.
     pub(super) async fn state_lock_release(

@@ -20,6 +20,7 @@ handlers!(
     cancel_deployment,
     list_state_versions,
     get_state_version,
+    unlock_state,
 );
 
 /// Queue a plan, apply or destroy. It runs when the environment is free, one at a time,
@@ -115,17 +116,42 @@ async fn reject_deployment(
     Ok(Json(platform.reject_deployment(&caller, &id).await?))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct CancelParams {
+    /// Admins only: end a running deployment at once, without waiting for its sandbox
+    /// (audited). For a deployment that cannot end by itself.
+    force: Option<bool>,
+}
+
 /// Cancel: a queued or waiting deployment ends at once; a running sandbox is stopped
 /// (Terraform gets SIGINT first) and the deployment ends `cancelled` when it has.
 #[utoipa::path(post, path = "/v1/deployments/{id}/cancel", tag = "deployments",
-    params(("id" = String, Path)),
-    responses((status = 200, body = Deployment), (status = 409, body = ErrorBody)))]
+    params(("id" = String, Path), CancelParams),
+    responses((status = 200, body = Deployment), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel_deployment(
     State(platform): State<App>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    Query(params): Query<CancelParams>,
 ) -> Result<Json<Deployment>, ApiError> {
-    Ok(Json(platform.cancel_deployment(&caller, &id).await?))
+    let force = params.force.unwrap_or(false);
+    Ok(Json(platform.cancel_deployment(&caller, &id, force).await?))
+}
+
+/// Release Terraform's lock on the environment's state, whoever holds it (admins only,
+/// audited): for a lock a lost sandbox left behind. 409 when it is not locked.
+#[utoipa::path(post, path = "/v1/environments/{id}/state/unlock", tag = "state",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn unlock_state(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    platform.force_unlock_state(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The environment's saved Terraform states, newest first.
