@@ -8,6 +8,9 @@ use envplane_aws::reaper::{reap_dead_letters, DeadLetters, DEAD_LETTER_REASON};
 use envplane_e2e::aws::{spawn_app_on_aws, Harness, Sandbox};
 use envplane_e2e::{git_repository, GREETING_CONFIG};
 use serde_json::json;
+use std::sync::Arc;
+
+use aws_sdk_ecs::types::DesiredStatus;
 
 const PASSWORD: &str = "Qv7-aws-sensitive-PASSWORD";
 
@@ -604,4 +607,113 @@ async fn admins_free_a_stuck_state_lock_and_end_a_deployment_that_cannot_end() {
         .collect();
     assert!(actions.contains(&"environment.state_unlock"), "{actions:?}");
     assert!(actions.contains(&"deployment.force_cancel"), "{actions:?}");
+}
+
+/// A clock ahead of the system's by `ahead`: the watchdog as it will run later.
+struct Later(chrono::Duration);
+
+impl envplane_core::ports::Clock for Later {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.0
+    }
+}
+
+/// A deployment whose sandbox never reports ends when its environment's timeout has
+/// passed: the watchdog (run by the reaper's schedule) fails it "timed out after 1h",
+/// releases its environment and state locks, asks the deployer to stop its task, and the
+/// environment's next deployment starts. Two watchdogs at once end it once.
+#[tokio::test]
+async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
+    let aws = spawn_app_on_aws(Harness {
+        event_source_mapping: true,
+        fargate: None,
+    })
+    .await;
+    let app = &aws.app;
+    let admin = app.admin_key.clone();
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "slow", false).await;
+    let environment_path = format!("/v1/environments/{}", seeded.environment_id);
+    for minutes in [0, 1441] {
+        app.patch(
+            &environment_path,
+            &admin,
+            json!({"deployment_timeout_minutes": minutes}),
+        )
+        .await
+        .expect_error(422, "validation_failed");
+    }
+    let changed = app
+        .patch(
+            &environment_path,
+            &admin,
+            json!({"deployment_timeout_minutes": 60}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(changed["deployment_timeout_minutes"], 60);
+    let slow = app.deploy(&seeded.environment_id, "plan").await;
+    let next = app.deploy(&seeded.environment_id, "plan").await;
+
+    // The sandbox starts and takes Terraform's state lock, then is never heard of again.
+    let launch = aws.runner_token().await;
+    let session: serde_json::Value = app
+        .request(reqwest::Method::POST, "/v1/runner/session")
+        .bearer_auth(&launch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let state = session["state_token"].as_str().unwrap();
+    let locked = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/state/{}/lock", seeded.environment_id),
+        )
+        .basic_auth("envplane", Some(state))
+        .json(&json!({"ID": "slow-sandbox"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(locked.status(), 200);
+
+    let (settings, sdk) = (&aws.stack.settings, &aws.stack.sdk);
+    let now = envplane_aws::config::concluding_platform(settings, sdk).platform;
+    assert_eq!(now.end_timed_out_deployments().await.unwrap(), 0);
+    let later = Arc::new(Later(chrono::Duration::minutes(61)));
+    let watchdog = envplane_aws::config::concluding_platform_with_clock(settings, sdk, later);
+    let (first, second) = tokio::join!(
+        watchdog.platform.end_timed_out_deployments(),
+        watchdog.platform.end_timed_out_deployments()
+    );
+    assert_eq!(first.unwrap() + second.unwrap(), 1);
+
+    let failed = app
+        .get(&format!("/v1/deployments/{slow}"), &admin)
+        .await
+        .expect(200);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["reason"], "timed out after 1h");
+    let unlock = format!("{environment_path}/state/unlock");
+    app.post(&unlock, &admin, json!({}))
+        .await
+        .expect_error(409, "conflict");
+    app.wait_for(&next, &["running"]).await;
+    // The deployer stopped the timed-out deployment's task.
+    let cluster = &aws.stack.settings.ecs_cluster;
+    envplane_e2e::eventually("the timed-out task stopped", || async {
+        let stopped = envplane_e2e::aws::tasks(&aws.ecs, cluster, DesiredStatus::Stopped).await;
+        let phase = format!("{slow}.1");
+        if stopped
+            .iter()
+            .any(|task| task.started_by() == Some(phase.as_str()))
+        {
+            Ok(())
+        } else {
+            Err(format!("{} stopped tasks, not {phase}", stopped.len()))
+        }
+    })
+    .await;
 }

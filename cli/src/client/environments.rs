@@ -49,6 +49,11 @@ pub struct NewEnvironment {
     /// How long the environment lives after a deployment, e.g. 8h.
     #[arg(long)]
     ttl: Option<String>,
+    /// Minutes one phase of a deployment may run before it fails as timed out
+    /// (1 to 1440; 120 when left out).
+    #[arg(long = "timeout-minutes", value_name = "MINUTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment_timeout_minutes: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +79,9 @@ pub struct EnvironmentChanges {
     /// Remove the time to live: the environment lives until deleted.
     #[arg(long)]
     no_ttl: bool,
+    /// Minutes one phase of a deployment may run before it fails as timed out (1 to 1440).
+    #[arg(long = "timeout-minutes", value_name = "MINUTES")]
+    deployment_timeout_minutes: Option<u32>,
 }
 
 /// The PATCH body: an absent field stays as it is, a `null` one is cleared.
@@ -89,6 +97,8 @@ struct EnvironmentPatch<'a> {
     allow_self_approval: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment_timeout_minutes: Option<u32>,
 }
 
 impl EnvironmentChanges {
@@ -99,6 +109,7 @@ impl EnvironmentChanges {
             requires_approval: self.requires_approval,
             allow_self_approval: self.allow_self_approval,
             ttl: set_or_clear(self.ttl.as_deref(), self.no_ttl),
+            deployment_timeout_minutes: self.deployment_timeout_minutes,
         }
     }
 }

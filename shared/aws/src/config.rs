@@ -7,7 +7,7 @@ use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{SharedCredentialsProvider, SharedHttpClient};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use envplane_core::ports::{Artifacts, KeyRing, Launcher, SystemClock, Unwired};
+use envplane_core::ports::{Artifacts, Clock, KeyRing, Launcher, SystemClock, Unwired};
 use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
 use tracing_subscriber::filter::{ParseError, Targets};
@@ -260,10 +260,22 @@ pub fn dispatching_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatf
 }
 
 /// The adapters of task-events and the reaper: concluding a deployment and queueing the
-/// environment's next one needs only the store and the queue.
+/// environment's next one needs only the store and the queue; a sandbox that must stop
+/// (a timed-out deployment's) is stopped by the deployer, asked through the queue.
 pub fn concluding_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
+    concluding_platform_with_clock(settings, sdk, Arc::new(SystemClock))
+}
+
+/// [`concluding_platform`] on another clock: a watchdog's decisions depend on the time.
+pub fn concluding_platform_with_clock(
+    settings: &AwsSettings,
+    sdk: &SdkConfig,
+    clock: Arc<dyn Clock>,
+) -> AwsPlatform {
     let unwired = Arc::new(Unwired);
-    Common::new(settings, sdk).assemble(settings, unwired.clone(), unwired.clone(), unwired)
+    let common = Common::new(settings, sdk);
+    let launcher = Arc::new(StopThroughQueue::new(common.queue.clone()));
+    common.assemble_with_clock(settings, unwired.clone(), unwired, launcher, clock)
 }
 
 /// What every function has: the table's client (the store's, which the key ring
@@ -293,10 +305,22 @@ impl Common {
         artifacts: Arc<dyn Artifacts>,
         launcher: Arc<dyn Launcher>,
     ) -> AwsPlatform {
+        let clock = Arc::new(SystemClock);
+        self.assemble_with_clock(settings, key_ring, artifacts, launcher, clock)
+    }
+
+    fn assemble_with_clock(
+        self,
+        settings: &AwsSettings,
+        key_ring: Arc<dyn KeyRing>,
+        artifacts: Arc<dyn Artifacts>,
+        launcher: Arc<dyn Launcher>,
+        clock: Arc<dyn Clock>,
+    ) -> AwsPlatform {
         let ports = Ports {
             store: Arc::new(DynamoDbStore::new(self.dynamodb, &settings.table_name)),
             key_ring,
-            clock: Arc::new(SystemClock),
+            clock,
             queue: self.queue.clone(),
             launcher,
             artifacts,

@@ -49,11 +49,9 @@ async fn handle_record(
             } = &stop_sandbox;
             tracing::Span::current().record("deployment_id", deployment_id.as_str());
             return platform
-                .stop_cancelled_sandbox(org_id, deployment_id)
+                .stop_unwanted_sandbox(org_id, deployment_id)
                 .await
-                .map_err(|error| {
-                    format!("stopping the cancelled deployment's sandbox failed: {error}")
-                });
+                .map_err(|error| format!("stopping the deployment's sandbox failed: {error}"));
         }
     };
     tracing::Span::current().record("deployment_id", message.deployment_id.as_str());

@@ -99,6 +99,11 @@ pub async fn handle_schedule(
 ) -> Result<Reaped, ReapError> {
     let reaped = reap_dead_letters(platform, dead_letters).await?;
     tracing::info!(scheduled_at = ?event.time, ?reaped, "dead-letter queue drained");
+    // The watchdog: a failure here is logged, and the next schedule tries again.
+    match platform.end_timed_out_deployments().await {
+        Ok(timed_out) => tracing::info!(timed_out, "deployment timeouts enforced"),
+        Err(error) => tracing::error!(%error, "enforcing deployment timeouts failed"),
+    }
     Ok(reaped)
 }
 

@@ -140,6 +140,10 @@ pub struct Deployment {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
+    /// When its current sandbox phase was dispatched: the deployment timeout counts
+    /// from here (a wait for approval does not count).
+    #[serde(default)]
+    pub running_since: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 

@@ -85,6 +85,10 @@ pub struct Template {
 }
 
 /// One deployable instance of a template.
+fn default_deployment_timeout() -> u32 {
+    crate::validate::DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Environment {
     pub id: String,
@@ -100,6 +104,10 @@ pub struct Environment {
     pub allow_self_approval: bool,
     /// How long the environment lives after a deployment, e.g. `8h` (`None`: forever).
     pub ttl: Option<String>,
+    /// How long one phase of a deployment may run before it is stopped and fails with
+    /// "timed out after …" (1 to 1440; 120 by default).
+    #[serde(default = "default_deployment_timeout")]
+    pub deployment_timeout_minutes: u32,
     /// Drift detection settings; not configurable yet, always `null`.
     #[schema(value_type = Option<Object>)]
     pub drift: Option<serde_json::Value>,
@@ -245,6 +253,9 @@ pub struct CreateEnvironment {
     pub allow_self_approval: bool,
     #[serde(default)]
     pub ttl: Option<String>,
+    /// 1 to 1440 minutes; 120 when left out.
+    #[serde(default)]
+    pub deployment_timeout_minutes: Option<u32>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub drift: Option<serde_json::Value>,
@@ -266,6 +277,8 @@ pub struct UpdateEnvironment {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub ttl: Option<Option<String>>,
+    /// 1 to 1440 minutes.
+    pub deployment_timeout_minutes: Option<u32>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub drift: Option<serde_json::Value>,

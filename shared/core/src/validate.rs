@@ -10,6 +10,22 @@ pub const MAX_VARIABLE_VALUE_LEN: usize = 64 * 1024;
 /// short one would blank out ordinary text (and tell what it is by where it is).
 pub const MIN_SENSITIVE_VALUE_LEN: usize = 4;
 
+/// How long a deployment may run, in minutes, unless its environment says otherwise.
+pub const DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES: u32 = 120;
+/// The longest deployment timeout an environment may set: a day.
+pub const MAX_DEPLOYMENT_TIMEOUT_MINUTES: u32 = 24 * 60;
+
+/// A deployment timeout: 1 minute to a day.
+pub fn deployment_timeout_minutes(value: u32) -> Result<u32> {
+    if (1..=MAX_DEPLOYMENT_TIMEOUT_MINUTES).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::invalid(format!(
+            "deployment_timeout_minutes must be between 1 and {MAX_DEPLOYMENT_TIMEOUT_MINUTES} (a day)"
+        )))
+    }
+}
+
 /// A display name: 1 to 128 characters, trimmed, no control characters.
 pub fn name(field: &str, value: &str) -> Result<String> {
     let trimmed = value.trim();

@@ -226,8 +226,9 @@ fn permissions_error(path: &Path, mode: u32, source: std::io::Error) -> OpenErro
 }
 
 impl Installation {
-    /// Fails what a previous process left running, then dispatches queued deployments
-    /// and concludes those whose sandbox stopped without reporting, until dropped.
+    /// Fails what a previous process left running, then dispatches queued deployments,
+    /// concludes those whose sandbox stopped without reporting and fails those that
+    /// ran past their timeout, until dropped.
     pub async fn start(self) -> Result<(Arc<Platform>, Background), envplane_core::Error> {
         let interrupted = self.platform.recover_after_restart().await?;
         if interrupted > 0 {
@@ -238,12 +239,28 @@ impl Installation {
         }
         let dispatcher = tokio::spawn(dispatch_loop(self.platform.clone(), self.queue));
         let watcher = tokio::spawn(watch_exits(self.platform.clone(), self.exits));
+        let watchdog = tokio::spawn(watchdog_loop(self.platform.clone()));
         Ok((
             self.platform,
             Background {
-                tasks: vec![dispatcher, watcher],
+                tasks: vec![dispatcher, watcher, watchdog],
             },
         ))
+    }
+}
+
+/// How often the watchdog looks for deployments past their timeout.
+const WATCHDOG_INTERVAL: Duration = Duration::from_secs(30);
+
+async fn watchdog_loop(platform: Arc<Platform>) {
+    let mut ticks = tokio::time::interval(WATCHDOG_INTERVAL);
+    loop {
+        ticks.tick().await;
+        match platform.end_timed_out_deployments().await {
+            Ok(0) => {}
+            Ok(timed_out) => tracing::warn!(timed_out, "deployments timed out"),
+            Err(error) => tracing::error!(%error, "enforcing deployment timeouts failed"),
+        }
     }
 }
 

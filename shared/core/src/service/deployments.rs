@@ -89,6 +89,7 @@ impl Platform {
             created_at: now,
             updated_at: now,
             started_at: None,
+            running_since: None,
             finished_at: None,
         };
         let mut insert = record(
@@ -258,15 +259,19 @@ impl Platform {
                 self.audit_only(caller, "deployment.force_cancel", id)
                     .await?;
                 let attempt = loaded.value.attempt;
-                if let Err(error) = self.launcher.stop(&caller.org_id, id, attempt).await {
-                    tracing::warn!(deployment_id = id, %error, "stopping the sandbox failed");
-                }
                 let reason = format!(
                     "force-cancelled by {}: ended without waiting for its sandbox",
                     caller.key_name
                 );
-                self.conclude(loaded, DeploymentStatus::Cancelled, Some(reason), None)
-                    .await
+                let cancelled = self
+                    .conclude(loaded, DeploymentStatus::Cancelled, Some(reason), None)
+                    .await?;
+                // After the conclusion: a stop the deployer takes from the queue stops
+                // only the sandboxes of deployments that ended or were cancelled.
+                if let Err(error) = self.launcher.stop(&caller.org_id, id, attempt).await {
+                    tracing::warn!(deployment_id = id, %error, "stopping the sandbox failed");
+                }
+                Ok(cancelled)
             }
             DeploymentStatus::Queued | DeploymentStatus::WaitingForApproval => {
                 self.audit_only(caller, "deployment.cancel", id).await?;
@@ -293,18 +298,21 @@ impl Platform {
         }
     }
 
-    /// Stops the sandbox of a deployment whose cancellation was asked for, where the
-    /// process that took the request cannot (on AWS the api asks the deployer, through
-    /// the queue). A deployment that ended meanwhile, or was never cancelled, is left as
-    /// it is.
-    pub async fn stop_cancelled_sandbox(&self, org_id: &str, deployment_id: &str) -> Result<()> {
+    /// Stops the sandbox of a deployment that should have none running: one whose
+    /// cancellation was asked for, or one that has ended (force-cancelled, timed out),
+    /// where the process that decided cannot stop it itself (on AWS the api and the
+    /// reaper ask the deployer, through the queue). A running deployment nobody
+    /// cancelled is left as it is, whatever a late or repeated message says.
+    pub async fn stop_unwanted_sandbox(&self, org_id: &str, deployment_id: &str) -> Result<()> {
         let Some(Loaded {
             value: deployment, ..
         }) = self.find::<Deployment>(org_id, deployment_id).await?
         else {
             return Ok(());
         };
-        if deployment.status == DeploymentStatus::Running && deployment.cancel_requested {
+        let cancelled =
+            deployment.status == DeploymentStatus::Running && deployment.cancel_requested;
+        if cancelled || deployment.status.is_final() {
             self.launcher
                 .stop(org_id, deployment_id, deployment.attempt)
                 .await?;

@@ -168,6 +168,7 @@ impl Platform {
         deployment.status = DeploymentStatus::Running;
         deployment.attempt += 1;
         deployment.started_at.get_or_insert(now);
+        deployment.running_since = Some(now);
         deployment.updated_at = now;
         let (token, token_hash) = generate_runner_token();
         let token_record = RunnerTokenRecord {
@@ -299,13 +300,23 @@ impl Platform {
         status: DeploymentStatus,
         reason: String,
     ) -> Result<Option<Deployment>> {
+        let in_that_phase = |deployment: &Deployment| {
+            deployment.status == DeploymentStatus::Running && deployment.attempt == attempt
+        };
         let loaded = self.load::<Deployment>(org_id, deployment_id).await?;
-        if loaded.value.status != DeploymentStatus::Running || loaded.value.attempt != attempt {
+        if !in_that_phase(&loaded.value) {
             return Ok(None);
         }
-        self.conclude(loaded, status, Some(reason), None)
-            .await
-            .map(Some)
+        match self.conclude(loaded, status, Some(reason), None).await {
+            Ok(deployment) => Ok(Some(deployment)),
+            // Someone else (a report, another watchdog) ended the phase meanwhile.
+            Err(Error::Conflict(_))
+                if !in_that_phase(&self.load::<Deployment>(org_id, deployment_id).await?.value) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Moves a deployment to a final status (or to waiting for approval), releasing
@@ -474,7 +485,10 @@ impl Platform {
     }
 
     /// Every record of `T` whose index key is `status`, across organizations.
-    async fn indexed<T: Stored>(&self, status: DeploymentStatus) -> Result<Vec<Loaded<T>>> {
+    pub(super) async fn indexed<T: Stored>(
+        &self,
+        status: DeploymentStatus,
+    ) -> Result<Vec<Loaded<T>>> {
         let mut found = Vec::new();
         let mut after = None;
         loop {

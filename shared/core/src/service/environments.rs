@@ -46,6 +46,10 @@ impl Platform {
             .map(validate::revision)
             .transpose()?;
         let ttl = ttl(input.ttl)?;
+        let deployment_timeout_minutes = input.deployment_timeout_minutes.map_or(
+            Ok(validate::DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES),
+            validate::deployment_timeout_minutes,
+        )?;
         no_drift_settings(input.drift)?;
         self.load::<Project>(&caller.org_id, &input.project_id)
             .await?;
@@ -67,6 +71,7 @@ impl Platform {
             requires_approval: input.requires_approval,
             allow_self_approval: input.allow_self_approval,
             ttl,
+            deployment_timeout_minutes,
             drift: None,
             outputs: None,
             created_at: now,
@@ -141,6 +146,9 @@ impl Platform {
         }
         if let Some(value) = input.ttl {
             environment.ttl = ttl(value)?;
+        }
+        if let Some(minutes) = input.deployment_timeout_minutes {
+            environment.deployment_timeout_minutes = validate::deployment_timeout_minutes(minutes)?;
         }
         environment.updated_at = self.now();
         let unique = name_in_project_key(&environment.project_id, &environment.name);

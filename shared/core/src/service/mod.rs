@@ -12,6 +12,7 @@ mod runner;
 mod state;
 mod templates;
 mod variables;
+mod watchdog;
 
 use std::sync::Arc;
 

@@ -1,0 +1,114 @@
+//! The watchdog: ends what cannot end by itself. It runs on a schedule (a loop in
+//! `envplane serve`, the reaper on AWS); each decision is a conditional write on the
+//! deployment, so two watchdogs at once end a deployment once.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::deployment::{Deployment, DeploymentStatus};
+use crate::model::Environment;
+use crate::validate::DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES;
+use crate::Result;
+
+use super::Platform;
+
+impl Platform {
+    /// Fails every running deployment whose current phase has run longer than its
+    /// environment's timeout: its sandbox is told to stop, it fails with "timed out
+    /// after …", its environment and Terraform state locks are released and the
+    /// environment's next deployment starts. Returns how many it ended.
+    pub async fn end_timed_out_deployments(&self) -> Result<usize> {
+        let now = self.now();
+        let mut ended = 0;
+        for loaded in self
+            .indexed::<Deployment>(DeploymentStatus::Running)
+            .await?
+        {
+            let org_id = &loaded.stored.org_id;
+            let deployment = &loaded.value;
+            // An environment deleted under its deployment: the default applies.
+            let minutes = self
+                .find::<Environment>(org_id, &deployment.environment_id)
+                .await?
+                .map_or(DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES, |environment| {
+                    environment.value.deployment_timeout_minutes
+                });
+            if !timed_out(deployment, minutes, now) {
+                continue;
+            }
+            let attempt = deployment.attempt;
+            let reason = format!("timed out after {}", duration_words(minutes));
+            let failed = DeploymentStatus::Failed;
+            let concluded = self
+                .conclude_by_id(org_id, &deployment.id, attempt, failed, reason)
+                .await?;
+            if concluded.is_none() {
+                continue;
+            }
+            tracing::warn!(deployment_id = %deployment.id, minutes, "deployment timed out");
+            ended += 1;
+            // After the conclusion: a stop the deployer takes from the queue stops only
+            // the sandboxes of deployments that ended or were cancelled.
+            if let Err(error) = self.launcher.stop(org_id, &deployment.id, attempt).await {
+                tracing::warn!(deployment_id = %deployment.id, %error, "stopping a timed-out sandbox failed");
+            }
+        }
+        Ok(ended)
+    }
+}
+
+/// Whether the deployment's current phase has run longer than `minutes` at `now`.
+fn timed_out(deployment: &Deployment, minutes: u32, now: DateTime<Utc>) -> bool {
+    deployment
+        .running_since
+        .or(deployment.started_at)
+        .is_some_and(|since| now - since > Duration::minutes(i64::from(minutes)))
+}
+
+/// `2h`, `1h 30m`, `45m`.
+fn duration_words(minutes: u32) -> String {
+    match (minutes / 60, minutes % 60) {
+        (0, minutes) => format!("{minutes}m"),
+        (hours, 0) => format!("{hours}h"),
+        (hours, minutes) => format!("{hours}h {minutes}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running_since(since: Option<DateTime<Utc>>, started: Option<DateTime<Utc>>) -> Deployment {
+        let json = serde_json::json!({
+            "id": "dep_1", "environment_id": "env_1", "project_id": "prj_1",
+            "action": "apply", "status": "running", "requires_approval": false,
+            "revision": "main", "commit": null, "steps": [], "plan_summary": null,
+            "reason": null, "cancel_requested": false, "attempt": 2,
+            "requested_by": "key", "approved_by": null,
+            "created_at": "2026-12-01T00:00:00Z", "updated_at": "2026-12-01T00:00:00Z",
+            "started_at": started, "running_since": since, "finished_at": null,
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_phase_times_out_after_its_environments_minutes_counted_from_its_dispatch() {
+        let start: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        let phase = start + Duration::hours(5);
+        // The approval wait (10:00 to 15:00) does not count.
+        let deployment = running_since(Some(phase), Some(start));
+        assert!(!timed_out(&deployment, 120, phase + Duration::minutes(120)));
+        assert!(timed_out(&deployment, 120, phase + Duration::minutes(121)));
+        // Recorded before running_since existed: from its start.
+        let older = running_since(None, Some(start));
+        assert!(timed_out(&older, 120, start + Duration::minutes(121)));
+        assert!(!timed_out(&running_since(None, None), 1, phase));
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration_words(120), "2h");
+        assert_eq!(duration_words(90), "1h 30m");
+        assert_eq!(duration_words(45), "45m");
+        assert_eq!(duration_words(1440), "24h");
+    }
+}
