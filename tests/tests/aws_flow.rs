@@ -717,3 +717,110 @@ async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
     })
     .await;
 }
+
+/// Deleting an environment is refused while deployments of it have not ended or it
+/// holds Terraform state; an admin may force it, which cancels what has not ended (and
+/// stops its sandbox) first.
+#[tokio::test]
+async fn an_environment_in_use_is_deleted_only_by_force() {
+    let aws = spawn_app_on_aws(Harness {
+        event_source_mapping: true,
+        fargate: None,
+    })
+    .await;
+    let app = &aws.app;
+    let admin = app.admin_key.clone();
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "in-use", false).await;
+    let deployer = app.key(&admin, "deployer", Some(&seeded.project_id)).await;
+    let environment = format!("/v1/environments/{}", seeded.environment_id);
+    let first = app.deploy(&seeded.environment_id, "plan").await;
+    let queued = app.deploy(&seeded.environment_id, "plan").await;
+
+    // The first sandbox saves a state, then is never heard of again.
+    let launch = aws.runner_token().await;
+    let session: serde_json::Value = app
+        .request(reqwest::Method::POST, "/v1/runner/session")
+        .bearer_auth(&launch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let saved = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/state/{}", seeded.environment_id),
+        )
+        .basic_auth("envplane", session["state_token"].as_str())
+        .json(&json!({"version": 4, "serial": 1, "lineage": "in-use", "outputs": {}, "resources": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+
+    let refused = app
+        .delete(&environment, &deployer)
+        .await
+        .expect_error(409, "conflict");
+    assert!(refused.contains("have not ended"), "{refused}");
+    app.delete(&format!("{environment}?force=true"), &deployer)
+        .await
+        .expect_error(403, "forbidden");
+
+    app.post(
+        &format!("/v1/deployments/{queued}/cancel"),
+        &admin,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    app.post(
+        &format!("/v1/deployments/{first}/cancel?force=true"),
+        &admin,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    let refused = app
+        .delete(&environment, &deployer)
+        .await
+        .expect_error(409, "conflict");
+    assert!(
+        refused.contains("holds Terraform state (version 1)"),
+        "{refused}"
+    );
+
+    let last = app.deploy(&seeded.environment_id, "plan").await;
+    app.wait_for(&last, &["running"]).await;
+    app.delete(&format!("{environment}?force=true"), &admin)
+        .await
+        .expect(204);
+    let cancelled = app
+        .get(&format!("/v1/deployments/{last}"), &admin)
+        .await
+        .expect(200);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(cancelled["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("the environment was deleted by"));
+    app.get(&environment, &admin)
+        .await
+        .expect_error(404, "not_found");
+    let cluster = &aws.stack.settings.ecs_cluster;
+    envplane_e2e::eventually("the deleted environment's task stopped", || async {
+        let stopped = envplane_e2e::aws::tasks(&aws.ecs, cluster, DesiredStatus::Stopped).await;
+        let phase = format!("{last}.1");
+        if stopped
+            .iter()
+            .any(|task| task.started_by() == Some(phase.as_str()))
+        {
+            Ok(())
+        } else {
+            Err(format!("{} stopped tasks, not {phase}", stopped.len()))
+        }
+    })
+    .await;
+}

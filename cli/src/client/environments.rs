@@ -26,8 +26,15 @@ pub enum Command {
         #[command(flatten)]
         changes: EnvironmentChanges,
     },
-    /// Delete an environment's record and variables (its infrastructure stays).
-    Delete { id: String },
+    /// Delete an environment's record and variables (its infrastructure stays). Refused
+    /// while deployments of it have not ended or it holds Terraform state.
+    Delete {
+        id: String,
+        /// Delete anyway (admins only, audited): unfinished deployments are cancelled,
+        /// the state versions stay in the store.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, clap::Args, Serialize)]
@@ -143,8 +150,10 @@ pub async fn run(api: &ApiClient, format: Format, command: Command) -> anyhow::R
             let environment = api.patch(&path, &changes.patch()).await?;
             output::print_one::<Environment>(format, environment)?;
         }
-        Command::Delete { id } => {
-            api.delete(&["v1", "environments", &id]).await?;
+        Command::Delete { id, force } => {
+            let query: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
+            api.delete_query(&["v1", "environments", &id], query)
+                .await?;
             let message = format!("Deleted environment {id}.");
             output::print_done(format, &message, json!({ "id": id, "deleted": true }));
         }

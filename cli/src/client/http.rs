@@ -149,7 +149,15 @@ impl ApiClient {
 
     /// Deletes, answering the object when the API returns one (a revoked key does).
     pub async fn delete(&self, path: &[&str]) -> Result<Option<Value>, ClientError> {
-        let url = self.endpoint(path, &[])?;
+        self.delete_query(path, &[]).await
+    }
+
+    pub async fn delete_query(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Option<Value>, ClientError> {
+        let url = self.endpoint(path, query)?;
         self.send(Method::DELETE, url, None::<&()>).await
     }
 

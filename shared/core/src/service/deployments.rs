@@ -298,6 +298,70 @@ impl Platform {
         }
     }
 
+    /// The environment's deployments that have not ended, queued ones first: cancelling
+    /// them in that order leaves nothing for a running one's end to start.
+    pub(super) async fn unfinished_deployments(
+        &self,
+        org_id: &str,
+        environment_id: &str,
+    ) -> Result<Vec<Loaded<Deployment>>> {
+        let mut unfinished = Vec::new();
+        let mut page = PageRequest {
+            cursor: None,
+            limit: Some(super::MAX_PAGE_SIZE),
+        };
+        loop {
+            let (items, next) = self
+                .page_loaded::<Deployment>(org_id, Some(environment_id), &page, false)
+                .await?;
+            unfinished.extend(items.into_iter().filter(|d| !d.value.status.is_final()));
+            match next {
+                Some(next) => page.cursor = Some(next),
+                None => break,
+            }
+        }
+        unfinished.sort_by_key(|d| d.value.status != DeploymentStatus::Queued);
+        Ok(unfinished)
+    }
+
+    /// Ends a deployment of an environment being deleted as `cancelled`, then stops its
+    /// sandbox if it had one. One that ended meanwhile is left as it ended.
+    pub(super) async fn cancel_for_deletion(
+        &self,
+        loaded: Loaded<Deployment>,
+        reason: &str,
+    ) -> Result<()> {
+        let (org_id, id) = (loaded.stored.org_id.clone(), loaded.value.id.clone());
+        let (was_running, attempt) = (
+            loaded.value.status == DeploymentStatus::Running,
+            loaded.value.attempt,
+        );
+        let cancelled = DeploymentStatus::Cancelled;
+        match self
+            .conclude(loaded, cancelled, Some(reason.to_string()), None)
+            .await
+        {
+            Ok(_) => {}
+            Err(Error::Conflict(_))
+                if self
+                    .load::<Deployment>(&org_id, &id)
+                    .await?
+                    .value
+                    .status
+                    .is_final() =>
+            {
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        }
+        if was_running {
+            if let Err(error) = self.launcher.stop(&org_id, &id, attempt).await {
+                tracing::warn!(deployment_id = %id, %error, "stopping the sandbox failed");
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the sandbox of a deployment that should have none running: one whose
     /// cancellation was asked for, or one that has ended (force-cancelled, timed out),
     /// where the process that decided cannot stop it itself (on AWS the api and the

@@ -174,13 +174,41 @@ impl Platform {
     }
 
     /// Deletes the environment's record and variables. It does not destroy what the
-    /// environment deployed: that is a `destroy` deployment's job.
-    pub async fn delete_environment(&self, caller: &Caller, id: &str) -> Result<()> {
+    /// environment deployed: that is a `destroy` deployment's job. Refused (409) while
+    /// deployments of it have not ended or it holds Terraform state, unless an admin
+    /// forces it: then its unfinished deployments are cancelled first (a running
+    /// sandbox told to stop), and its state versions stay in the store.
+    pub async fn delete_environment(&self, caller: &Caller, id: &str, force: bool) -> Result<()> {
         let loaded = self.load::<Environment>(&caller.org_id, id).await?;
-        caller.require(Role::Deployer, Some(&loaded.value.project_id))?;
+        let role = if force { Role::Admin } else { Role::Deployer };
+        caller.require(role, Some(&loaded.value.project_id))?;
+        let unfinished = self.unfinished_deployments(&caller.org_id, id).await?;
+        if !force {
+            if !unfinished.is_empty() {
+                return Err(Error::conflict(format!(
+                    "{} deployment(s) of the environment have not ended: cancel them, or delete with force=true (admins)",
+                    unfinished.len()
+                )));
+            }
+            if let Some(state) = self.latest_state_version(&caller.org_id, id).await? {
+                return Err(Error::conflict(format!(
+                    "the environment holds Terraform state (version {}): destroy what it deployed first, or delete with force=true (admins)",
+                    state.version
+                )));
+            }
+        }
+        let reason = format!("the environment was deleted by {}", caller.key_name);
+        for deployment in unfinished {
+            self.cancel_for_deletion(deployment, &reason).await?;
+        }
         let mut ops = self.variable_deletions(&caller.org_id, id).await?;
         ops.push(loaded.delete());
-        self.commit_audited(caller, "environment.delete", (Kind::Environment, id), ops)
+        let action = if force {
+            "environment.force_delete"
+        } else {
+            "environment.delete"
+        };
+        self.commit_audited(caller, action, (Kind::Environment, id), ops)
             .await
             .map_err(changed_meanwhile)
     }

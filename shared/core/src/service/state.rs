@@ -310,7 +310,7 @@ impl Platform {
         Ok(values)
     }
 
-    async fn latest_state_version(
+    pub(super) async fn latest_state_version(
         &self,
         org_id: &str,
         environment_id: &str,

@@ -1,6 +1,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use envplane_core::model::{CreateEnvironment, Environment, Listing, UpdateEnvironment};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{handlers, App, ProjectPageParams};
 use crate::error::{ApiError, ErrorBody};
@@ -66,14 +68,29 @@ async fn update_environment(
 }
 
 /// Delete the environment's record and variables (it does not destroy infrastructure).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeleteParams {
+    /// Admins only (audited): delete even while deployments have not ended (they are
+    /// cancelled, running sandboxes stopped) or the environment holds state (its state
+    /// versions stay in the store).
+    force: Option<bool>,
+}
+
+/// Delete the environment and its variables (not what it deployed: run a destroy
+/// first). 409 while deployments of it have not ended or it holds Terraform state,
+/// unless an admin passes `force=true`.
 #[utoipa::path(delete, path = "/v1/environments/{id}", tag = "environments",
-    params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path), DeleteParams),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_environment(
     State(platform): State<App>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    Query(params): Query<DeleteParams>,
 ) -> Result<StatusCode, ApiError> {
-    platform.delete_environment(&caller, &id).await?;
+    let force = params.force.unwrap_or(false);
+    platform.delete_environment(&caller, &id, force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
