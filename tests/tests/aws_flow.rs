@@ -58,13 +58,11 @@ async fn a_deployment_plans_waits_applies_and_destroys_through_sqs_fargate_and_s
         .map(|key| key.split_once('/').unwrap().1.to_string())
         .collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        [
-            format!("plans/{id}"),
-            format!("state/{}/1", seeded.environment_id)
-        ]
-    );
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], format!("plans/{id}"));
+    // Every save has a key of its own: `state/<env>/<version>-<unique>`.
+    let state_prefix = format!("state/{}/1-", seeded.environment_id);
+    assert!(keys[1].starts_with(&state_prefix), "{keys:?}");
 
     let destroy = app.deploy(&seeded.environment_id, "destroy").await;
     let approval = app
@@ -760,6 +758,59 @@ async fn an_environment_in_use_is_deleted_only_by_force() {
         .unwrap();
     assert_eq!(saved.status(), 200);
 
+    // What may follow it: the same lineage, a serial that does not go back.
+    let save = |body: serde_json::Value| {
+        app.request(
+            reqwest::Method::POST,
+            &format!("/v1/state/{}", seeded.environment_id),
+        )
+        .basic_auth("envplane", session["state_token"].as_str())
+        .json(&body)
+        .send()
+    };
+    let another = save(json!({"version": 4, "serial": 2, "lineage": "other", "resources": []}));
+    assert_eq!(another.await.unwrap().status(), 409);
+    let older = save(json!({"version": 4, "serial": 0, "lineage": "in-use", "resources": []}));
+    assert_eq!(older.await.unwrap().status(), 409);
+    // Two saves at once: one is version 2, the other refused, and the state read is
+    // exactly the saved one's (a refused save never touches a committed version).
+    let (a, b) = tokio::join!(
+        save(json!({"version": 4, "serial": 3, "lineage": "in-use", "resources": [], "by": "a"})),
+        save(json!({"version": 4, "serial": 3, "lineage": "in-use", "resources": [], "by": "b"}))
+    );
+    let statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let read: serde_json::Value = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/state/{}", seeded.environment_id),
+        )
+        .basic_auth("envplane", session["state_token"].as_str())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let versions = app
+        .get(&format!("{environment}/state-versions"), &admin)
+        .await
+        .expect(200);
+    let newest = &versions["items"][0];
+    assert_eq!(read["serial"], 3);
+    let winner = if statuses == [200, 200] {
+        None
+    } else {
+        Some(if statuses[0] == 200 { "a" } else { "b" })
+    };
+    if let Some(winner) = winner {
+        assert_eq!(
+            read["by"], winner,
+            "the state read is not the committed one"
+        );
+        assert_eq!(newest["version"], 2);
+    }
+
     let refused = app
         .delete(&environment, &deployer)
         .await
@@ -788,7 +839,7 @@ async fn an_environment_in_use_is_deleted_only_by_force() {
         .await
         .expect_error(409, "conflict");
     assert!(
-        refused.contains("holds Terraform state (version 1)"),
+        refused.contains("holds Terraform state (version"),
         "{refused}"
     );
 

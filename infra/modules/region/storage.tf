@@ -1,5 +1,5 @@
 # The artifacts bucket (ENVPLANE_ARTIFACTS_BUCKET): Terraform states and plans under
-# `<org_id>/state/<environment_id>/<version>` and `<org_id>/plans/<deployment_id>`, each
+# `<org_id>/state/<environment_id>/<version>-<unique>` and `<org_id>/plans/<deployment_id>`, each
 # already sealed by the key ring, and SSE-KMS under the platform key as a second layer
 # (shared/aws/src/s3.rs sends SSE-KMS with ENVPLANE_KMS_KEY_ID on every PutObject).
 

@@ -26,10 +26,13 @@ pub enum Kind {
     StateVersion,
     /// Terraform's own state lock (LOCK/UNLOCK on the state backend).
     StateLock,
+    /// An environment's newest state version, read with a consistent point read and
+    /// written in the same transaction as each new version.
+    StateHead,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Organization,
         Kind::ApiKey,
         Kind::Project,
@@ -43,6 +46,7 @@ impl Kind {
         Kind::RunnerToken,
         Kind::StateVersion,
         Kind::StateLock,
+        Kind::StateHead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Kind {
             Kind::RunnerToken => "runner_token",
             Kind::StateVersion => "state_version",
             Kind::StateLock => "state_lock",
+            Kind::StateHead => "state_head",
         }
     }
 }

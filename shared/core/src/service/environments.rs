@@ -193,7 +193,7 @@ impl Platform {
             if let Some(state) = self.latest_state_version(&caller.org_id, id).await? {
                 return Err(Error::conflict(format!(
                     "the environment holds Terraform state (version {}): destroy what it deployed first, or delete with force=true (admins)",
-                    state.version
+                    state.version.version
                 )));
             }
         }

@@ -27,9 +27,40 @@ pub struct StateVersion {
     pub created_at: DateTime<Utc>,
 }
 
-impl Stored for StateVersion {
+/// A state version as stored: what the API shows, and where its sealed state is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct SavedState {
+    #[serde(flatten)]
+    pub version: StateVersion,
+    /// A key no other save ever writes. `None` for versions saved before keys were
+    /// unique (`state/<env>/<version>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_key: Option<String>,
+}
+
+impl SavedState {
+    fn blob_key(&self, environment_id: &str) -> String {
+        self.blob_key
+            .clone()
+            .unwrap_or_else(|| format!("state/{environment_id}/{}", self.version.version))
+    }
+}
+
+impl Stored for SavedState {
     const KIND: Kind = Kind::StateVersion;
     const NOUN: &'static str = "state version";
+}
+
+/// The newest state version of an environment: what a save checks its serial and
+/// lineage against and what a read opens, by a consistent point read (an index may lag).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct StateHead {
+    pub saved: SavedState,
+}
+
+impl Stored for StateHead {
+    const KIND: Kind = Kind::StateHead;
+    const NOUN: &'static str = "state head";
 }
 
 /// Terraform's lock on an environment's state, as it sent it, and who took it.
@@ -53,8 +84,13 @@ fn version_id(environment_id: &str, version: u64) -> String {
     format!("{environment_id}/{version:020}")
 }
 
-fn state_key(environment_id: &str, version: u64) -> String {
-    format!("state/{environment_id}/{version}")
+/// A blob key of its own for every save: a save that fails after its upload never
+/// overwrites a committed version's state.
+fn new_state_key(environment_id: &str, version: u64) -> String {
+    format!(
+        "state/{environment_id}/{version}-{}",
+        crate::ids::new_id("blob")
+    )
 }
 
 fn lock_id(info: &Value) -> Option<&str> {
@@ -84,8 +120,8 @@ impl Platform {
             .await?
         {
             None => Ok(None),
-            Some(version) => self
-                .open_state(&runner.org_id, environment_id, version.version)
+            Some(saved) => self
+                .open_state(&runner.org_id, environment_id, &saved)
                 .await
                 .map(Some),
         }
@@ -122,35 +158,62 @@ impl Platform {
         let (Some(serial), Some(lineage)) = (serial, lineage) else {
             return Err(Error::invalid("the state has no serial or lineage"));
         };
-        let previous = self
-            .latest_state_version(&runner.org_id, environment_id)
+        let head = self
+            .find::<StateHead>(&runner.org_id, environment_id)
             .await?;
-        let version = StateVersion {
-            version: previous.map_or(1, |previous| previous.version + 1),
-            serial,
-            lineage: lineage.to_string(),
-            deployment_id: runner.deployment_id.clone(),
-            size_bytes: state.len(),
-            created_at: self.now(),
+        let previous = match &head {
+            Some(head) => Some(head.value.saved.version.clone()),
+            // Saved before heads existed: the newest version by the index.
+            None => self
+                .latest_state_version(&runner.org_id, environment_id)
+                .await?
+                .map(|saved| saved.version),
+        };
+        if let Some(previous) = &previous {
+            follows(previous, serial, lineage)?;
+        }
+        let number = previous.map_or(1, |previous| previous.version + 1);
+        let saved = SavedState {
+            version: StateVersion {
+                version: number,
+                serial,
+                lineage: lineage.to_string(),
+                deployment_id: runner.deployment_id.clone(),
+                size_bytes: state.len(),
+                created_at: self.now(),
+            },
+            blob_key: Some(new_state_key(environment_id, number)),
         };
         let sealed = self.key_ring.seal_bytes(&runner.org_id, &state).await?;
         self.artifacts
-            .put(
-                &runner.org_id,
-                &state_key(environment_id, version.version),
-                sealed,
-            )
+            .put(&runner.org_id, &saved.blob_key(environment_id), sealed)
             .await?;
-        let id = version_id(environment_id, version.version);
-        let insert = record(&runner.org_id, &id, Some(environment_id), None, &version)?;
+        let id = version_id(environment_id, number);
+        let insert = record(&runner.org_id, &id, Some(environment_id), None, &saved)?;
+        let new_head = StateHead {
+            saved: saved.clone(),
+        };
+        let head_write = match head {
+            Some(mut head) => {
+                head.value = new_head;
+                head.replace()?
+            }
+            None => WriteOp::Insert(record(
+                &runner.org_id,
+                environment_id,
+                None,
+                None,
+                &new_head,
+            )?),
+        };
         self.store
-            .commit(vec![WriteOp::Insert(insert)])
+            .commit(vec![WriteOp::Insert(insert), head_write])
             .await
             .map_err(|error| match error {
                 StoreError::Conflict => Error::conflict("another state was saved at the same time"),
                 other => other.into(),
             })?;
-        Ok(version)
+        Ok(saved.version)
     }
 
     /// Takes Terraform's state lock, or says who holds it.
@@ -254,7 +317,17 @@ impl Platform {
         environment_id: &str,
         page: &PageRequest,
     ) -> Result<Listing<StateVersion>> {
-        self.environment_history(caller, environment_id, page).await
+        let listing: Listing<SavedState> = self
+            .environment_history(caller, environment_id, page)
+            .await?;
+        Ok(Listing {
+            items: listing
+                .items
+                .into_iter()
+                .map(|saved| saved.version)
+                .collect(),
+            next: listing.next,
+        })
     }
 
     /// One state version for a person to read: sensitive outputs are `null` and every
@@ -270,10 +343,12 @@ impl Platform {
             .await?
             .value;
         caller.require(Role::Admin, Some(&environment.project_id))?;
-        self.load::<StateVersion>(&caller.org_id, &version_id(environment_id, version))
-            .await?;
+        let version = self
+            .load::<SavedState>(&caller.org_id, &version_id(environment_id, version))
+            .await?
+            .value;
         let state = self
-            .open_state(&caller.org_id, environment_id, version)
+            .open_state(&caller.org_id, environment_id, &version)
             .await?;
         let mut text =
             String::from_utf8(state).map_err(|_| Error::invalid("the state is not text"))?;
@@ -310,16 +385,21 @@ impl Platform {
         Ok(values)
     }
 
+    /// The newest state version: the head's (a consistent read), or for environments
+    /// whose states were saved before heads existed, the index's newest.
     pub(super) async fn latest_state_version(
         &self,
         org_id: &str,
         environment_id: &str,
-    ) -> Result<Option<StateVersion>> {
+    ) -> Result<Option<SavedState>> {
+        if let Some(head) = self.find::<StateHead>(org_id, environment_id).await? {
+            return Ok(Some(head.value.saved));
+        }
         let newest = PageRequest {
             cursor: None,
             limit: Some(1),
         };
-        let listing: Listing<StateVersion> = self
+        let listing: Listing<SavedState> = self
             .page(org_id, Some(environment_id), &newest, true)
             .await?;
         Ok(listing.items.into_iter().next())
@@ -329,11 +409,11 @@ impl Platform {
         &self,
         org_id: &str,
         environment_id: &str,
-        version: u64,
+        saved: &SavedState,
     ) -> Result<Vec<u8>> {
         let sealed = self
             .artifacts
-            .get(org_id, &state_key(environment_id, version))
+            .get(org_id, &saved.blob_key(environment_id))
             .await?
             .ok_or(Error::NotFound("state"))?;
         Ok(self.key_ring.open_bytes(org_id, &sealed).await?)
@@ -349,6 +429,24 @@ impl Platform {
             .await?
             .map(|held| held.value))
     }
+}
+
+/// Whether a state with `serial` and `lineage` may follow `previous`, as Terraform's own
+/// backends decide: the same lineage, and a serial that does not go back.
+fn follows(previous: &StateVersion, serial: u64, lineage: &str) -> Result<()> {
+    if lineage != previous.lineage {
+        return Err(Error::conflict(format!(
+            "the state's lineage {lineage:?} is not the environment's ({:?}): it is another state",
+            previous.lineage
+        )));
+    }
+    if serial < previous.serial {
+        return Err(Error::conflict(format!(
+            "the state's serial {serial} is older than the saved one ({})",
+            previous.serial
+        )));
+    }
+    Ok(())
 }
 
 /// How a value appears inside a JSON string.
