@@ -13,7 +13,7 @@ use crate::ports::{DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchReque
 use crate::{Error, Result};
 
 use super::deployments::{message_for, status_index};
-use super::{record, retrying_conflicts, Loaded, PageRequest, Platform, Stored, MAX_PAGE_SIZE};
+use super::{record, Loaded, PageRequest, Platform, Stored, MAX_PAGE_SIZE};
 
 /// Held by one deployment of an environment from its first sandbox to its final status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -348,10 +348,6 @@ impl Platform {
                 Ok(()) => {
                     let deployment = loaded.value;
                     if conclusion.status.is_final() {
-                        if let Some(outputs) = conclusion.outputs {
-                            self.set_outputs(&org_id, &deployment.environment_id, outputs)
-                                .await?;
-                        }
                         self.dispatch_next(&org_id, &deployment.environment_id)
                             .await?;
                     }
@@ -400,29 +396,18 @@ impl Platform {
                 self.state_lock_release(&org_id, &environment_id, &deployment_id)
                     .await?,
             );
+            // In the same transaction: whoever sees the deployment ended sees its
+            // outputs on the environment (a conflict concludes again from the start).
+            if let Some(outputs) = &conclusion.outputs {
+                if let Some(mut environment) =
+                    self.find::<Environment>(&org_id, &environment_id).await?
+                {
+                    environment.value.outputs = Some(outputs.clone());
+                    ops.push(environment.replace()?);
+                }
+            }
         }
         Ok(self.store.commit(ops).await?)
-    }
-
-    async fn set_outputs(
-        &self,
-        org_id: &str,
-        environment_id: &str,
-        outputs: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<()> {
-        retrying_conflicts(
-            "the environment kept changing while saving outputs",
-            || async {
-                let Some(mut environment) =
-                    self.find::<Environment>(org_id, environment_id).await?
-                else {
-                    return Ok(());
-                };
-                environment.value.outputs = Some(outputs.clone());
-                Ok(self.store.commit(vec![environment.replace()?]).await?)
-            },
-        )
-        .await
     }
 
     /// Sends the message that starts the environment's next queued deployment, if any.
