@@ -437,6 +437,54 @@ impl AwsApp {
             .expect("the sandbox task's environment has its launch credential")
     }
 
+    /// The state credential of the first sandbox to run, traded for as its runner does
+    /// (for tests that play the sandbox).
+    pub async fn sandbox_state_credential(&self) -> String {
+        let launch = self.runner_token().await;
+        let session: serde_json::Value = self
+            .app
+            .request(reqwest::Method::POST, "/v1/runner/session")
+            .bearer_auth(&launch)
+            .send()
+            .await
+            .expect("trade the launch credential")
+            .json()
+            .await
+            .expect("a session");
+        session["state_token"]
+            .as_str()
+            .expect("a state credential")
+            .to_string()
+    }
+
+    /// A call to the state backend (`/v1/state/<environment><suffix>`) as Terraform makes
+    /// it, with `state` as its password.
+    pub fn state_call(
+        &self,
+        method: reqwest::Method,
+        environment_id: &str,
+        suffix: &str,
+        state: &str,
+    ) -> reqwest::RequestBuilder {
+        self.app
+            .request(method, &format!("/v1/state/{environment_id}{suffix}"))
+            .basic_auth("envplane", Some(state))
+    }
+
+    /// Waits until the task of a deployment phase (`<deployment_id>.<attempt>`) stopped.
+    pub async fn wait_until_stopped(&self, phase: &str) {
+        let cluster = &self.stack.settings.ecs_cluster;
+        eventually(&format!("the task of {phase} stopped"), || async {
+            let stopped = tasks(&self.ecs, cluster, DesiredStatus::Stopped).await;
+            if stopped.iter().any(|task| task.started_by() == Some(phase)) {
+                Ok(())
+            } else {
+                Err(format!("{} stopped tasks, none of {phase}", stopped.len()))
+            }
+        })
+        .await
+    }
+
     /// Everything the installation keeps at rest or sent to ECS, as text: every item of
     /// the table, every version of every object in the artifacts bucket, every task
     /// (with its overrides) ever started. Not the launch bucket, whose files are the

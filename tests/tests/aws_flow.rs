@@ -10,7 +10,7 @@ use envplane_e2e::{git_repository, GREETING_CONFIG};
 use serde_json::json;
 use std::sync::Arc;
 
-use aws_sdk_ecs::types::DesiredStatus;
+use reqwest::Method;
 
 const PASSWORD: &str = "Qv7-aws-sensitive-PASSWORD";
 
@@ -385,60 +385,22 @@ async fn the_state_lock_is_held_by_one_and_released_with_standard_methods() {
     let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
     let seeded = aws.environment_on(&repository, "lock", false).await;
     aws.app.deploy(&seeded.environment_id, "plan").await;
-    let launch = aws.runner_token().await;
-    let session: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/v1/runner/session", aws.app.address))
-        .bearer_auth(&launch)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = session["state_token"].as_str().unwrap().to_string();
-    let lock_url = format!(
-        "http://{}/v1/state/{}/lock",
-        aws.app.address, seeded.environment_id
-    );
-    let client = reqwest::Client::new();
-    let call = |method: reqwest::Method, id: &str| {
-        client
-            .request(method, &lock_url)
-            .basic_auth("envplane", Some(&token))
+    let token = aws.sandbox_state_credential().await;
+    let call = |method: Method, id: &str| {
+        aws.state_call(method, &seeded.environment_id, "/lock", &token)
             .json(&json!({"ID": id, "Operation": "OperationTypePlan"}))
             .send()
     };
 
-    assert_eq!(
-        call(reqwest::Method::POST, "first").await.unwrap().status(),
-        200
-    );
-    let refused = call(reqwest::Method::POST, "second").await.unwrap();
+    assert_eq!(call(Method::POST, "first").await.unwrap().status(), 200);
+    let refused = call(Method::POST, "second").await.unwrap();
     assert_eq!(refused.status(), 423);
     let held: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(held["ID"], "first", "the holder is named: {held}");
     // Only the holder's ID releases it.
-    assert_eq!(
-        call(reqwest::Method::DELETE, "second")
-            .await
-            .unwrap()
-            .status(),
-        409
-    );
-    assert_eq!(
-        call(reqwest::Method::DELETE, "first")
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        call(reqwest::Method::POST, "second")
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(call(Method::DELETE, "second").await.unwrap().status(), 409);
+    assert_eq!(call(Method::DELETE, "first").await.unwrap().status(), 200);
+    assert_eq!(call(Method::POST, "second").await.unwrap().status(), 200);
 }
 
 /// A reader of DescribeTasks, CloudTrail or the task events finds no credential: RunTask
@@ -548,21 +510,9 @@ async fn admins_free_a_stuck_state_lock_and_end_a_deployment_that_cannot_end() {
     let stuck = app.deploy(&seeded.environment_id, "plan").await;
     let next = app.deploy(&seeded.environment_id, "plan").await;
 
-    let launch = aws.runner_token().await;
-    let session: serde_json::Value = app
-        .request(reqwest::Method::POST, "/v1/runner/session")
-        .bearer_auth(&launch)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let state = session["state_token"].as_str().unwrap().to_string();
-    let lock_url = format!("/v1/state/{}/lock", seeded.environment_id);
+    let state = aws.sandbox_state_credential().await;
     let take_lock = || {
-        app.request(reqwest::Method::POST, &lock_url)
-            .basic_auth("envplane", Some(&state))
+        aws.state_call(Method::POST, &seeded.environment_id, "/lock", &state)
             .json(&json!({"ID": "lost-sandbox", "Operation": "OperationTypePlan"}))
             .send()
     };
@@ -654,23 +604,9 @@ async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
     let next = app.deploy(&seeded.environment_id, "plan").await;
 
     // The sandbox starts and takes Terraform's state lock, then is never heard of again.
-    let launch = aws.runner_token().await;
-    let session: serde_json::Value = app
-        .request(reqwest::Method::POST, "/v1/runner/session")
-        .bearer_auth(&launch)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let state = session["state_token"].as_str().unwrap();
-    let locked = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/state/{}/lock", seeded.environment_id),
-        )
-        .basic_auth("envplane", Some(state))
+    let state = aws.sandbox_state_credential().await;
+    let locked = aws
+        .state_call(Method::POST, &seeded.environment_id, "/lock", &state)
         .json(&json!({"ID": "slow-sandbox"}))
         .send()
         .await
@@ -700,20 +636,7 @@ async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
         .expect_error(409, "conflict");
     app.wait_for(&next, &["running"]).await;
     // The deployer stopped the timed-out deployment's task.
-    let cluster = &aws.stack.settings.ecs_cluster;
-    envplane_e2e::eventually("the timed-out task stopped", || async {
-        let stopped = envplane_e2e::aws::tasks(&aws.ecs, cluster, DesiredStatus::Stopped).await;
-        let phase = format!("{slow}.1");
-        if stopped
-            .iter()
-            .any(|task| task.started_by() == Some(phase.as_str()))
-        {
-            Ok(())
-        } else {
-            Err(format!("{} stopped tasks, not {phase}", stopped.len()))
-        }
-    })
-    .await;
+    aws.wait_until_stopped(&format!("{slow}.1")).await;
 }
 
 /// Deleting an environment is refused while deployments of it have not ended or it
@@ -736,38 +659,20 @@ async fn an_environment_in_use_is_deleted_only_by_force() {
     let queued = app.deploy(&seeded.environment_id, "plan").await;
 
     // The first sandbox saves a state, then is never heard of again.
-    let launch = aws.runner_token().await;
-    let session: serde_json::Value = app
-        .request(reqwest::Method::POST, "/v1/runner/session")
-        .bearer_auth(&launch)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let saved = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/state/{}", seeded.environment_id),
-        )
-        .basic_auth("envplane", session["state_token"].as_str())
-        .json(&json!({"version": 4, "serial": 1, "lineage": "in-use", "outputs": {}, "resources": []}))
-        .send()
-        .await
-        .unwrap();
+    let state = aws.sandbox_state_credential().await;
+    let save = |body: serde_json::Value| {
+        aws.state_call(Method::POST, &seeded.environment_id, "", &state)
+            .json(&body)
+            .send()
+    };
+    let saved = save(
+        json!({"version": 4, "serial": 1, "lineage": "in-use", "outputs": {}, "resources": []}),
+    )
+    .await
+    .unwrap();
     assert_eq!(saved.status(), 200);
 
     // What may follow it: the same lineage, a serial that does not go back.
-    let save = |body: serde_json::Value| {
-        app.request(
-            reqwest::Method::POST,
-            &format!("/v1/state/{}", seeded.environment_id),
-        )
-        .basic_auth("envplane", session["state_token"].as_str())
-        .json(&body)
-        .send()
-    };
     let another = save(json!({"version": 4, "serial": 2, "lineage": "other", "resources": []}));
     assert_eq!(another.await.unwrap().status(), 409);
     let older = save(json!({"version": 4, "serial": 0, "lineage": "in-use", "resources": []}));
@@ -780,12 +685,8 @@ async fn an_environment_in_use_is_deleted_only_by_force() {
     );
     let statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
     assert!(statuses.contains(&200), "{statuses:?}");
-    let read: serde_json::Value = app
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/state/{}", seeded.environment_id),
-        )
-        .basic_auth("envplane", session["state_token"].as_str())
+    let read: serde_json::Value = aws
+        .state_call(Method::GET, &seeded.environment_id, "", &state)
         .send()
         .await
         .unwrap()
@@ -860,18 +761,5 @@ async fn an_environment_in_use_is_deleted_only_by_force() {
     app.get(&environment, &admin)
         .await
         .expect_error(404, "not_found");
-    let cluster = &aws.stack.settings.ecs_cluster;
-    envplane_e2e::eventually("the deleted environment's task stopped", || async {
-        let stopped = envplane_e2e::aws::tasks(&aws.ecs, cluster, DesiredStatus::Stopped).await;
-        let phase = format!("{last}.1");
-        if stopped
-            .iter()
-            .any(|task| task.started_by() == Some(phase.as_str()))
-        {
-            Ok(())
-        } else {
-            Err(format!("{} stopped tasks, not {phase}", stopped.len()))
-        }
-    })
-    .await;
+    aws.wait_until_stopped(&format!("{last}.1")).await;
 }
