@@ -615,14 +615,14 @@ async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
 
     let (settings, sdk) = (&aws.stack.settings, &aws.stack.sdk);
     let now = envplane_aws::config::concluding_platform(settings, sdk).platform;
-    assert_eq!(now.end_timed_out_deployments().await.unwrap(), 0);
+    assert_eq!(now.run_watchdog().await.unwrap().timed_out, 0);
     let later = Arc::new(Later(chrono::Duration::minutes(61)));
     let watchdog = envplane_aws::config::concluding_platform_with_clock(settings, sdk, later);
     let (first, second) = tokio::join!(
-        watchdog.platform.end_timed_out_deployments(),
-        watchdog.platform.end_timed_out_deployments()
+        watchdog.platform.run_watchdog(),
+        watchdog.platform.run_watchdog()
     );
-    assert_eq!(first.unwrap() + second.unwrap(), 1);
+    assert_eq!(first.unwrap().timed_out + second.unwrap().timed_out, 1);
 
     let failed = app
         .get(&format!("/v1/deployments/{slow}"), &admin)
@@ -762,4 +762,98 @@ async fn an_environment_in_use_is_deleted_only_by_force() {
         .await
         .expect_error(404, "not_found");
     aws.wait_until_stopped(&format!("{last}.1")).await;
+}
+
+/// Receives what the deployments queue holds and hands it to the deployer.
+async fn deliver_queued(aws: &envplane_e2e::aws::AwsApp) -> usize {
+    let received = aws
+        .sqs
+        .receive_message()
+        .queue_url(&aws.stack.settings.queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let messages = received.messages();
+    if !messages.is_empty() {
+        let event = sqs_event(messages);
+        handle_batch(
+            &aws.deployer.platform,
+            aws.deployer.queue.as_ref(),
+            event,
+            5,
+        )
+        .await;
+    }
+    messages.len()
+}
+
+/// Takes every message off the deployments queue and drops it, as a lost send would.
+async fn lose_queued_messages(aws: &envplane_e2e::aws::AwsApp) {
+    let queue_url = &aws.stack.settings.queue_url;
+    let received = aws
+        .sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    for message in received.messages() {
+        aws.sqs
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(message.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// A queued deployment whose queue message was lost (SendMessage failed after the
+/// commit, a message dropped) is not queued forever: once it could have started for 5
+/// minutes, the watchdog sends its message again; if that one is lost too, it fails
+/// with the reason and frees its environment.
+#[tokio::test]
+async fn a_lost_queue_message_is_sent_again_once_then_the_deployment_fails() {
+    let aws = spawn_app_on_aws(Harness::API_ONLY).await;
+    let app = &aws.app;
+    let admin = app.admin_key.clone();
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let (settings, sdk) = (&aws.stack.settings, &aws.stack.sdk);
+    let watchdog_after = |minutes| {
+        let clock = Arc::new(Later(chrono::Duration::minutes(minutes)));
+        envplane_aws::config::concluding_platform_with_clock(settings, sdk, clock).platform
+    };
+
+    let seeded = aws.environment_on(&repository, "lost-once", false).await;
+    let resent = app.deploy(&seeded.environment_id, "plan").await;
+    lose_queued_messages(&aws).await;
+    assert_eq!(watchdog_after(0).run_watchdog().await.unwrap().resent, 0);
+    assert_eq!(watchdog_after(6).run_watchdog().await.unwrap().resent, 1);
+    assert_eq!(deliver_queued(&aws).await, 1);
+    let running = app
+        .get(&format!("/v1/deployments/{resent}"), &admin)
+        .await
+        .expect(200);
+    assert_eq!(running["status"], "running", "{running}");
+    assert_eq!(running["resent_at"], serde_json::Value::Null);
+
+    let seeded = aws.environment_on(&repository, "lost-twice", false).await;
+    let lost = app.deploy(&seeded.environment_id, "plan").await;
+    lose_queued_messages(&aws).await;
+    assert_eq!(watchdog_after(6).run_watchdog().await.unwrap().resent, 1);
+    lose_queued_messages(&aws).await;
+    assert_eq!(watchdog_after(12).run_watchdog().await.unwrap().lost, 1);
+    let failed = app
+        .get(&format!("/v1/deployments/{lost}"), &admin)
+        .await
+        .expect(200);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("it was never dispatched: its queue message was lost"));
 }

@@ -100,9 +100,9 @@ pub async fn handle_schedule(
     let reaped = reap_dead_letters(platform, dead_letters).await?;
     tracing::info!(scheduled_at = ?event.time, ?reaped, "dead-letter queue drained");
     // The watchdog: a failure here is logged, and the next schedule tries again.
-    match platform.end_timed_out_deployments().await {
-        Ok(timed_out) => tracing::info!(timed_out, "deployment timeouts enforced"),
-        Err(error) => tracing::error!(%error, "enforcing deployment timeouts failed"),
+    match platform.run_watchdog().await {
+        Ok(round) => tracing::info!(?round, "watchdog round done"),
+        Err(error) => tracing::error!(%error, "the watchdog failed"),
     }
     Ok(reaped)
 }

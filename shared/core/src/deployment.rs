@@ -144,6 +144,10 @@ pub struct Deployment {
     /// from here (a wait for approval does not count).
     #[serde(default)]
     pub running_since: Option<DateTime<Utc>>,
+    /// When the watchdog sent its queue message again, believing the first lost; cleared
+    /// at its dispatch.
+    #[serde(default)]
+    pub resent_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 

@@ -256,10 +256,10 @@ async fn watchdog_loop(platform: Arc<Platform>) {
     let mut ticks = tokio::time::interval(WATCHDOG_INTERVAL);
     loop {
         ticks.tick().await;
-        match platform.end_timed_out_deployments().await {
-            Ok(0) => {}
-            Ok(timed_out) => tracing::warn!(timed_out, "deployments timed out"),
-            Err(error) => tracing::error!(%error, "enforcing deployment timeouts failed"),
+        match platform.run_watchdog().await {
+            Ok(round) if round == Default::default() => {}
+            Ok(round) => tracing::warn!(?round, "the watchdog ended or resent deployments"),
+            Err(error) => tracing::error!(%error, "the watchdog failed"),
         }
     }
 }

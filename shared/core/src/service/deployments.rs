@@ -90,6 +90,7 @@ impl Platform {
             updated_at: now,
             started_at: None,
             running_since: None,
+            resent_at: None,
             finished_at: None,
         };
         let mut insert = record(

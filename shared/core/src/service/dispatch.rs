@@ -169,6 +169,7 @@ impl Platform {
         deployment.attempt += 1;
         deployment.started_at.get_or_insert(now);
         deployment.running_since = Some(now);
+        deployment.resent_at = None;
         deployment.updated_at = now;
         let (token, token_hash) = generate_runner_token();
         let token_record = RunnerTokenRecord {
@@ -251,7 +252,7 @@ impl Platform {
         }
     }
 
-    async fn sandboxes_running(&self) -> Result<usize> {
+    pub(super) async fn sandboxes_running(&self) -> Result<usize> {
         let page = self
             .store
             .list_indexed(IndexQuery {
@@ -265,7 +266,7 @@ impl Platform {
     }
 
     /// The environment's oldest queued deployment: environments deploy first in, first out.
-    async fn oldest_queued(
+    pub(super) async fn oldest_queued(
         &self,
         org_id: &str,
         environment_id: &str,
@@ -411,7 +412,7 @@ impl Platform {
     }
 
     /// Sends the message that starts the environment's next queued deployment, if any.
-    async fn dispatch_next(&self, org_id: &str, environment_id: &str) -> Result<()> {
+    pub(super) async fn dispatch_next(&self, org_id: &str, environment_id: &str) -> Result<()> {
         if let Some(next) = self.oldest_queued(org_id, environment_id).await? {
             self.announce(org_id, &next.value).await;
         }

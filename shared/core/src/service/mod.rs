@@ -33,6 +33,7 @@ pub use dispatch::{DispatchOutcome, TokenScope};
 pub use runner::Runner;
 pub use state::{StateLocked, StateVersion};
 pub use variables::Scope;
+pub use watchdog::Watchdog;
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 500;

@@ -7,16 +7,102 @@ use chrono::{DateTime, Duration, Utc};
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::model::Environment;
 use crate::validate::DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES;
-use crate::Result;
+use crate::{Error, Result};
 
-use super::Platform;
+use super::dispatch::EnvironmentLock;
+use super::{Loaded, Platform};
+
+/// How long a queued deployment that could start waits before its queue message counts
+/// as lost: a delivered message dispatches it within seconds.
+const LOST_MESSAGE_AFTER: Duration = Duration::minutes(5);
+
+/// What one watchdog round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Watchdog {
+    /// Running deployments failed for running past their timeout.
+    pub timed_out: usize,
+    /// Queued deployments whose message was lost, sent again.
+    pub resent: usize,
+    /// Queued deployments whose message was lost after it was sent again: failed.
+    pub lost: usize,
+}
 
 impl Platform {
+    /// One round of the watchdog: timeouts, then lost queue messages.
+    pub async fn run_watchdog(&self) -> Result<Watchdog> {
+        let timed_out = self.end_timed_out_deployments().await?;
+        let (resent, lost) = self.recover_lost_messages().await?;
+        Ok(Watchdog {
+            timed_out,
+            resent,
+            lost,
+        })
+    }
+
+    /// A queued deployment that could start (a sandbox slot is free, its environment is
+    /// free or held for it, it is the environment's oldest) but has waited
+    /// [`LOST_MESSAGE_AFTER`] lost its queue message: it is sent again, once; if that
+    /// one is lost too, the deployment fails with the reason. Returns (resent, failed).
+    async fn recover_lost_messages(&self) -> Result<(usize, usize)> {
+        if self.sandboxes_running().await? >= self.settings.max_parallel_deployments {
+            return Ok((0, 0));
+        }
+        let now = self.now();
+        let (mut resent, mut lost) = (0, 0);
+        for mut loaded in self.indexed::<Deployment>(DeploymentStatus::Queued).await? {
+            let deployment = &loaded.value;
+            let waiting_since = deployment.resent_at.unwrap_or(deployment.updated_at);
+            if now - waiting_since < LOST_MESSAGE_AFTER || !self.could_start(&loaded).await? {
+                continue;
+            }
+            let org_id = loaded.stored.org_id.clone();
+            if deployment.resent_at.is_none() {
+                loaded.value.resent_at = Some(now);
+                match self.store.commit(vec![loaded.replace()?]).await {
+                    Ok(()) => {
+                        tracing::warn!(deployment_id = %loaded.value.id, "queue message lost; sent again");
+                        self.announce(&org_id, &loaded.value).await;
+                        resent += 1;
+                    }
+                    // Dispatched or changed meanwhile: nothing was lost.
+                    Err(crate::ports::StoreError::Conflict) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            } else {
+                let reason = "it was never dispatched: its queue message was lost, and so was the one sent again".to_string();
+                match self
+                    .conclude(loaded, DeploymentStatus::Failed, Some(reason), None)
+                    .await
+                {
+                    Ok(_) => lost += 1,
+                    Err(Error::Conflict(_)) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok((resent, lost))
+    }
+
+    /// Whether a dispatch of this queued deployment would start it now.
+    async fn could_start(&self, loaded: &Loaded<Deployment>) -> Result<bool> {
+        let (org_id, deployment) = (&loaded.stored.org_id, &loaded.value);
+        let lock = self
+            .find::<EnvironmentLock>(org_id, &deployment.environment_id)
+            .await?;
+        Ok(match lock {
+            Some(lock) => lock.value.deployment_id == deployment.id,
+            None => self
+                .oldest_queued(org_id, &deployment.environment_id)
+                .await?
+                .is_some_and(|oldest| oldest.value.id == deployment.id),
+        })
+    }
+
     /// Fails every running deployment whose current phase has run longer than its
     /// environment's timeout: its sandbox is told to stop, it fails with "timed out
     /// after …", its environment and Terraform state locks are released and the
     /// environment's next deployment starts. Returns how many it ended.
-    pub async fn end_timed_out_deployments(&self) -> Result<usize> {
+    async fn end_timed_out_deployments(&self) -> Result<usize> {
         let now = self.now();
         let mut ended = 0;
         for loaded in self
