@@ -218,6 +218,7 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
         Arc::new(key_ring),
         Arc::new(artifacts),
         Arc::new(launcher),
+        Arc::new(SystemClock),
     )
 }
 
@@ -256,7 +257,14 @@ pub fn dispatching_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatf
         launch_files,
     );
     let unwired = Arc::new(Unwired);
-    Common::new(settings, sdk).assemble(settings, unwired.clone(), unwired, Arc::new(launcher))
+    let clock = Arc::new(SystemClock);
+    Common::new(settings, sdk).assemble(
+        settings,
+        unwired.clone(),
+        unwired,
+        Arc::new(launcher),
+        clock,
+    )
 }
 
 /// The adapters of task-events and the reaper: concluding a deployment and queueing the
@@ -275,7 +283,7 @@ pub fn concluding_platform_with_clock(
     let unwired = Arc::new(Unwired);
     let common = Common::new(settings, sdk);
     let launcher = Arc::new(StopThroughQueue::new(common.queue.clone()));
-    common.assemble_with_clock(settings, unwired.clone(), unwired, launcher, clock)
+    common.assemble(settings, unwired.clone(), unwired, launcher, clock)
 }
 
 /// What every function has: the table's client (the store's, which the key ring
@@ -299,17 +307,6 @@ impl Common {
     }
 
     fn assemble(
-        self,
-        settings: &AwsSettings,
-        key_ring: Arc<dyn KeyRing>,
-        artifacts: Arc<dyn Artifacts>,
-        launcher: Arc<dyn Launcher>,
-    ) -> AwsPlatform {
-        let clock = Arc::new(SystemClock);
-        self.assemble_with_clock(settings, key_ring, artifacts, launcher, clock)
-    }
-
-    fn assemble_with_clock(
         self,
         settings: &AwsSettings,
         key_ring: Arc<dyn KeyRing>,

@@ -6,6 +6,7 @@
 //! starts the runner, after its own setup.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -48,9 +49,11 @@ const NEW_NAMESPACE_FLAGS: [u64; 7] = [
 ];
 
 /// The two filters, as the raw `struct sock_filter` arrays bubblewrap reads
-/// (`--add-seccomp-fd`, once each).
-pub fn programs() -> Result<[Vec<u8>; 2], String> {
-    Ok(filters()?.map(|program| to_bytes(&program)))
+/// (`--add-seccomp-fd`, once each). Compiled once per process, not per sandbox.
+pub fn programs() -> Result<&'static [Vec<u8>; 2], String> {
+    static PROGRAMS: LazyLock<Result<[Vec<u8>; 2], String>> =
+        LazyLock::new(|| Ok(filters()?.map(|program| to_bytes(&program))));
+    PROGRAMS.as_ref().map_err(Clone::clone)
 }
 
 /// What fails with EPERM; and `clone3`, which fails with ENOSYS: its flags sit in

@@ -259,20 +259,19 @@ impl Platform {
             DeploymentStatus::Running if force => {
                 self.audit_only(caller, "deployment.force_cancel", id)
                     .await?;
-                let attempt = loaded.value.attempt;
                 let reason = format!(
                     "force-cancelled by {}: ended without waiting for its sandbox",
                     caller.key_name
                 );
-                let cancelled = self
-                    .conclude(loaded, DeploymentStatus::Cancelled, Some(reason), None)
-                    .await?;
-                // After the conclusion: a stop the deployer takes from the queue stops
-                // only the sandboxes of deployments that ended or were cancelled.
-                if let Err(error) = self.launcher.stop(&caller.org_id, id, attempt).await {
-                    tracing::warn!(deployment_id = id, %error, "stopping the sandbox failed");
+                let (attempt, cancelled) = (loaded.value.attempt, DeploymentStatus::Cancelled);
+                match self
+                    .conclude_and_stop(&caller.org_id, id, attempt, cancelled, reason)
+                    .await?
+                {
+                    Some(deployment) => Ok(deployment),
+                    // It ended by itself meanwhile.
+                    None => Ok(self.load::<Deployment>(&caller.org_id, id).await?.value),
                 }
-                Ok(cancelled)
             }
             DeploymentStatus::Queued | DeploymentStatus::WaitingForApproval => {
                 self.audit_only(caller, "deployment.cancel", id).await?;
@@ -306,21 +305,12 @@ impl Platform {
         org_id: &str,
         environment_id: &str,
     ) -> Result<Vec<Loaded<Deployment>>> {
-        let mut unfinished = Vec::new();
-        let mut page = PageRequest {
-            cursor: None,
-            limit: Some(super::MAX_PAGE_SIZE),
-        };
-        loop {
-            let (items, next) = self
-                .page_loaded::<Deployment>(org_id, Some(environment_id), &page, false)
-                .await?;
-            unfinished.extend(items.into_iter().filter(|d| !d.value.status.is_final()));
-            match next {
-                Some(next) => page.cursor = Some(next),
-                None => break,
-            }
-        }
+        let mut unfinished: Vec<Loaded<Deployment>> = self
+            .all::<Deployment>(org_id, environment_id)
+            .await?
+            .into_iter()
+            .filter(|loaded| !loaded.value.status.is_final())
+            .collect();
         unfinished.sort_by_key(|d| d.value.status != DeploymentStatus::Queued);
         Ok(unfinished)
     }
@@ -333,16 +323,15 @@ impl Platform {
         reason: &str,
     ) -> Result<()> {
         let (org_id, id) = (loaded.stored.org_id.clone(), loaded.value.id.clone());
-        let (was_running, attempt) = (
-            loaded.value.status == DeploymentStatus::Running,
-            loaded.value.attempt,
-        );
-        let cancelled = DeploymentStatus::Cancelled;
-        match self
-            .conclude(loaded, cancelled, Some(reason.to_string()), None)
-            .await
-        {
-            Ok(_) => {}
+        let (cancelled, reason) = (DeploymentStatus::Cancelled, reason.to_string());
+        if loaded.value.status == DeploymentStatus::Running {
+            let attempt = loaded.value.attempt;
+            self.conclude_and_stop(&org_id, &id, attempt, cancelled, reason)
+                .await?;
+            return Ok(());
+        }
+        match self.conclude(loaded, cancelled, Some(reason), None).await {
+            Ok(_) => Ok(()),
             Err(Error::Conflict(_))
                 if self
                     .load::<Deployment>(&org_id, &id)
@@ -351,16 +340,10 @@ impl Platform {
                     .status
                     .is_final() =>
             {
-                return Ok(());
+                Ok(())
             }
-            Err(error) => return Err(error),
+            Err(error) => Err(error),
         }
-        if was_running {
-            if let Err(error) = self.launcher.stop(&org_id, &id, attempt).await {
-                tracing::warn!(deployment_id = %id, %error, "stopping the sandbox failed");
-            }
-        }
-        Ok(())
     }
 
     /// Stops the sandbox of a deployment that should have none running: one whose

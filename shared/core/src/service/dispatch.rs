@@ -320,6 +320,28 @@ impl Platform {
         }
     }
 
+    /// [`Self::conclude_by_id`], then stops the phase's sandbox if it was this call that
+    /// ended it. The stop comes after the conclusion: on AWS it is a queue message, and
+    /// the deployer stops only the sandboxes of deployments that ended or were cancelled.
+    pub(super) async fn conclude_and_stop(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+        status: DeploymentStatus,
+        reason: String,
+    ) -> Result<Option<Deployment>> {
+        let concluded = self
+            .conclude_by_id(org_id, deployment_id, attempt, status, reason)
+            .await?;
+        if concluded.is_some() {
+            if let Err(error) = self.launcher.stop(org_id, deployment_id, attempt).await {
+                tracing::warn!(%deployment_id, %error, "stopping the sandbox failed");
+            }
+        }
+        Ok(concluded)
+    }
+
     /// Moves a deployment to a final status (or to waiting for approval), releasing
     /// what it held: its runner tokens always; its environment lock and Terraform state
     /// lock when it ends. Then the environment's next queued deployment is dispatched.

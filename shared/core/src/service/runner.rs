@@ -263,13 +263,10 @@ impl Platform {
         let (org_id, id, attempt) = (&runner.org_id, &runner.deployment_id, runner.attempt);
         let failed = DeploymentStatus::Failed;
         if let Err(error) = self
-            .conclude_by_id(org_id, id, attempt, failed, reason.clone())
+            .conclude_and_stop(org_id, id, attempt, failed, reason.clone())
             .await
         {
             tracing::error!(%error, deployment_id = %id, "ending a deployment over quota failed");
-        }
-        if let Err(error) = self.launcher.stop(org_id, id, attempt).await {
-            tracing::warn!(%error, deployment_id = %id, "stopping a sandbox over quota failed");
         }
         Error::TooLarge(reason)
     }

@@ -121,21 +121,15 @@ impl Platform {
             if !timed_out(deployment, minutes, now) {
                 continue;
             }
-            let attempt = deployment.attempt;
             let reason = format!("timed out after {}", duration_words(minutes));
-            let failed = DeploymentStatus::Failed;
-            let concluded = self
-                .conclude_by_id(org_id, &deployment.id, attempt, failed, reason)
-                .await?;
-            if concluded.is_none() {
-                continue;
-            }
-            tracing::warn!(deployment_id = %deployment.id, minutes, "deployment timed out");
-            ended += 1;
-            // After the conclusion: a stop the deployer takes from the queue stops only
-            // the sandboxes of deployments that ended or were cancelled.
-            if let Err(error) = self.launcher.stop(org_id, &deployment.id, attempt).await {
-                tracing::warn!(deployment_id = %deployment.id, %error, "stopping a timed-out sandbox failed");
+            let (attempt, failed) = (deployment.attempt, DeploymentStatus::Failed);
+            if self
+                .conclude_and_stop(org_id, &deployment.id, attempt, failed, reason)
+                .await?
+                .is_some()
+            {
+                tracing::warn!(deployment_id = %deployment.id, minutes, "deployment timed out");
+                ended += 1;
             }
         }
         Ok(ended)
