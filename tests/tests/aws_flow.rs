@@ -569,14 +569,12 @@ impl envplane_core::ports::Clock for Later {
 /// A deployment whose sandbox never reports ends when its environment's timeout has
 /// passed: the watchdog (run by the reaper's schedule) fails it "timed out after 1h",
 /// releases its environment and state locks, asks the deployer to stop its task, and the
-/// environment's next deployment starts. Two watchdogs at once end it once.
+/// environment's next deployment starts. Two watchdogs at once end it once. The test
+/// delivers the queue itself: a deployment dispatched while the watchdogs' clock runs an
+/// hour ahead would count as timed out too.
 #[tokio::test]
 async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
-    let aws = spawn_app_on_aws(Harness {
-        event_source_mapping: true,
-        fargate: None,
-    })
-    .await;
+    let aws = spawn_app_on_aws(Harness::API_ONLY).await;
     let app = &aws.app;
     let admin = app.admin_key.clone();
     let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
@@ -602,6 +600,7 @@ async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
     assert_eq!(changed["deployment_timeout_minutes"], 60);
     let slow = app.deploy(&seeded.environment_id, "plan").await;
     let next = app.deploy(&seeded.environment_id, "plan").await;
+    deliver_queued(&aws).await;
 
     // The sandbox starts and takes Terraform's state lock, then is never heard of again.
     let state = aws.sandbox_state_credential().await;
@@ -634,8 +633,17 @@ async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
     app.post(&unlock, &admin, json!({}))
         .await
         .expect_error(409, "conflict");
-    app.wait_for(&next, &["running"]).await;
-    // The deployer stopped the timed-out deployment's task.
+    // The deployer takes the next deployment's message and the stop of the timed-out
+    // deployment's task.
+    envplane_e2e::eventually("the next deployment running", || async {
+        deliver_queued(&aws).await;
+        let next = app.get(&format!("/v1/deployments/{next}"), &admin).await;
+        match next.body["status"].as_str() {
+            Some("running") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     aws.wait_until_stopped(&format!("{slow}.1")).await;
 }
 
