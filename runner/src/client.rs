@@ -10,6 +10,9 @@ use serde::Serialize;
 const ATTEMPTS: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the runner tells the platform it is alive: the watchdog fails a phase
+/// whose runner stays silent for minutes.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -17,6 +20,15 @@ pub enum ClientError {
     Refused { status: StatusCode, message: String },
     #[error("the platform could not be reached after {ATTEMPTS} attempts: {0}")]
     Unreachable(String),
+}
+
+/// The runner's heartbeats; they stop when this is dropped.
+pub struct Heartbeats(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[derive(Clone)]
@@ -80,6 +92,24 @@ impl ApiClient {
         self.send(|| self.request(Method::POST, "/v1/runner/steps").json(&report))
             .await
             .map(drop)
+    }
+
+    /// Sends a heartbeat now and every [`HEARTBEAT_PERIOD`] until the returned guard
+    /// is dropped. A failed one is logged: the next may get through.
+    pub fn keep_alive(&self) -> Heartbeats {
+        let client = self.clone();
+        Heartbeats(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(HEARTBEAT_PERIOD);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = client
+                    .send(|| client.request(Method::POST, "/v1/runner/heartbeat"))
+                    .await
+                {
+                    eprintln!("envplane-runner: a heartbeat failed: {error}");
+                }
+            }
+        }))
     }
 
     pub async fn put_plan(&self, plan: Vec<u8>) -> Result<(), ClientError> {

@@ -46,6 +46,7 @@ async fn run() -> Result<(), String> {
         .start_session()
         .await
         .map_err(|e| format!("cannot fetch the job: {e}"))?;
+    let _heartbeats = client.keep_alive();
     let job = session.job;
     if job.deployment_id != deployment_id {
         return Err("the job is for another deployment".into());

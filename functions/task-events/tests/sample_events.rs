@@ -70,17 +70,19 @@ async fn deployment(lambda: &Lambda, caller: &Caller, id: &str) -> Deployment {
 }
 
 #[tokio::test]
-async fn a_stopped_sandbox_fails_its_running_deployment_with_the_stop_reason() {
+async fn a_sandbox_stopped_before_its_runner_started_is_queued_again_with_the_stop_reason() {
     let lambda = lambda();
     let (caller, message) = running_deployment(&lambda.platform).await;
     invoke(&lambda, "task-stopped.json", Some(&message)).await;
     let deployment = deployment(&lambda, &caller, &message.deployment_id).await;
-    assert_eq!(deployment.status, DeploymentStatus::Failed);
+    // The sandbox never asked for its job: another attempt follows.
+    assert_eq!(deployment.status, DeploymentStatus::Queued);
     assert_eq!(
         deployment.reason.as_deref(),
         Some(
-            "the sandbox stopped before reporting a result: EssentialContainerExited: \
-             Essential container in task exited (exit code 1)"
+            "its sandbox failed to start (attempt 1 of 3; another follows): the sandbox \
+             stopped before its runner started: EssentialContainerExited: Essential container \
+             in task exited (exit code 1)"
         )
     );
 }

@@ -46,10 +46,11 @@ async fn handle_record(
             let SandboxToStop {
                 org_id,
                 deployment_id,
+                attempt,
             } = &stop_sandbox;
             tracing::Span::current().record("deployment_id", deployment_id.as_str());
             return platform
-                .stop_unwanted_sandbox(org_id, deployment_id)
+                .stop_unwanted_sandbox(org_id, deployment_id, *attempt)
                 .await
                 .map_err(|error| format!("stopping the deployment's sandbox failed: {error}"));
         }
@@ -90,22 +91,24 @@ async fn handle_record(
 
 #[cfg(test)]
 pub(crate) mod fixture {
-    //! A platform on local adapters with one queued deployment, and fakes for the ports
-    //! the AWS handlers drive: a launcher that records, a store that can be made to fail.
+    //! A platform on local adapters with one queued deployment, the fault kit's
+    //! stand-ins for the queue and the launcher the AWS handlers drive, and a store
+    //! that can be made to fail.
 
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use async_trait::async_trait;
     use envplane_core::auth::Caller;
     use envplane_core::deployment::Deployment;
     use envplane_core::ports::{
-        DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest, Launcher, ListQuery, Page,
-        Queue, QueueError, Record, Store, StoreError, SystemClock, WriteOp,
+        DeploymentMessage, IndexQuery, Kind, ListQuery, Page, Record, Store, StoreError,
+        SystemClock, WriteOp,
     };
     use envplane_core::service::{Ports, Settings};
     use envplane_core::Platform;
     use envplane_local::{FileArtifacts, FileKeyRing, SqliteStore};
+    use envplane_testkit::faults::{FaultyLauncher, FaultyQueue};
     use envplane_testkit::seed::queued_deployment;
 
     /// Fails the cross-organization index reads, which dispatch needs and concluding a
@@ -149,50 +152,11 @@ pub(crate) mod fixture {
         }
     }
 
-    #[derive(Default)]
-    pub struct RecordingLauncher {
-        pub launched: Mutex<Vec<(String, u32)>>,
-        pub stopped: Mutex<Vec<String>>,
-    }
-
-    #[async_trait]
-    impl Launcher for RecordingLauncher {
-        async fn launch(&self, request: LaunchRequest) -> Result<(), LaunchError> {
-            self.launched
-                .lock()
-                .unwrap()
-                .push((request.deployment_id, request.attempt));
-            Ok(())
-        }
-        async fn stop(&self, _: &str, deployment_id: &str, _: u32) -> Result<(), LaunchError> {
-            self.stopped.lock().unwrap().push(deployment_id.to_string());
-            Ok(())
-        }
-    }
-
-    /// Records what is sent; refuses while `down` is set.
-    #[derive(Default)]
-    pub struct RecordingQueue {
-        pub sent: Mutex<Vec<DeploymentMessage>>,
-        pub down: AtomicBool,
-    }
-
-    #[async_trait]
-    impl Queue for RecordingQueue {
-        async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(QueueError::Backend("the queue is unavailable".into()));
-            }
-            self.sent.lock().unwrap().push(message.clone());
-            Ok(())
-        }
-    }
-
     pub struct Fixture {
         pub platform: Arc<Platform>,
         pub store: Arc<FlakyStore>,
-        pub launcher: Arc<RecordingLauncher>,
-        pub queue: Arc<RecordingQueue>,
+        pub launcher: Arc<FaultyLauncher>,
+        pub queue: Arc<FaultyQueue>,
         pub caller: Caller,
         pub message: DeploymentMessage,
         _data_dir: tempfile::TempDir,
@@ -207,8 +171,8 @@ pub(crate) mod fixture {
                 down: AtomicBool::new(false),
                 conflicts: AtomicUsize::new(0),
             });
-            let launcher = Arc::new(RecordingLauncher::default());
-            let queue = Arc::new(RecordingQueue::default());
+            let launcher = Arc::new(FaultyLauncher::default());
+            let queue = Arc::new(FaultyQueue::default());
             let ports = Ports {
                 store: store.clone(),
                 key_ring: Arc::new(
@@ -227,7 +191,7 @@ pub(crate) mod fixture {
                 },
             ));
             let (caller, message) = queued_deployment(&platform).await;
-            queue.sent.lock().unwrap().clear();
+            queue.take();
             Self {
                 platform,
                 store,
@@ -292,7 +256,7 @@ mod tests {
         let response = fixture.deliver(1, DEFAULT_REDRIVE_LIMIT).await;
         assert!(failed(&response).is_empty());
         assert_eq!(
-            *fixture.launcher.launched.lock().unwrap(),
+            fixture.launcher.launched(),
             [(fixture.message.deployment_id.clone(), 1)]
         );
         assert_eq!(fixture.deployment().await.status, DeploymentStatus::Running);
@@ -300,7 +264,7 @@ mod tests {
         // A redelivery of the same message starts nothing more.
         let response = fixture.deliver(2, DEFAULT_REDRIVE_LIMIT).await;
         assert!(failed(&response).is_empty());
-        assert_eq!(fixture.launcher.launched.lock().unwrap().len(), 1);
+        assert_eq!(fixture.launcher.launched().len(), 1);
     }
 
     #[tokio::test]
@@ -323,7 +287,7 @@ mod tests {
         )
         .await;
         assert_eq!(failed(&response), ["m1", "m3", "m5"]);
-        assert_eq!(fixture.launcher.launched.lock().unwrap().len(), 1);
+        assert_eq!(fixture.launcher.launched().len(), 1);
     }
 
     #[tokio::test]
@@ -331,16 +295,13 @@ mod tests {
         let fixture = Fixture::new(0).await;
         let response = fixture.deliver(4, 5).await;
         assert_eq!(failed(&response), ["m1"]);
-        assert!(fixture.queue.sent.lock().unwrap().is_empty());
+        assert!(fixture.queue.sent().is_empty());
 
         let response = fixture.deliver(5, 5).await;
         assert!(failed(&response).is_empty());
-        assert_eq!(
-            *fixture.queue.sent.lock().unwrap(),
-            vec![fixture.message.clone()]
-        );
+        assert_eq!(fixture.queue.take(), std::slice::from_ref(&fixture.message));
         assert_eq!(fixture.deployment().await.status, DeploymentStatus::Queued);
-        assert!(fixture.launcher.launched.lock().unwrap().is_empty());
+        assert!(fixture.launcher.launched().is_empty());
     }
 
     #[tokio::test]
@@ -371,7 +332,7 @@ mod tests {
         let reason = deployment.reason.unwrap();
         assert!(reason.contains("after 2 deliveries"), "{reason}");
         assert!(reason.contains("the table is unavailable"), "{reason}");
-        assert!(fixture.launcher.launched.lock().unwrap().is_empty());
+        assert!(fixture.launcher.launched().is_empty());
     }
 
     #[tokio::test]
@@ -392,16 +353,16 @@ mod tests {
 
         // Not cancelled: a stray stop message stops nothing.
         assert!(failed(&deliver_stop().await).is_empty());
-        assert!(fixture.launcher.stopped.lock().unwrap().is_empty());
+        assert!(fixture.launcher.stopped().is_empty());
 
         fixture
             .platform
             .cancel_deployment(&fixture.caller, &id, false)
             .await
             .unwrap();
-        fixture.launcher.stopped.lock().unwrap().clear();
+        fixture.launcher.forget_stops();
         assert!(failed(&deliver_stop().await).is_empty());
-        assert_eq!(*fixture.launcher.stopped.lock().unwrap(), [id]);
+        assert_eq!(fixture.launcher.stopped(), [(id, 1)]);
     }
 
     #[tokio::test]
@@ -417,6 +378,6 @@ mod tests {
             .await
             .unwrap();
         assert!(cancelled.cancel_requested);
-        assert_eq!(*fixture.launcher.stopped.lock().unwrap(), [id]);
+        assert_eq!(fixture.launcher.stopped(), [(id, 1)]);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -14,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::lazy::LazyClient;
+
+/// The longest delay SQS allows on a message.
+const MAX_DELAY_SECONDS: u64 = 900;
 
 /// What the deployments queue carries, as JSON: a deployment to dispatch (the body is
 /// the `DeploymentMessage` itself), or a cancelled deployment's sandbox to stop
@@ -29,6 +33,9 @@ pub enum QueueMessage {
 pub struct SandboxToStop {
     pub org_id: String,
     pub deployment_id: String,
+    /// The sandbox's attempt; messages sent before it was named stop the current one.
+    #[serde(default)]
+    pub attempt: Option<u32>,
 }
 
 /// The `Queue` port on the SQS deployments queue.
@@ -51,14 +58,17 @@ impl SqsQueue {
 
     /// Sends `message` as JSON: a `DeploymentMessage` is its own body (`QueueMessage`
     /// reads it back as `Dispatch`), so no copy of it is wrapped first.
-    async fn send_message(&self, message: &impl Serialize) -> Result<(), String> {
+    async fn send_message(&self, message: &impl Serialize, delay: Duration) -> Result<(), String> {
         let body = serde_json::to_string(message)
             .map_err(|e| format!("cannot encode the message: {e}"))?;
+        // SQS delays a message by at most 15 minutes.
+        let delay_seconds = delay.as_secs().min(MAX_DELAY_SECONDS) as i32;
         self.client
             .get()
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
+            .delay_seconds(delay_seconds)
             .send()
             .await
             .map_err(|e| {
@@ -74,8 +84,12 @@ impl SqsQueue {
 
 #[async_trait]
 impl Queue for SqsQueue {
-    async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError> {
-        self.send_message(message)
+    async fn send_after(
+        &self,
+        message: &DeploymentMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        self.send_message(message, delay)
             .await
             .map_err(QueueError::Backend)
     }
@@ -103,13 +117,19 @@ impl Launcher for StopThroughQueue {
     }
 
     /// The deployer reads the deployment's current attempt itself.
-    async fn stop(&self, org_id: &str, deployment_id: &str, _: u32) -> Result<(), LaunchError> {
+    async fn stop(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+    ) -> Result<(), LaunchError> {
         let stop_sandbox = SandboxToStop {
             org_id: org_id.into(),
             deployment_id: deployment_id.into(),
+            attempt: Some(attempt),
         };
         self.queue
-            .send_message(&QueueMessage::StopSandbox { stop_sandbox })
+            .send_message(&QueueMessage::StopSandbox { stop_sandbox }, Duration::ZERO)
             .await
             .map_err(LaunchError::Failed)
     }
@@ -224,7 +244,8 @@ mod tests {
             Ok(QueueMessage::StopSandbox {
                 stop_sandbox: SandboxToStop {
                     org_id: "org_1".into(),
-                    deployment_id: "dep_1".into()
+                    deployment_id: "dep_1".into(),
+                    attempt: Some(1),
                 }
             })
         );

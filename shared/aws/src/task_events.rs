@@ -148,12 +148,30 @@ mod tests {
         use super::*;
         use crate::deployer::fixture::Fixture;
         use envplane_core::deployment::DeploymentStatus;
+        use envplane_core::secrecy::ExposeSecret;
+        use envplane_core::service::TokenScope;
 
-        /// A fixture whose deployment runs in its first sandbox.
-        async fn running() -> Fixture {
+        /// A fixture whose deployment runs in its first sandbox, not started yet.
+        async fn launched() -> Fixture {
             let fixture = Fixture::new(4).await;
             fixture.platform.dispatch(&fixture.message).await.unwrap();
             assert_eq!(fixture.deployment().await.status, DeploymentStatus::Running);
+            fixture
+        }
+
+        /// A fixture whose deployment runs in its first sandbox, whose runner started.
+        async fn running() -> Fixture {
+            let fixture = launched().await;
+            let token = fixture
+                .launcher
+                .launch_token(&fixture.message.deployment_id)
+                .unwrap();
+            let launch = fixture
+                .platform
+                .authenticate_runner(token.expose_secret(), &[TokenScope::Launch])
+                .await
+                .unwrap();
+            fixture.platform.start_session(&launch).await.unwrap();
             fixture
         }
 
@@ -189,6 +207,22 @@ mod tests {
                 "the sandbox stopped before reporting a result: EssentialContainerExited: \
                  Essential container in task exited (exit code 137)"
             );
+        }
+
+        #[tokio::test]
+        async fn a_sandbox_stopped_before_its_runner_started_gets_another_attempt() {
+            let fixture = launched().await;
+            handle_task_state_change(&fixture.platform, event(of(&fixture, 1)))
+                .await
+                .unwrap();
+            let deployment = fixture.deployment().await;
+            assert_eq!(
+                (deployment.status, deployment.start_failures),
+                (DeploymentStatus::Queued, 1)
+            );
+            assert_eq!(fixture.queue.take(), std::slice::from_ref(&fixture.message));
+            fixture.platform.dispatch(&fixture.message).await.unwrap();
+            assert_eq!(fixture.deployment().await.attempt, 2);
         }
 
         #[tokio::test]

@@ -54,7 +54,8 @@ impl DeploymentStatus {
         matches!(
             (self, next),
             (Queued, Running | Cancelled | Failed)
-                | (Running, WaitingForApproval | Succeeded | Failed | Cancelled)
+                // Back to the queue: its sandbox failed to start and is tried again.
+                | (Running, Queued | WaitingForApproval | Succeeded | Failed | Cancelled)
                 | (WaitingForApproval, Queued | Rejected | Cancelled | Failed)
         )
     }
@@ -148,10 +149,24 @@ pub struct Deployment {
     /// at its dispatch.
     #[serde(default)]
     pub resent_at: Option<DateTime<Utc>>,
+    /// When the launcher accepted its current attempt's sandbox; unset between the
+    /// commit that starts an attempt and the launcher's answer, so the watchdog can
+    /// tell an attempt that was never launched.
+    #[serde(default)]
+    pub launched_at: Option<DateTime<Utc>>,
+    /// Sandboxes of the current phase that failed to start; each is retried as a new
+    /// attempt, up to three in all.
+    #[serde(default)]
+    pub start_failures: u32,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl Deployment {
+    /// Whether the deployment is running in the sandbox of `attempt`.
+    pub fn runs_attempt(&self, attempt: u32) -> bool {
+        self.status == DeploymentStatus::Running && self.attempt == attempt
+    }
+
     /// What the next sandbox of this deployment runs.
     pub fn next_phase(&self) -> Phase {
         if self.approved_by.is_some() {

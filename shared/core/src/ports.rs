@@ -211,7 +211,16 @@ pub struct DeploymentMessage {
 
 #[async_trait]
 pub trait Queue: Send + Sync {
-    async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError>;
+    /// Sends a message delivered once `delay` has passed (SQS allows up to 15 minutes).
+    async fn send_after(
+        &self,
+        message: &DeploymentMessage,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError>;
+
+    async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError> {
+        self.send_after(message, std::time::Duration::ZERO).await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

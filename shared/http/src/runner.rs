@@ -33,6 +33,7 @@ pub fn routes(router: Router<App>) -> Router<App> {
         .route("/v1/runner/session", post(session))
         .route("/v1/runner/logs", post(logs))
         .route("/v1/runner/steps", post(step))
+        .route("/v1/runner/heartbeat", post(heartbeat))
         .route("/v1/runner/finish", post(finish))
         .route("/v1/runner/plan", get(get_plan).put(put_plan))
         .route(
@@ -132,6 +133,14 @@ async fn step(
     Json(report): Json<StepReport>,
 ) -> Result<StatusCode, ApiError> {
     platform.report_step(&runner, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn heartbeat(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+) -> Result<StatusCode, ApiError> {
+    platform.heartbeat(&runner).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

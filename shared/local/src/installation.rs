@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envplane_core::ports::{QueueError, StoreError, SystemClock};
-use envplane_core::service::{DispatchOutcome, Ports, Quotas, Settings};
+use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
@@ -19,8 +19,6 @@ use crate::{ADMIN_KEY_FILE, ARTIFACTS_DIR, DATABASE_FILE, MASTER_KEY_FILE, TOOLS
 
 /// Deliveries after which a message that keeps failing is given up (like a DLQ).
 const MAX_RECEIVES: u32 = 5;
-/// How long a deployment waits for a free sandbox slot before it is tried again.
-const CAPACITY_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -291,7 +289,9 @@ async fn handle(
     delivery: &Delivery,
 ) -> Result<(), QueueError> {
     match platform.dispatch(&delivery.message).await {
-        Ok(DispatchOutcome::AtCapacity) => queue.retry_later(delivery, CAPACITY_RETRY).await,
+        // Waiting for a slot or for its environment needs no message: the phase that
+        // ends next announces the oldest deployment that can start (the store here is
+        // consistent, so none is missed; the watchdog covers a lost announcement).
         Ok(_) => queue.acknowledge(delivery).await,
         Err(error) if delivery.receives >= MAX_RECEIVES => {
             let reason =

@@ -132,8 +132,8 @@ enum Slot {
 
 pub struct LocalLauncher {
     config: LauncherConfig,
-    /// Each sandbox being started or running, by deployment.
-    running: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Each sandbox being started or running, by deployment and attempt.
+    running: Arc<Mutex<HashMap<(String, u32), Slot>>>,
     exits: UnboundedSender<SandboxExit>,
 }
 
@@ -409,20 +409,23 @@ impl Launcher for LocalLauncher {
             )));
         }
         // Registered before the (slow) setup, so a cancel that comes meanwhile is kept.
-        lock(&self.running).insert(
-            request.deployment_id.clone(),
-            Slot::Starting { stop: false },
-        );
+        let key = (request.deployment_id.clone(), request.attempt);
+        lock(&self.running).insert(key.clone(), Slot::Starting { stop: false });
         let started = self.start(&request).await;
         if started.is_err() {
-            lock(&self.running).remove(&request.deployment_id);
+            lock(&self.running).remove(&key);
         }
         started
     }
 
-    /// One sandbox runs per deployment at a time here, so the attempt needs no check.
-    async fn stop(&self, _org_id: &str, deployment_id: &str, _: u32) -> Result<(), LaunchError> {
-        let group = match lock(&self.running).get_mut(deployment_id) {
+    async fn stop(
+        &self,
+        _org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+    ) -> Result<(), LaunchError> {
+        let key = (deployment_id.to_string(), attempt);
+        let group = match lock(&self.running).get_mut(&key) {
             Some(Slot::Running(group)) => Pid::from_raw(*group),
             Some(Slot::Starting { stop }) => {
                 *stop = true;
@@ -433,10 +436,9 @@ impl Launcher for LocalLauncher {
         // The whole process group: the runner, and Terraform, which then stops cleanly.
         let _ = killpg(group, Signal::SIGINT);
         let running = self.running.clone();
-        let deployment_id = deployment_id.to_string();
         tokio::spawn(async move {
             tokio::time::sleep(STOP_GRACE).await;
-            if lock(&running).get(&deployment_id) == Some(&Slot::Running(group.as_raw())) {
+            if lock(&running).get(&key) == Some(&Slot::Running(group.as_raw())) {
                 let _ = killpg(group, Signal::SIGKILL);
             }
         });
@@ -447,6 +449,7 @@ impl Launcher for LocalLauncher {
 impl LocalLauncher {
     async fn start(&self, request: &LaunchRequest) -> Result<(), LaunchError> {
         let request = request.clone();
+        let key = (request.deployment_id.clone(), request.attempt);
         let repository = self.config.repository_mount(&request.repository)?;
         let dirs = SandboxDirs::create().map_err(|e| {
             LaunchError::Failed(format!("cannot create the sandbox's directories: {e}"))
@@ -474,8 +477,7 @@ impl LocalLauncher {
             }
         };
         if let Some(group) = child.id().map(|pid| pid as i32) {
-            let slot =
-                lock(&self.running).insert(request.deployment_id.clone(), Slot::Running(group));
+            let slot = lock(&self.running).insert(key.clone(), Slot::Running(group));
             if slot == Some(Slot::Starting { stop: true }) {
                 // Cancelled while its network was being set up: stop it now.
                 let _ = killpg(Pid::from_raw(group), Signal::SIGINT);
@@ -493,7 +495,7 @@ impl LocalLauncher {
         let (running, exits) = (self.running.clone(), self.exits.clone());
         tokio::spawn(async move {
             let description = describe(child.wait().await);
-            lock(&running).remove(&request.deployment_id);
+            lock(&running).remove(&key);
             // Removing the namespace runs `ip`: off the async workers.
             let _ = tokio::task::spawn_blocking(move || drop((connection, dirs))).await;
             let _ = exits.send(SandboxExit {

@@ -159,12 +159,17 @@ impl SqliteQueue {
 
 #[async_trait]
 impl Queue for SqliteQueue {
-    async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError> {
+    async fn send_after(
+        &self,
+        message: &DeploymentMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         let body = serde_json::to_string(message).map_err(backend)?;
+        let visible_at = now_millis() + delay.as_millis() as i64;
         self.with_connection(move |connection| {
             connection.execute(
                 "INSERT INTO queue (body, visible_at) VALUES (?1, ?2)",
-                params![body, now_millis()],
+                params![body, visible_at],
             )
         })
         .await?;

@@ -91,6 +91,8 @@ impl Platform {
             started_at: None,
             running_since: None,
             resent_at: None,
+            launched_at: None,
+            start_failures: 0,
             finished_at: None,
         };
         let mut insert = record(
@@ -346,24 +348,30 @@ impl Platform {
         }
     }
 
-    /// Stops the sandbox of a deployment that should have none running: one whose
-    /// cancellation was asked for, or one that has ended (force-cancelled, timed out),
-    /// where the process that decided cannot stop it itself (on AWS the api and the
-    /// reaper ask the deployer, through the queue). A running deployment nobody
-    /// cancelled is left as it is, whatever a late or repeated message says.
-    pub async fn stop_unwanted_sandbox(&self, org_id: &str, deployment_id: &str) -> Result<()> {
+    /// Stops the sandbox of `attempt` (the current one when unnamed) if it should not
+    /// run: its deployment was cancelled, has ended (force-cancelled, timed out) or
+    /// moved on to another attempt (its start was retried), where the process that
+    /// decided cannot stop it itself (on AWS the api, the reaper and the task-events
+    /// function ask the deployer, through the queue). The sandbox of a running attempt
+    /// nobody cancelled is left as it is, whatever a late or repeated message says.
+    pub async fn stop_unwanted_sandbox(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: Option<u32>,
+    ) -> Result<()> {
         let Some(Loaded {
             value: deployment, ..
         }) = self.find::<Deployment>(org_id, deployment_id).await?
         else {
             return Ok(());
         };
-        let cancelled =
-            deployment.status == DeploymentStatus::Running && deployment.cancel_requested;
-        if cancelled || deployment.status.is_final() {
-            self.launcher
-                .stop(org_id, deployment_id, deployment.attempt)
-                .await?;
+        let attempt = attempt.unwrap_or(deployment.attempt);
+        let wanted = deployment.status == DeploymentStatus::Running
+            && deployment.attempt == attempt
+            && !deployment.cancel_requested;
+        if !wanted {
+            self.launcher.stop(org_id, deployment_id, attempt).await?;
         }
         Ok(())
     }

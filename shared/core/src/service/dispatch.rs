@@ -1,70 +1,27 @@
-//! The dispatcher's side: start the next phase of a deployment in a sandbox when its
-//! environment is free, and conclude deployments, releasing what they held.
+//! Starting a deployment's phase: take its environment and a sandbox slot, commit the
+//! attempt, launch its sandbox; start again a sandbox that failed to start; hand a
+//! freed slot to the oldest deployment that can use it.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-use crate::auth::generate_runner_token;
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::model::{Environment, Template};
-use crate::ports::{DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest, WriteOp};
-use crate::{Error, Result};
+use crate::ports::{DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest};
+use crate::Result;
 
+use super::credentials::{launch_token, EnvironmentLock, RunnerTokenRecord};
 use super::deployments::{message_for, status_index};
-use super::{record, Loaded, PageRequest, Platform, Stored, MAX_PAGE_SIZE};
+use super::{decode, record, retrying_conflicts, Loaded, PageRequest, Platform, MAX_PAGE_SIZE};
 
-/// Held by one deployment of an environment from its first sandbox to its final status.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct EnvironmentLock {
-    pub deployment_id: String,
-    pub acquired_at: DateTime<Utc>,
+/// Sandboxes of one phase that may fail to start before the deployment fails.
+pub(super) const MAX_START_ATTEMPTS: u32 = 3;
+
+/// How long a deployment whose sandbox failed to start `failures` times waits before
+/// its next attempt: 2 s, then 8 s.
+fn start_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1 << (2 * failures.clamp(1, 4) - 1))
 }
-
-impl Stored for EnvironmentLock {
-    const KIND: Kind = Kind::EnvironmentLock;
-    const NOUN: &'static str = "environment lock";
-}
-
-/// The stored half of a runner token: only its hash is the record's unique key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct RunnerTokenRecord {
-    pub deployment_id: String,
-    pub environment_id: String,
-    pub attempt: u32,
-    pub expires_at: DateTime<Utc>,
-    #[serde(default)]
-    pub scope: TokenScope,
-    /// A launch token is traded for the phase's job once; then it opens nothing.
-    #[serde(default)]
-    pub traded: bool,
-}
-
-/// What a sandbox credential opens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenScope {
-    /// What the launcher hands the sandbox (RunTask, the sandbox's environment): it can
-    /// only be traded, once, for the job and the two credentials below.
-    #[default]
-    Launch,
-    /// The runner's own: logs, steps, the plan, the result. Never given to template code.
-    Runner,
-    /// What Terraform (and so template code) holds: this environment's state and its
-    /// lock, during this phase.
-    State,
-}
-
-impl Stored for RunnerTokenRecord {
-    const KIND: Kind = Kind::RunnerToken;
-    const NOUN: &'static str = "runner token";
-}
-
-/// How long a sandbox may run one phase before its token stops working.
-const RUNNER_TOKEN_LIFETIME_HOURS: i64 = 6;
-/// Throttling or missing capacity is retried this many times before the deployment fails.
-const LAUNCH_ATTEMPTS: u32 = 3;
 
 /// What a dispatch did with a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,43 +30,23 @@ pub enum DispatchOutcome {
     Launched { deployment_id: String },
     /// The environment is busy; its current deployment's end dispatches the next one.
     Waiting,
-    /// Too many sandboxes run already; deliver the message again later.
+    /// Too many sandboxes run already; the next deployment to end hands its slot to the
+    /// oldest deployment that can use it.
     AtCapacity,
     /// Nothing to do: the deployment is gone, ended or already running.
     Skipped,
-    /// The sandbox could not start; the deployment failed.
+    /// The sandbox could not start: it is tried again later, or the deployment failed.
     LaunchFailed { deployment_id: String },
 }
 
-/// How a deployment ends.
-pub(super) struct Conclusion {
-    pub status: DeploymentStatus,
-    pub reason: Option<String>,
-    pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl Conclusion {
-    /// A failure after someone asked to cancel is the cancel taking effect; a success
-    /// stands (the cancel came too late to stop the apply).
-    fn for_deployment(
-        deployment: &Deployment,
-        status: DeploymentStatus,
-        reason: Option<String>,
-        outputs: Option<serde_json::Map<String, serde_json::Value>>,
-    ) -> Self {
-        if deployment.cancel_requested && status == DeploymentStatus::Failed {
-            return Self {
-                status: DeploymentStatus::Cancelled,
-                reason: deployment.reason.clone(),
-                outputs: None,
-            };
-        }
-        Self {
-            status,
-            reason,
-            outputs,
-        }
-    }
+/// What became of a deployment whose sandbox failed to start.
+enum StartRetry {
+    /// Queued again, keeping its environment, for a new attempt.
+    Queued(Box<Deployment>),
+    /// Out of attempts, or cancelled: it ends.
+    GivenUp,
+    /// It had moved on from that attempt already.
+    Moot,
 }
 
 impl Platform {
@@ -132,7 +69,8 @@ impl Platform {
             .find::<EnvironmentLock>(org_id, &environment_id)
             .await?
         {
-            // An approved deployment keeps the lock while it waits for its apply sandbox.
+            // An approved deployment keeps the lock while it waits for its apply
+            // sandbox, and so does one whose sandbox failed to start.
             Some(lock) if lock.value.deployment_id == deployment.value.id => {
                 self.start_phase(deployment, false).await
             }
@@ -149,6 +87,10 @@ impl Platform {
         }
     }
 
+    /// Commits a new attempt of the deployment's next phase (running, with a fresh
+    /// launch credential, taking the environment's lock if asked), then launches its
+    /// sandbox. Each attempt is its own sandbox and credential: the launcher makes
+    /// launching one attempt twice start one sandbox.
     async fn start_phase(
         &self,
         mut loaded: Loaded<Deployment>,
@@ -169,34 +111,24 @@ impl Platform {
         deployment.attempt += 1;
         deployment.started_at.get_or_insert(now);
         deployment.running_since = Some(now);
+        deployment.launched_at = None;
         deployment.resent_at = None;
         deployment.updated_at = now;
-        let (token, token_hash) = generate_runner_token();
-        let token_record = RunnerTokenRecord {
-            deployment_id: deployment.id.clone(),
-            environment_id: deployment.environment_id.clone(),
-            attempt: deployment.attempt,
-            expires_at: now + chrono::Duration::hours(RUNNER_TOKEN_LIFETIME_HOURS),
-            scope: TokenScope::Launch,
-            traded: false,
-        };
-        let token_id = format!("{}.{}", deployment.id, deployment.attempt);
+        if deployment.start_failures > 0 {
+            // It said why it went back to the queue; that is over.
+            deployment.reason = None;
+        }
+        let (token, token_insert) = launch_token(&org_id, deployment, now)?;
         let mut ops = vec![
             loaded.replace_keys(None, status_index(DeploymentStatus::Running))?,
-            WriteOp::Insert(record(
-                &org_id,
-                &token_id,
-                Some(&loaded.value.id),
-                Some(token_hash),
-                &token_record,
-            )?),
+            token_insert,
         ];
         if take_lock {
             let lock = EnvironmentLock {
                 deployment_id: loaded.value.id.clone(),
                 acquired_at: now,
             };
-            ops.push(WriteOp::Insert(record(
+            ops.push(crate::ports::WriteOp::Insert(record(
                 &org_id,
                 &environment.id,
                 None,
@@ -211,45 +143,182 @@ impl Platform {
                 other => Err(other.into()),
             };
         }
-        let deployment_id = loaded.value.id.clone();
+        let (deployment_id, attempt) = (loaded.value.id.clone(), loaded.value.attempt);
         let request = LaunchRequest {
             org_id: org_id.clone(),
             deployment_id: deployment_id.clone(),
-            attempt: loaded.value.attempt,
+            attempt,
             runner_token: token,
             repository: template.repository,
         };
-        match self.launch_with_retries(request).await {
-            Ok(()) => Ok(DispatchOutcome::Launched { deployment_id }),
+        match self.launcher.launch(request).await {
+            Ok(()) => {
+                self.record_launch(&org_id, &deployment_id, attempt).await?;
+                Ok(DispatchOutcome::Launched { deployment_id })
+            }
+            Err(LaunchError::Transient(reason)) => {
+                self.start_failed(&org_id, &deployment_id, attempt, reason)
+                    .await?;
+                Ok(DispatchOutcome::LaunchFailed { deployment_id })
+            }
             Err(error) => {
-                self.conclude_by_id(
-                    &org_id,
-                    &deployment_id,
-                    loaded.value.attempt,
-                    DeploymentStatus::Failed,
-                    error.to_string(),
-                )
-                .await?;
+                let failed = DeploymentStatus::Failed;
+                self.conclude_by_id(&org_id, &deployment_id, attempt, failed, error.to_string())
+                    .await?;
                 Ok(DispatchOutcome::LaunchFailed { deployment_id })
             }
         }
     }
 
-    /// Throttling and missing capacity are retried with backoff; then the error stands.
-    async fn launch_with_retries(&self, request: LaunchRequest) -> Result<(), LaunchError> {
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 1;
-        loop {
-            match self.launcher.launch(request.clone()).await {
-                Err(LaunchError::Transient(reason)) if attempt < LAUNCH_ATTEMPTS => {
-                    tracing::warn!(%reason, attempt, "sandbox launch throttled; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                    attempt += 1;
+    /// Records that the launcher accepted the sandbox of `attempt`. If the deployment
+    /// moved on meanwhile (the watchdog started another attempt, a cancel ended it),
+    /// that sandbox is not wanted and is stopped.
+    async fn record_launch(&self, org_id: &str, deployment_id: &str, attempt: u32) -> Result<()> {
+        let recorded = retrying_conflicts("the deployment kept changing; try again", || async {
+            let mut loaded = self.load::<Deployment>(org_id, deployment_id).await?;
+            if !loaded.value.runs_attempt(attempt) {
+                return Ok(false);
+            }
+            loaded.value.launched_at = Some(self.now());
+            self.store.commit(vec![loaded.replace()?]).await?;
+            Ok(true)
+        })
+        .await?;
+        if !recorded {
+            self.stop_quietly(org_id, deployment_id, attempt).await;
+        }
+        Ok(())
+    }
+
+    /// The sandbox of `attempt` failed to start (the launcher refused it for now, it
+    /// stopped before its runner asked for the job, or it never came up). The
+    /// deployment goes back to the queue, keeping its environment, and its message
+    /// comes back after a backoff to start a new attempt; after [`MAX_START_ATTEMPTS`]
+    /// it fails with the last reason. Safe to call twice: the second finds the
+    /// deployment moved on.
+    pub(super) async fn start_failed(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+        reason: String,
+    ) -> Result<()> {
+        let retry = retrying_conflicts("the deployment kept changing; try again", || {
+            self.requeue_for_start(org_id, deployment_id, attempt, &reason)
+        })
+        .await?;
+        match retry {
+            StartRetry::Moot => {}
+            StartRetry::GivenUp => {
+                let reason = format!(
+                    "its sandbox could not start ({MAX_START_ATTEMPTS} attempts): {reason}"
+                );
+                let failed = DeploymentStatus::Failed;
+                self.conclude_and_stop(org_id, deployment_id, attempt, failed, reason)
+                    .await?;
+            }
+            StartRetry::Queued(deployment) => {
+                tracing::warn!(%deployment_id, attempt, %reason, "the sandbox failed to start; another attempt follows");
+                self.stop_quietly(org_id, deployment_id, attempt).await;
+                let delay = start_backoff(deployment.start_failures);
+                let message = message_for(org_id, &deployment);
+                if let Err(error) = self.queue.send_after(&message, delay).await {
+                    // The watchdog finds it queued without a message and sends it again.
+                    tracing::error!(%deployment_id, %error, "queueing the next attempt failed");
                 }
-                other => return other,
+                self.announce_ready().await?;
             }
         }
+        Ok(())
+    }
+
+    async fn requeue_for_start(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+        reason: &str,
+    ) -> Result<StartRetry> {
+        let mut loaded = self.load::<Deployment>(org_id, deployment_id).await?;
+        let deployment = &mut loaded.value;
+        if !deployment.runs_attempt(attempt) {
+            return Ok(StartRetry::Moot);
+        }
+        if deployment.cancel_requested || deployment.start_failures + 1 >= MAX_START_ATTEMPTS {
+            return Ok(StartRetry::GivenUp);
+        }
+        deployment.status = DeploymentStatus::Queued;
+        deployment.start_failures += 1;
+        deployment.reason = Some(format!(
+            "its sandbox failed to start (attempt {} of {MAX_START_ATTEMPTS}; another follows): {reason}",
+            deployment.start_failures
+        ));
+        deployment.running_since = None;
+        deployment.launched_at = None;
+        deployment.updated_at = self.now();
+        let mut ops = vec![loaded.replace_keys(None, status_index(DeploymentStatus::Queued))?];
+        for token in self.all::<RunnerTokenRecord>(org_id, deployment_id).await? {
+            ops.push(token.delete());
+        }
+        self.store.commit(ops).await?;
+        Ok(StartRetry::Queued(Box::new(loaded.value)))
+    }
+
+    /// Asks the sandbox of `attempt` to stop; a failure is logged (the sandbox's
+    /// credentials are dead already, and the watchdog stops what outlives them).
+    pub(super) async fn stop_quietly(&self, org_id: &str, deployment_id: &str, attempt: u32) {
+        if let Err(error) = self.launcher.stop(org_id, deployment_id, attempt).await {
+            tracing::warn!(%deployment_id, attempt, %error, "stopping the sandbox failed");
+        }
+    }
+
+    /// Hands the free sandbox slots to the oldest deployments that can use them, across
+    /// all environments: sends the message of each, oldest first. Called whenever a
+    /// sandbox's phase ends. A deployment whose sandbox failed to start waits for its
+    /// own delayed message instead.
+    pub(super) async fn announce_ready(&self) -> Result<()> {
+        let running = self.sandboxes_running().await?;
+        let mut free = self
+            .settings
+            .max_parallel_deployments
+            .saturating_sub(running);
+        // The queued index lists by id, which is creation order: the first deployment
+        // seen of an environment is its oldest.
+        let mut seen_environments = HashSet::new();
+        let mut after = None;
+        while free > 0 {
+            let page = self
+                .store
+                .list_indexed(IndexQuery {
+                    kind: Kind::Deployment,
+                    index_key: DeploymentStatus::Queued.as_str().to_string(),
+                    after,
+                    limit: MAX_PAGE_SIZE,
+                })
+                .await?;
+            for stored in &page.items {
+                let deployment: Deployment = decode(stored)?;
+                if !seen_environments.insert(deployment.environment_id.clone()) {
+                    continue;
+                }
+                let lock = self
+                    .find::<EnvironmentLock>(&stored.org_id, &deployment.environment_id)
+                    .await?;
+                let ready = lock.is_none_or(|lock| lock.value.deployment_id == deployment.id);
+                if ready && deployment.start_failures == 0 {
+                    self.announce(&stored.org_id, &deployment).await;
+                    free -= 1;
+                    if free == 0 {
+                        break;
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     pub(super) async fn sandboxes_running(&self) -> Result<usize> {
@@ -291,257 +360,15 @@ impl Platform {
             }
         }
     }
-
-    /// Ends the deployment if it is still in the sandbox `attempt` it was in.
-    pub(super) async fn conclude_by_id(
-        &self,
-        org_id: &str,
-        deployment_id: &str,
-        attempt: u32,
-        status: DeploymentStatus,
-        reason: String,
-    ) -> Result<Option<Deployment>> {
-        let in_that_phase = |deployment: &Deployment| {
-            deployment.status == DeploymentStatus::Running && deployment.attempt == attempt
-        };
-        let loaded = self.load::<Deployment>(org_id, deployment_id).await?;
-        if !in_that_phase(&loaded.value) {
-            return Ok(None);
-        }
-        match self.conclude(loaded, status, Some(reason), None).await {
-            Ok(deployment) => Ok(Some(deployment)),
-            // Someone else (a report, another watchdog) ended the phase meanwhile.
-            Err(Error::Conflict(_))
-                if !in_that_phase(&self.load::<Deployment>(org_id, deployment_id).await?.value) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// [`Self::conclude_by_id`], then stops the phase's sandbox if it was this call that
-    /// ended it. The stop comes after the conclusion: on AWS it is a queue message, and
-    /// the deployer stops only the sandboxes of deployments that ended or were cancelled.
-    pub(super) async fn conclude_and_stop(
-        &self,
-        org_id: &str,
-        deployment_id: &str,
-        attempt: u32,
-        status: DeploymentStatus,
-        reason: String,
-    ) -> Result<Option<Deployment>> {
-        let concluded = self
-            .conclude_by_id(org_id, deployment_id, attempt, status, reason)
-            .await?;
-        if concluded.is_some() {
-            if let Err(error) = self.launcher.stop(org_id, deployment_id, attempt).await {
-                tracing::warn!(%deployment_id, %error, "stopping the sandbox failed");
-            }
-        }
-        Ok(concluded)
-    }
-
-    /// Moves a deployment to a final status (or to waiting for approval), releasing
-    /// what it held: its runner tokens always; its environment lock and Terraform state
-    /// lock when it ends. Then the environment's next queued deployment is dispatched.
-    pub(super) async fn conclude(
-        &self,
-        mut loaded: Loaded<Deployment>,
-        status: DeploymentStatus,
-        reason: Option<String>,
-        outputs: Option<serde_json::Map<String, serde_json::Value>>,
-    ) -> Result<Deployment> {
-        let org_id = loaded.stored.org_id.clone();
-        for _ in 0..5 {
-            let conclusion =
-                Conclusion::for_deployment(&loaded.value, status, reason.clone(), outputs.clone());
-            if !loaded.value.status.can_become(conclusion.status) {
-                return Err(Error::conflict(format!(
-                    "the deployment is {} and cannot become {}",
-                    loaded.value.status.as_str(),
-                    conclusion.status.as_str()
-                )));
-            }
-            match self.try_conclude(&mut loaded, &conclusion).await {
-                Err(Error::Store(crate::ports::StoreError::Conflict)) => {
-                    loaded = self.load::<Deployment>(&org_id, &loaded.stored.id).await?;
-                }
-                Err(error) => return Err(error),
-                Ok(()) => {
-                    let deployment = loaded.value;
-                    if conclusion.status.is_final() {
-                        self.dispatch_next(&org_id, &deployment.environment_id)
-                            .await?;
-                    }
-                    return Ok(deployment);
-                }
-            }
-        }
-        Err(Error::conflict("the deployment kept changing; try again"))
-    }
-
-    async fn try_conclude(
-        &self,
-        loaded: &mut Loaded<Deployment>,
-        conclusion: &Conclusion,
-    ) -> Result<()> {
-        let org_id = loaded.stored.org_id.clone();
-        let now = self.now();
-        let deployment = &mut loaded.value;
-        deployment.status = conclusion.status;
-        deployment.updated_at = now;
-        if conclusion.reason.is_some() {
-            deployment.reason = conclusion.reason.clone();
-        }
-        if conclusion.status.is_final() {
-            deployment.finished_at = Some(now);
-        }
-        let deployment_id = deployment.id.clone();
-        let environment_id = deployment.environment_id.clone();
-        let mut ops = vec![loaded.replace_keys(None, status_index(conclusion.status))?];
-        for token in self
-            .all::<RunnerTokenRecord>(&org_id, &deployment_id)
-            .await?
-        {
-            ops.push(token.delete());
-        }
-        if conclusion.status.is_final() {
-            if let Some(lock) = self
-                .find::<EnvironmentLock>(&org_id, &environment_id)
-                .await?
-            {
-                if lock.value.deployment_id == deployment_id {
-                    ops.push(lock.delete());
-                }
-            }
-            ops.extend(
-                self.state_lock_release(&org_id, &environment_id, &deployment_id)
-                    .await?,
-            );
-            // In the same transaction: whoever sees the deployment ended sees its
-            // outputs on the environment (a conflict concludes again from the start).
-            if let Some(outputs) = &conclusion.outputs {
-                if let Some(mut environment) =
-                    self.find::<Environment>(&org_id, &environment_id).await?
-                {
-                    environment.value.outputs = Some(outputs.clone());
-                    ops.push(environment.replace()?);
-                }
-            }
-        }
-        Ok(self.store.commit(ops).await?)
-    }
-
-    /// Sends the message that starts the environment's next queued deployment, if any.
-    pub(super) async fn dispatch_next(&self, org_id: &str, environment_id: &str) -> Result<()> {
-        if let Some(next) = self.oldest_queued(org_id, environment_id).await? {
-            self.announce(org_id, &next.value).await;
-        }
-        Ok(())
-    }
-
-    /// After a restart of a single-process installation: sandboxes died with the
-    /// process, so running deployments failed; queued ones are announced again.
-    pub async fn recover_after_restart(&self) -> Result<usize> {
-        let running = self
-            .indexed::<Deployment>(DeploymentStatus::Running)
-            .await?;
-        let count = running.len();
-        for loaded in running {
-            let attempt = loaded.value.attempt;
-            self.conclude_by_id(
-                &loaded.stored.org_id,
-                &loaded.stored.id,
-                attempt,
-                DeploymentStatus::Failed,
-                "envplane restarted while the deployment was running; its sandbox stopped with the server".into(),
-            )
-            .await?;
-        }
-        for loaded in self.indexed::<Deployment>(DeploymentStatus::Queued).await? {
-            self.queue
-                .send(&message_for(&loaded.stored.org_id, &loaded.value))
-                .await?;
-        }
-        Ok(count)
-    }
-
-    /// A sandbox stopped (exited, crashed, was killed). If its deployment was still in
-    /// that sandbox's phase, the deployment fails with the reason (or ends cancelled).
-    pub async fn sandbox_stopped(
-        &self,
-        org_id: &str,
-        deployment_id: &str,
-        attempt: u32,
-        description: &str,
-    ) -> Result<()> {
-        let reason = format!("the sandbox stopped before reporting a result: {description}");
-        match self
-            .conclude_by_id(
-                org_id,
-                deployment_id,
-                attempt,
-                DeploymentStatus::Failed,
-                reason,
-            )
-            .await
-        {
-            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Every record of `T` whose index key is `status`, across organizations.
-    pub(super) async fn indexed<T: Stored>(
-        &self,
-        status: DeploymentStatus,
-    ) -> Result<Vec<Loaded<T>>> {
-        let mut found = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .list_indexed(IndexQuery {
-                    kind: T::KIND,
-                    index_key: status.as_str().to_string(),
-                    after,
-                    limit: MAX_PAGE_SIZE,
-                })
-                .await?;
-            for record in page.items {
-                found.push(Loaded {
-                    value: super::decode(&record)?,
-                    stored: record,
-                });
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(found),
-            }
-        }
-    }
 }
 
-impl Platform {
-    /// The message kept failing and was given up: a deployment still queued fails with
-    /// the reason, so nobody waits for it forever.
-    pub async fn dead_lettered(&self, message: &DeploymentMessage, reason: &str) -> Result<()> {
-        let Some(loaded) = self
-            .find::<Deployment>(&message.org_id, &message.deployment_id)
-            .await?
-        else {
-            return Ok(());
-        };
-        if loaded.value.status == DeploymentStatus::Queued {
-            self.conclude(
-                loaded,
-                DeploymentStatus::Failed,
-                Some(reason.to_string()),
-                None,
-            )
-            .await?;
-        }
-        Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_back_off_two_then_eight_seconds() {
+        assert_eq!(start_backoff(1), Duration::from_secs(2));
+        assert_eq!(start_backoff(2), Duration::from_secs(8));
     }
 }

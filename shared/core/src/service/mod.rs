@@ -2,6 +2,8 @@
 
 mod api_keys;
 mod audit;
+mod conclusion;
+mod credentials;
 mod deployments;
 mod dispatch;
 mod environments;
@@ -29,7 +31,8 @@ use crate::ports::{
 };
 use crate::{Error, Result};
 
-pub use dispatch::{DispatchOutcome, TokenScope};
+pub use credentials::TokenScope;
+pub use dispatch::DispatchOutcome;
 pub use runner::Runner;
 pub use state::{StateLocked, StateVersion};
 pub use variables::Scope;

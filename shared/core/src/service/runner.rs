@@ -14,8 +14,8 @@ use crate::model::{Environment, Template};
 use crate::ports::{Kind, StoreError, WriteOp};
 use crate::{Error, Result};
 
+use super::credentials::{launch_token_id, RunnerTokenRecord, TokenScope};
 use super::deployments::log_chunk_id;
-use super::dispatch::{RunnerTokenRecord, TokenScope};
 use super::{decode, record, retrying_conflicts, Platform};
 
 /// Largest log chunk a sandbox may send; it batches below this.
@@ -60,7 +60,7 @@ impl Platform {
             .load::<Deployment>(&record.org_id, &token.deployment_id)
             .await?
             .value;
-        if deployment.status != DeploymentStatus::Running || deployment.attempt != token.attempt {
+        if !deployment.runs_attempt(token.attempt) {
             return Err(Error::Unauthenticated);
         }
         Ok(Runner {
@@ -81,7 +81,7 @@ impl Platform {
                 "only the launch credential is traded for the job",
             ));
         }
-        let launch_id = format!("{}.{}", runner.deployment_id, runner.attempt);
+        let launch_id = launch_token_id(&runner.deployment_id, runner.attempt);
         let mut launch = self
             .load::<RunnerTokenRecord>(&runner.org_id, &launch_id)
             .await?;
@@ -117,12 +117,7 @@ impl Platform {
             traded: false,
             ..launch.clone()
         };
-        let id = format!(
-            "{}.{}.{}",
-            runner.deployment_id,
-            runner.attempt,
-            scope_name(scope)
-        );
+        let id = minted_token_id(runner, scope);
         let insert = record(
             &runner.org_id,
             &id,
@@ -194,6 +189,23 @@ impl Platform {
             });
         }
         Ok(variables)
+    }
+
+    /// The runner is alive: records the time on its credential, where the watchdog
+    /// reads it. Only the runner's own credential sends heartbeats.
+    pub async fn heartbeat(&self, runner: &Runner) -> Result<()> {
+        let id = minted_token_id(runner, TokenScope::Runner);
+        retrying_conflicts("the credential kept changing; try again", || async {
+            let mut token = self.load::<RunnerTokenRecord>(&runner.org_id, &id).await?;
+            token.value.heartbeat_at = Some(self.now());
+            Ok(self.store.commit(vec![token.replace()?]).await?)
+        })
+        .await
+        // Deleted meanwhile: the phase ended, and the credential with it.
+        .map_err(|error| match error {
+            Error::NotFound(_) => Error::Unauthenticated,
+            other => other,
+        })
     }
 
     /// Stores masked log chunks. Resending a chunk (after a network blip) is harmless
@@ -421,9 +433,7 @@ impl Platform {
             let mut loaded = self
                 .load::<Deployment>(&runner.org_id, &runner.deployment_id)
                 .await?;
-            if loaded.value.status != DeploymentStatus::Running
-                || loaded.value.attempt != runner.attempt
-            {
+            if !loaded.value.runs_attempt(runner.attempt) {
                 return Err(Error::Unauthenticated);
             }
             let now = self.now();
@@ -433,6 +443,16 @@ impl Platform {
         })
         .await
     }
+}
+
+/// The id of the credential of `scope` minted for the runner's phase.
+fn minted_token_id(runner: &Runner, scope: TokenScope) -> String {
+    format!(
+        "{}.{}.{}",
+        runner.deployment_id,
+        runner.attempt,
+        scope_name(scope)
+    )
 }
 
 fn scope_name(scope: TokenScope) -> &'static str {

@@ -9,18 +9,30 @@ use crate::model::Environment;
 use crate::validate::DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES;
 use crate::{Error, Result};
 
-use super::dispatch::EnvironmentLock;
+use super::credentials::{EnvironmentLock, RunnerTokenRecord, SignsOfLife};
 use super::{Loaded, Platform};
 
 /// How long a queued deployment that could start waits before its queue message counts
 /// as lost: a delivered message dispatches it within seconds.
 const LOST_MESSAGE_AFTER: Duration = Duration::minutes(5);
+/// How long an attempt may stay committed but not launched: the launch follows the
+/// commit within seconds, unless the dispatcher died in between.
+const UNLAUNCHED_LIMIT: Duration = Duration::minutes(2);
+/// How long a sandbox may go without a sign of life (its launch, then its runner's
+/// heartbeats, every 20 s) before the watchdog gives up on it; room for a slow image
+/// pull on Fargate.
+const SILENCE_LIMIT: Duration = Duration::minutes(5);
 
 /// What one watchdog round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Watchdog {
     /// Running deployments failed for running past their timeout.
     pub timed_out: usize,
+    /// Running deployments whose runner went silent: failed.
+    pub silent: usize,
+    /// Attempts that were never launched, or whose sandbox never started: sent back to
+    /// the queue for another attempt (or failed after the last).
+    pub restarted: usize,
     /// Queued deployments whose message was lost, sent again.
     pub resent: usize,
     /// Queued deployments whose message was lost after it was sent again: failed.
@@ -28,15 +40,12 @@ pub struct Watchdog {
 }
 
 impl Platform {
-    /// One round of the watchdog: timeouts, then lost queue messages.
+    /// One round of the watchdog: running deployments (timeouts, silent or never
+    /// started sandboxes), then lost queue messages.
     pub async fn run_watchdog(&self) -> Result<Watchdog> {
-        let timed_out = self.end_timed_out_deployments().await?;
-        let (resent, lost) = self.recover_lost_messages().await?;
-        Ok(Watchdog {
-            timed_out,
-            resent,
-            lost,
-        })
+        let mut round = self.check_running_deployments().await?;
+        (round.resent, round.lost) = self.recover_lost_messages().await?;
+        Ok(round)
     }
 
     /// A queued deployment that could start (a sandbox slot is free, its environment is
@@ -98,19 +107,18 @@ impl Platform {
         })
     }
 
-    /// Fails every running deployment whose current phase has run longer than its
-    /// environment's timeout: its sandbox is told to stop, it fails with "timed out
-    /// after …", its environment and Terraform state locks are released and the
-    /// environment's next deployment starts. Returns how many it ended.
-    async fn end_timed_out_deployments(&self) -> Result<usize> {
+    /// Ends or restarts every running deployment the [`verdict`] finds wrong: past its
+    /// environment's timeout or silent, it fails (its sandbox told to stop, its locks
+    /// released, the next deployment started); never launched or never started, it is
+    /// sent back to the queue for another attempt.
+    async fn check_running_deployments(&self) -> Result<Watchdog> {
         let now = self.now();
-        let mut ended = 0;
+        let mut round = Watchdog::default();
         for loaded in self
             .indexed::<Deployment>(DeploymentStatus::Running)
             .await?
         {
-            let org_id = &loaded.stored.org_id;
-            let deployment = &loaded.value;
+            let (org_id, deployment) = (&loaded.stored.org_id, &loaded.value);
             // An environment deleted under its deployment: the default applies.
             let minutes = self
                 .find::<Environment>(org_id, &deployment.environment_id)
@@ -118,21 +126,95 @@ impl Platform {
                 .map_or(DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES, |environment| {
                     environment.value.deployment_timeout_minutes
                 });
-            if !timed_out(deployment, minutes, now) {
-                continue;
-            }
-            let reason = format!("timed out after {}", duration_words(minutes));
-            let (attempt, failed) = (deployment.attempt, DeploymentStatus::Failed);
-            if self
-                .conclude_and_stop(org_id, &deployment.id, attempt, failed, reason)
+            let tokens: Vec<RunnerTokenRecord> = self
+                .all::<RunnerTokenRecord>(org_id, &deployment.id)
                 .await?
-                .is_some()
-            {
-                tracing::warn!(deployment_id = %deployment.id, minutes, "deployment timed out");
-                ended += 1;
+                .into_iter()
+                .map(|token| token.value)
+                .collect();
+            let signs = SignsOfLife::of(deployment.attempt, &tokens);
+            let (id, attempt, failed) =
+                (&deployment.id, deployment.attempt, DeploymentStatus::Failed);
+            match verdict(deployment, minutes, signs, now) {
+                Verdict::Healthy => {}
+                Verdict::TimedOut => {
+                    let reason = format!("timed out after {}", duration_words(minutes));
+                    if self
+                        .conclude_and_stop(org_id, id, attempt, failed, reason)
+                        .await?
+                        .is_some()
+                    {
+                        tracing::warn!(deployment_id = %id, minutes, "deployment timed out");
+                        round.timed_out += 1;
+                    }
+                }
+                Verdict::Silent(reason) => {
+                    if self
+                        .conclude_and_stop(org_id, id, attempt, failed, reason)
+                        .await?
+                        .is_some()
+                    {
+                        tracing::warn!(deployment_id = %id, "the runner went silent");
+                        round.silent += 1;
+                    }
+                }
+                Verdict::NotStarted(reason) => {
+                    self.start_failed(org_id, id, attempt, reason).await?;
+                    round.restarted += 1;
+                }
             }
         }
-        Ok(ended)
+        Ok(round)
+    }
+}
+
+/// What the watchdog makes of a running deployment.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Healthy,
+    TimedOut,
+    /// Its sandbox started, then went silent: it fails with the reason.
+    Silent(String),
+    /// Its attempt was never launched, or its sandbox never started: another attempt.
+    NotStarted(String),
+}
+
+/// Judges a running deployment at `now`, given its environment's timeout in minutes and
+/// what its credentials say of its sandbox.
+fn verdict(
+    deployment: &Deployment,
+    minutes: u32,
+    signs: SignsOfLife,
+    now: DateTime<Utc>,
+) -> Verdict {
+    if timed_out(deployment, minutes, now) {
+        return Verdict::TimedOut;
+    }
+    let Some(launched) = deployment.launched_at else {
+        let since = deployment.running_since.unwrap_or(deployment.updated_at);
+        if now - since > UNLAUNCHED_LIMIT {
+            return Verdict::NotStarted(
+                "its sandbox was never launched: the dispatcher stopped between starting the attempt and launching it".into(),
+            );
+        }
+        return Verdict::Healthy;
+    };
+    let last_sign = signs
+        .last_heartbeat
+        .map_or(launched, |beat| beat.max(launched));
+    if now - last_sign <= SILENCE_LIMIT {
+        return Verdict::Healthy;
+    }
+    let limit = duration_words(SILENCE_LIMIT.num_minutes() as u32);
+    if signs.started {
+        Verdict::Silent(format!(
+            "its runner stopped sending heartbeats: none for {limit} (the last at {})",
+            last_sign.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))
+    } else {
+        Verdict::NotStarted(format!(
+            "its sandbox did not start within {limit} of its launch"
+        ))
     }
 }
 

@@ -1,0 +1,110 @@
+//! What a deployment holds while it runs: its environment's lock, and the credentials
+//! of its sandbox.
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::generate_runner_token;
+use crate::deployment::Deployment;
+use crate::ports::{Kind, WriteOp};
+use crate::Result;
+
+use super::{record, Stored};
+
+/// Held by one deployment of an environment from its first sandbox to its final status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct EnvironmentLock {
+    pub deployment_id: String,
+    pub acquired_at: DateTime<Utc>,
+}
+
+impl Stored for EnvironmentLock {
+    const KIND: Kind = Kind::EnvironmentLock;
+    const NOUN: &'static str = "environment lock";
+}
+
+/// The stored half of a runner token: only its hash is the record's unique key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RunnerTokenRecord {
+    pub deployment_id: String,
+    pub environment_id: String,
+    pub attempt: u32,
+    pub expires_at: DateTime<Utc>,
+    #[serde(default)]
+    pub scope: TokenScope,
+    /// A launch token is traded for the phase's job once; then it opens nothing.
+    #[serde(default)]
+    pub traded: bool,
+    /// The runner's last heartbeat (on the runner's own credential).
+    #[serde(default)]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// What a sandbox credential opens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// What the launcher hands the sandbox (RunTask, the sandbox's environment): it can
+    /// only be traded, once, for the job and the two credentials below.
+    #[default]
+    Launch,
+    /// The runner's own: logs, steps, the plan, the result, heartbeats. Never given to
+    /// template code.
+    Runner,
+    /// What Terraform (and so template code) holds: this environment's state and its
+    /// lock, during this phase.
+    State,
+}
+
+impl Stored for RunnerTokenRecord {
+    const KIND: Kind = Kind::RunnerToken;
+    const NOUN: &'static str = "runner token";
+}
+
+/// How long a sandbox may run one phase before its token stops working.
+const RUNNER_TOKEN_LIFETIME_HOURS: i64 = 6;
+
+/// The id of the launch credential of a deployment's `attempt`.
+pub(super) fn launch_token_id(deployment_id: &str, attempt: u32) -> String {
+    format!("{deployment_id}.{attempt}")
+}
+
+/// A new launch credential for the deployment's current attempt, and its insert.
+pub(super) fn launch_token(
+    org_id: &str,
+    deployment: &Deployment,
+    now: DateTime<Utc>,
+) -> Result<(SecretString, WriteOp)> {
+    let (token, hash) = generate_runner_token();
+    let value = RunnerTokenRecord {
+        deployment_id: deployment.id.clone(),
+        environment_id: deployment.environment_id.clone(),
+        attempt: deployment.attempt,
+        expires_at: now + chrono::Duration::hours(RUNNER_TOKEN_LIFETIME_HOURS),
+        scope: TokenScope::Launch,
+        traded: false,
+        heartbeat_at: None,
+    };
+    let id = launch_token_id(&deployment.id, deployment.attempt);
+    let insert = record(org_id, &id, Some(&deployment.id), Some(hash), &value)?;
+    Ok((token, WriteOp::Insert(insert)))
+}
+
+/// What the credentials of one attempt say of its sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SignsOfLife {
+    /// The runner traded its launch credential: it started.
+    pub started: bool,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+}
+
+impl SignsOfLife {
+    pub fn of(attempt: u32, tokens: &[RunnerTokenRecord]) -> Self {
+        let of_attempt = || tokens.iter().filter(move |token| token.attempt == attempt);
+        Self {
+            started: of_attempt().any(|token| token.scope == TokenScope::Launch && token.traded),
+            last_heartbeat: of_attempt().filter_map(|token| token.heartbeat_at).max(),
+        }
+    }
+}
