@@ -4,6 +4,7 @@
 //! deployment ends with a reason, frees its environment and never has two sandboxes
 //! for one phase.
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ use envplane_core::auth::Caller;
 use envplane_core::deployment::{Deployment, DeploymentStatus, PhaseReport, PhaseResult};
 use envplane_core::ports::DeploymentMessage;
 use envplane_core::secrecy::ExposeSecret;
-use envplane_core::service::{DispatchOutcome, Ports, Runner, Settings, TokenScope, Watchdog};
+use envplane_core::service::{
+    DispatchOutcome, PageRequest, Ports, Runner, Settings, StateVersion, TokenScope, Watchdog,
+};
 use envplane_core::Platform;
 use envplane_local::{FileArtifacts, FileKeyRing, SqliteStore};
 use envplane_testkit::faults::{FaultyLauncher, FaultyQueue, LaggingStore, ManualClock};
@@ -173,16 +176,12 @@ async fn a_dispatcher_that_dies_between_commit_and_launch_leaves_nothing_stuck()
     let environment = kit.environment("staging").await;
     let id = kit.deploy(&environment).await;
     let message = kit.queue.take().pop().unwrap();
-    kit.launcher
-        .dies
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    kit.launcher.dies.store(true, SeqCst);
     let dispatch = kit.platform.dispatch(&message);
     assert!(tokio::time::timeout(Duration::from_millis(200), dispatch)
         .await
         .is_err());
-    kit.launcher
-        .dies
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    kit.launcher.dies.store(false, SeqCst);
     let stuck = kit.deployment(&id).await;
     assert_eq!(
         (stuck.status, stuck.attempt, stuck.launched_at),
@@ -228,9 +227,7 @@ async fn a_sandbox_refused_for_capacity_is_retried_twice_then_fails_with_the_rea
     let environment = kit.environment("staging").await;
     let id = kit.deploy(&environment).await;
     let next = kit.deploy(&environment).await;
-    kit.launcher
-        .refuse
-        .store(3, std::sync::atomic::Ordering::SeqCst);
+    kit.launcher.refuse.store(3, SeqCst);
     let mut delays = Vec::new();
     for _ in 0..3 {
         let outcomes = kit.deliver().await;
@@ -268,9 +265,7 @@ async fn a_sandbox_refused_once_starts_on_its_second_attempt() {
     let kit = Kit::new(4).await;
     let environment = kit.environment("staging").await;
     let id = kit.deploy(&environment).await;
-    kit.launcher
-        .refuse
-        .store(1, std::sync::atomic::Ordering::SeqCst);
+    kit.launcher.refuse.store(1, SeqCst);
     kit.deliver().await;
     // Another deployment of the environment may not take it meanwhile.
     let later = kit.deploy(&environment).await;
@@ -412,4 +407,349 @@ async fn a_queued_deployment_the_index_has_not_caught_up_with_is_still_recovered
         .deliver()
         .await
         .contains(&DispatchOutcome::Launched { deployment_id: id }));
+}
+
+/// A small deterministic generator (xorshift64*): a failing seed replays exactly.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.roll() % 100 < percent
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.roll() % n
+    }
+}
+
+/// A sandbox the chaos test plays. Like the runner, it calls with its credentials
+/// every time, and exits when they stop working.
+struct Sandbox {
+    deployment_id: String,
+    attempt: u32,
+    launch_token: String,
+    /// The runner's and the state's credentials, once it traded its launch credential.
+    session: Option<(String, String)>,
+    /// It stopped acting without exiting: a hung runner.
+    silent: bool,
+}
+
+/// Why a played sandbox exits.
+type Exit = String;
+
+impl Kit {
+    async fn as_sandbox(&self, token: &str, scope: TokenScope) -> Result<Runner, Exit> {
+        self.platform
+            .authenticate_runner(token, &[scope])
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// One step of a played sandbox: start, heartbeat, save state, finish, hang or crash.
+    async fn act(&self, sandbox: &mut Sandbox, dice: &mut Dice) -> Result<(), Exit> {
+        let roll = dice.below(100);
+        if roll < 3 {
+            sandbox.silent = true;
+            return Ok(());
+        }
+        if roll < 7 {
+            return Err("crashed".into());
+        }
+        let Some((runner_token, state_token)) = sandbox.session.clone() else {
+            let launch = self
+                .as_sandbox(&sandbox.launch_token, TokenScope::Launch)
+                .await?;
+            let session = self
+                .platform
+                .start_session(&launch)
+                .await
+                .map_err(|e| e.to_string())?;
+            sandbox.session = Some((session.runner_token, session.state_token));
+            return Ok(());
+        };
+        match roll {
+            7..=54 => {
+                let runner = self.as_sandbox(&runner_token, TokenScope::Runner).await?;
+                self.platform
+                    .heartbeat(&runner)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            55..=79 => {
+                let state = self.as_sandbox(&state_token, TokenScope::State).await?;
+                self.save_next_state(&state)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            _ => {
+                let runner = self.as_sandbox(&runner_token, TokenScope::Runner).await?;
+                let result = if dice.chance(80) {
+                    PhaseResult::Succeeded
+                } else {
+                    PhaseResult::Failed
+                };
+                self.finish(&runner, result).await;
+                Err("finished".into())
+            }
+        }
+    }
+
+    /// Whether the sandbox's credentials still open anything.
+    async fn holds_working_credentials(&self, sandbox: &Sandbox) -> bool {
+        match &sandbox.session {
+            None => self
+                .as_sandbox(&sandbox.launch_token, TokenScope::Launch)
+                .await
+                .is_ok(),
+            Some((runner, _)) => self.as_sandbox(runner, TokenScope::Runner).await.is_ok(),
+        }
+    }
+
+    /// Saves a new state version as Terraform does: the serial one more than the last.
+    async fn save_next_state(&self, state: &Runner) -> envplane_core::Result<()> {
+        let current = self
+            .platform
+            .read_state(state, &state.environment_id)
+            .await?;
+        let serial = current.map_or(0, |bytes| {
+            serial_of(&serde_json::from_slice(&bytes).unwrap())
+        });
+        let body = json!({"version": 4, "serial": serial + 1, "lineage": "chaos", "outputs": {}});
+        self.platform
+            .write_state(
+                state,
+                &state.environment_id,
+                None,
+                body.to_string().into_bytes(),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Delivers the messages sent so far through a lossy, repeating transport, to a
+    /// dispatcher that is sometimes refused a sandbox or dies in the middle of a launch.
+    async fn deliver_with_faults(&self, dice: &mut Dice) {
+        for message in self.queue.take() {
+            if dice.chance(5) {
+                continue;
+            }
+            for _ in 0..(1 + u32::from(dice.chance(5))) {
+                self.launcher
+                    .refuse
+                    .store(usize::from(dice.chance(4)), SeqCst);
+                if dice.chance(2) {
+                    self.launcher.dies.store(true, SeqCst);
+                    let dying = self.platform.dispatch(&message);
+                    let _ = tokio::time::timeout(Duration::from_millis(5), dying).await;
+                    self.launcher.dies.store(false, SeqCst);
+                } else {
+                    self.platform.dispatch(&message).await.unwrap();
+                }
+            }
+        }
+        self.launcher.refuse.store(0, SeqCst);
+    }
+
+    async fn statuses(&self, ids: &[String]) -> Vec<Deployment> {
+        let mut deployments = Vec::new();
+        for id in ids {
+            deployments.push(self.deployment(id).await);
+        }
+        deployments
+    }
+
+    /// Every state version of the environment, oldest first.
+    async fn state_versions(&self, environment_id: &str) -> Vec<StateVersion> {
+        let mut versions = Vec::new();
+        let mut page = PageRequest {
+            cursor: None,
+            limit: Some(500),
+        };
+        loop {
+            let listing = self
+                .platform
+                .list_state_versions(&self.caller, environment_id, &page)
+                .await
+                .unwrap();
+            versions.extend(listing.items);
+            match listing.next {
+                Some(next) => page.cursor = Some(next),
+                None => break,
+            }
+        }
+        versions.sort_by_key(|version| version.version);
+        versions
+    }
+}
+
+fn serial_of(state: &serde_json::Value) -> u64 {
+    state["serial"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn chaos_every_deployment_ends_frees_its_environment_and_keeps_state_in_order() {
+    let seed = std::env::var("ENVPLANE_CHAOS_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.unwrap().as_nanos() as u64 | 1
+        });
+    // Shown when the test fails.
+    eprintln!("chaos seed {seed}: rerun with ENVPLANE_CHAOS_SEED={seed}");
+    let mut dice = Dice(seed);
+    let kit = Kit::new(4).await;
+    let mut environments = Vec::new();
+    for n in 0..20 {
+        environments.push(kit.environment(&format!("env-{n}")).await);
+    }
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        kit.queue.lose.store(usize::from(dice.chance(5)), SeqCst);
+        let environment = &environments[dice.below(20) as usize];
+        ids.push(kit.deploy(environment).await);
+    }
+    kit.queue.lose.store(0, SeqCst);
+
+    let mut sandboxes: Vec<Sandbox> = Vec::new();
+    let mut launched = std::collections::HashSet::new();
+    let mut rounds = 0;
+    while !kit.statuses(&ids).await.iter().all(|d| d.status.is_final()) {
+        rounds += 1;
+        assert!(
+            rounds < 5_000,
+            "seed {seed}: still not done after {rounds} rounds"
+        );
+        kit.deliver_with_faults(&mut dice).await;
+        for request in kit.launcher.launches() {
+            let key = (request.deployment_id.clone(), request.attempt);
+            if launched.insert(key) {
+                sandboxes.push(Sandbox {
+                    deployment_id: request.deployment_id,
+                    attempt: request.attempt,
+                    launch_token: request.runner_token.expose_secret().to_string(),
+                    session: None,
+                    silent: false,
+                });
+            }
+        }
+        assert_eq!(
+            launched.len(),
+            kit.launcher.launched().len(),
+            "seed {seed}: a phase attempt launched twice"
+        );
+        // Sandboxes asked to stop exit; the others act, and some exit.
+        let stops = kit.launcher.stopped();
+        kit.launcher.forget_stops();
+        let mut exits = Vec::new();
+        let mut running = Vec::new();
+        for mut sandbox in std::mem::take(&mut sandboxes) {
+            let key = (sandbox.deployment_id.clone(), sandbox.attempt);
+            let exit = if stops.contains(&key) {
+                Err("stopped".to_string())
+            } else if sandbox.silent {
+                Ok(())
+            } else {
+                kit.act(&mut sandbox, &mut dice).await
+            };
+            match exit {
+                Ok(()) => running.push(sandbox),
+                Err(why) => exits.push((key, why)),
+            }
+        }
+        sandboxes = running;
+        // Exit events: some are lost, some come twice.
+        for ((deployment_id, attempt), why) in exits {
+            for _ in 0..(u32::from(!dice.chance(10)) + u32::from(dice.chance(10))) {
+                kit.platform
+                    .sandbox_stopped(&kit.caller.org_id, &deployment_id, attempt, &why)
+                    .await
+                    .unwrap();
+            }
+        }
+        // Never two sandboxes of one deployment holding working credentials.
+        let mut holders = std::collections::HashMap::<&str, u32>::new();
+        for sandbox in &sandboxes {
+            if kit.holds_working_credentials(sandbox).await {
+                *holders.entry(&sandbox.deployment_id).or_default() += 1;
+            }
+        }
+        assert!(
+            holders.values().all(|&n| n <= 1),
+            "seed {seed}: {holders:?}"
+        );
+        kit.clock.advance(Minutes::seconds(dice.below(200) as i64));
+        let (one, other) = tokio::join!(kit.platform.run_watchdog(), kit.platform.run_watchdog());
+        one.unwrap();
+        other.unwrap();
+    }
+
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for deployment in kit.statuses(&ids).await {
+        let reason = deployment.reason.clone().unwrap_or_default();
+        let gist: String = reason.chars().take(60).collect();
+        *outcomes
+            .entry(format!("{} {gist}", deployment.status.as_str()))
+            .or_default() += 1;
+        if deployment.status != DeploymentStatus::Succeeded {
+            assert!(
+                deployment.reason.is_some(),
+                "seed {seed}: no reason on {deployment:?}"
+            );
+        }
+    }
+    // Every environment is free: one more deployment of each runs to its end.
+    kit.launcher.forget_stops();
+    let mut after = Vec::new();
+    for environment in &environments {
+        after.push(kit.deploy(environment).await);
+    }
+    for _ in 0..50 {
+        kit.deliver().await;
+        for id in &after {
+            if kit.deployment(id).await.status == DeploymentStatus::Running {
+                let runner = kit.start_runner(id).await;
+                kit.finish(&runner, PhaseResult::Succeeded).await;
+            }
+        }
+    }
+    for deployment in kit.statuses(&after).await {
+        assert_eq!(
+            deployment.status,
+            DeploymentStatus::Succeeded,
+            "seed {seed}: {deployment:?}"
+        );
+    }
+    // State versions count up by one, serials strictly increase, blobs match records.
+    for environment in &environments {
+        let versions = kit.state_versions(environment).await;
+        for (n, version) in versions.iter().enumerate() {
+            assert_eq!(version.version, n as u64 + 1, "seed {seed}");
+            let state = kit
+                .platform
+                .get_state_version(&kit.caller, environment, version.version)
+                .await
+                .unwrap();
+            assert_eq!(serial_of(&state), version.serial, "seed {seed}");
+        }
+        assert!(
+            versions
+                .windows(2)
+                .all(|pair| pair[0].serial < pair[1].serial),
+            "seed {seed}"
+        );
+    }
+    eprintln!(
+        "chaos: {rounds} rounds, {} sandboxes launched, outcomes: {outcomes:#?}",
+        launched.len()
+    );
 }

@@ -253,6 +253,11 @@ impl FaultyLauncher {
             .collect()
     }
 
+    /// Every launch, in order.
+    pub fn launches(&self) -> Vec<LaunchRequest> {
+        lock(&self.launched).clone()
+    }
+
     /// The launch credential of the deployment's newest launch.
     pub fn launch_token(&self, deployment_id: &str) -> Option<SecretString> {
         lock(&self.launched)

@@ -127,7 +127,7 @@ impl Platform {
             }
         })
         .await?;
-        self.announce_ready().await?;
+        self.hand_on_slot().await;
         Ok(deployment)
     }
 

@@ -65,25 +65,41 @@ impl Platform {
             return Ok(DispatchOutcome::Skipped);
         }
         let environment_id = deployment.value.environment_id.clone();
-        match self
+        let lock = self
             .find::<EnvironmentLock>(org_id, &environment_id)
-            .await?
-        {
+            .await?;
+        let outcome = match lock {
             // An approved deployment keeps the lock while it waits for its apply
             // sandbox, and so does one whose sandbox failed to start.
             Some(lock) if lock.value.deployment_id == deployment.value.id => {
-                self.start_phase(deployment, false).await
+                return self.start_phase(deployment, false).await;
             }
-            Some(_) => Ok(DispatchOutcome::Waiting),
+            Some(_) => DispatchOutcome::Waiting,
+            None if self.sandboxes_running().await? >= self.settings.max_parallel_deployments => {
+                DispatchOutcome::AtCapacity
+            }
             None => {
-                if self.sandboxes_running().await? >= self.settings.max_parallel_deployments {
-                    return Ok(DispatchOutcome::AtCapacity);
-                }
-                match self.oldest_queued(org_id, &environment_id).await? {
+                return match self.oldest_queued(org_id, &environment_id).await? {
                     Some(oldest) => self.start_phase(oldest, true).await,
                     None => Ok(DispatchOutcome::Skipped),
-                }
+                };
             }
+        };
+        if deployment.value.resent_at.is_some() {
+            self.resend_arrived(deployment).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The message the watchdog sent again arrived, though the deployment cannot
+    /// start yet: nothing was lost, and the watchdog's count starts over.
+    async fn resend_arrived(&self, mut loaded: Loaded<Deployment>) -> Result<()> {
+        loaded.value.resent_at = None;
+        loaded.value.updated_at = self.now();
+        match self.store.commit(vec![loaded.replace()?]).await {
+            // Changed meanwhile (dispatched, cancelled): that clears it too.
+            Ok(()) | Err(crate::ports::StoreError::Conflict) => Ok(()),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -226,7 +242,7 @@ impl Platform {
                     // The watchdog finds it queued without a message and sends it again.
                     tracing::error!(%deployment_id, %error, "queueing the next attempt failed");
                 }
-                self.announce_ready().await?;
+                self.hand_on_slot().await;
             }
         }
         Ok(())
@@ -272,11 +288,19 @@ impl Platform {
         }
     }
 
+    /// [`Self::announce_ready`] after a phase ended: what ended stays ended if it fails
+    /// (the watchdog sends a lost deployment's message again).
+    pub(super) async fn hand_on_slot(&self) {
+        if let Err(error) = self.announce_ready().await {
+            tracing::error!(%error, "announcing the next deployments failed");
+        }
+    }
+
     /// Hands the free sandbox slots to the oldest deployments that can use them, across
     /// all environments: sends the message of each, oldest first. Called whenever a
     /// sandbox's phase ends. A deployment whose sandbox failed to start waits for its
     /// own delayed message instead.
-    pub(super) async fn announce_ready(&self) -> Result<()> {
+    async fn announce_ready(&self) -> Result<()> {
         let running = self.sandboxes_running().await?;
         let mut free = self
             .settings

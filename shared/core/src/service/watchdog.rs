@@ -51,19 +51,27 @@ impl Platform {
     /// A queued deployment that could start (a sandbox slot is free, its environment is
     /// free or held for it, it is the environment's oldest) but has waited
     /// [`LOST_MESSAGE_AFTER`] lost its queue message: it is sent again, once; if that
-    /// one is lost too, the deployment fails with the reason. Returns (resent, failed).
+    /// one is lost too (it never reached a dispatcher), the deployment fails with the
+    /// reason. Only as many as there are free slots, oldest first: the others could not
+    /// start anyway. Returns (resent, failed).
     async fn recover_lost_messages(&self) -> Result<(usize, usize)> {
-        if self.sandboxes_running().await? >= self.settings.max_parallel_deployments {
-            return Ok((0, 0));
-        }
+        let running = self.sandboxes_running().await?;
+        let mut free = self
+            .settings
+            .max_parallel_deployments
+            .saturating_sub(running);
         let now = self.now();
         let (mut resent, mut lost) = (0, 0);
         for mut loaded in self.indexed::<Deployment>(DeploymentStatus::Queued).await? {
+            if free == 0 {
+                break;
+            }
             let deployment = &loaded.value;
             let waiting_since = deployment.resent_at.unwrap_or(deployment.updated_at);
             if now - waiting_since < LOST_MESSAGE_AFTER || !self.could_start(&loaded).await? {
                 continue;
             }
+            free -= 1;
             let org_id = loaded.stored.org_id.clone();
             if deployment.resent_at.is_none() {
                 loaded.value.resent_at = Some(now);
