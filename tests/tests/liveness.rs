@@ -393,6 +393,27 @@ async fn a_freed_slot_goes_to_the_oldest_ready_deployment_of_any_environment() {
 }
 
 #[tokio::test]
+async fn a_deployment_the_indexes_do_not_show_yet_is_dispatched_by_its_message() {
+    let kit = Kit::new(4).await;
+    let environment = kit.environment("staging").await;
+    let earlier = kit.deploy(&environment).await;
+    kit.deliver().await;
+    let runner = kit.start_runner(&earlier).await;
+    kit.store.lag();
+    // Ended, and a new one queued: the listings still show the first running, and not
+    // the second at all.
+    kit.finish(&runner, PhaseResult::Succeeded).await;
+    let id = kit.deploy(&environment).await;
+    let outcomes = kit.deliver().await;
+    assert!(
+        outcomes.contains(&DispatchOutcome::Launched {
+            deployment_id: id.clone()
+        }),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_queued_deployment_the_index_has_not_caught_up_with_is_still_recovered() {
     let kit = Kit::new(4).await;
     let environment = kit.environment("staging").await;
@@ -752,4 +773,85 @@ async fn chaos_every_deployment_ends_frees_its_environment_and_keeps_state_in_or
         "chaos: {rounds} rounds, {} sandboxes launched, outcomes: {outcomes:#?}",
         launched.len()
     );
+}
+
+#[tokio::test]
+async fn a_forcibly_deleted_environments_state_stays_readable_and_masked_for_30_days() {
+    let kit = Kit::new(4).await;
+    let environment = kit.environment("staging").await;
+    let scope = envplane_core::service::Scope::Environment(environment.clone());
+    let secret = json!({"value": "hunter2-in-the-state", "sensitive": true});
+    kit.platform
+        .put_variable(&kit.caller, &scope, "db_password", from(secret))
+        .await
+        .unwrap();
+    let id = kit.deploy(&environment).await;
+    kit.deliver().await;
+    let token = kit.launcher.launch_token(&id).unwrap();
+    let launch = kit
+        .as_sandbox(token.expose_secret(), TokenScope::Launch)
+        .await
+        .unwrap();
+    let session = kit.platform.start_session(&launch).await.unwrap();
+    let state = kit
+        .as_sandbox(&session.state_token, TokenScope::State)
+        .await
+        .unwrap();
+    let body =
+        json!({"version": 4, "serial": 1, "lineage": "chaos", "password": "hunter2-in-the-state"});
+    kit.platform
+        .write_state(&state, &environment, None, body.to_string().into_bytes())
+        .await
+        .unwrap();
+    kit.save_next_state(&state).await.unwrap();
+    let runner = kit
+        .as_sandbox(&session.runner_token, TokenScope::Runner)
+        .await
+        .unwrap();
+    kit.finish(&runner, PhaseResult::Succeeded).await;
+
+    let refused = kit
+        .platform
+        .delete_environment(&kit.caller, &environment, false)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("holds Terraform state"),
+        "{refused}"
+    );
+    kit.platform
+        .delete_environment(&kit.caller, &environment, true)
+        .await
+        .unwrap();
+    assert!(kit
+        .platform
+        .get_environment(&kit.caller, &environment)
+        .await
+        .is_err());
+
+    // Readable, still masked, though its variables went with it.
+    kit.clock.advance(Minutes::days(29));
+    let versions = kit.state_versions(&environment).await;
+    assert_eq!(
+        versions.iter().map(|v| v.serial).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let first = kit
+        .platform
+        .get_state_version(&kit.caller, &environment, 1)
+        .await
+        .unwrap();
+    assert_eq!(first["password"], "***");
+    // Then gone from the API.
+    kit.clock.advance(Minutes::days(2));
+    let page = PageRequest {
+        cursor: None,
+        limit: None,
+    };
+    let gone = kit
+        .platform
+        .list_state_versions(&kit.caller, &environment, &page)
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, envplane_core::Error::NotFound(_)), "{gone}");
 }

@@ -29,10 +29,13 @@ pub enum Kind {
     /// An environment's newest state version, read with a consistent point read and
     /// written in the same transaction as each new version.
     StateHead,
+    /// What stays of an environment deleted by force while it held state: enough to
+    /// read its state versions for a while.
+    RetiredEnvironment,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Organization,
         Kind::ApiKey,
         Kind::Project,
@@ -47,6 +50,7 @@ impl Kind {
         Kind::StateVersion,
         Kind::StateLock,
         Kind::StateHead,
+        Kind::RetiredEnvironment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +69,7 @@ impl Kind {
             Kind::StateVersion => "state_version",
             Kind::StateLock => "state_lock",
             Kind::StateHead => "state_head",
+            Kind::RetiredEnvironment => "retired_environment",
         }
     }
 }

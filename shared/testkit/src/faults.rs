@@ -51,10 +51,10 @@ impl Clock for ManualClock {
     }
 }
 
-/// A store whose cross-organization index lags behind its table, as a DynamoDB
-/// global secondary index does: while [`LaggingStore::lag`] is on, index reads answer
-/// as of the moment it was turned on (writes since are not seen there), while point
-/// reads, lists and commits see the table as it is.
+/// A store whose indexes lag behind its table, as DynamoDB's global secondary indexes
+/// do: while [`LaggingStore::lag`] is on, index reads (the cross-organization index,
+/// listings by parent) answer as of the moment it was turned on, while point reads,
+/// unique-key reads, organization listings and commits see the table as it is.
 pub struct LaggingStore {
     inner: Arc<dyn Store>,
     lagging: AtomicBool,
@@ -104,24 +104,74 @@ impl LaggingStore {
         Ok(())
     }
 
-    /// Every record the table's index holds for `query`'s key, read in full.
-    async fn whole_index(&self, query: &IndexQuery) -> Result<Vec<Record>, StoreError> {
-        let mut records = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .inner
-                .list_indexed(IndexQuery {
-                    after,
-                    limit: 1000,
-                    ..query.clone()
-                })
-                .await?;
-            records.extend(page.items);
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(records),
+    /// The records an index read of the whole of `current` would give while lagging:
+    /// those written since the lag began as they were before (if they were in the
+    /// index then, as `was_listed` says), the others as they are.
+    fn as_before(
+        &self,
+        current: Vec<Record>,
+        was_listed: impl Fn(&Record) -> bool,
+    ) -> BTreeMap<String, Record> {
+        let before = lock(&self.before).clone();
+        let changed: HashSet<&(Kind, String, String)> = before.keys().collect();
+        let mut seen: BTreeMap<String, Record> = current
+            .into_iter()
+            .filter(|record| {
+                !changed.contains(&(record.kind, record.org_id.clone(), record.id.clone()))
+            })
+            .map(|record| (record.id.clone(), record))
+            .collect();
+        for record in before.values().flatten() {
+            if was_listed(record) {
+                seen.insert(record.id.clone(), record.clone());
             }
+        }
+        seen
+    }
+}
+
+/// One page of `records` (in id order, or newest first) after `after`.
+fn page_of(
+    records: BTreeMap<String, Record>,
+    after: Option<&String>,
+    limit: usize,
+    newest_first: bool,
+) -> Page {
+    let mut items: Vec<Record> = records.into_values().collect();
+    if newest_first {
+        items.reverse();
+    }
+    let mut items: Vec<Record> = items
+        .into_iter()
+        .filter(|record| {
+            after.is_none_or(|after| {
+                if newest_first {
+                    &record.id < after
+                } else {
+                    &record.id > after
+                }
+            })
+        })
+        .collect();
+    let next = (items.len() > limit).then(|| items[limit - 1].id.clone());
+    items.truncate(limit);
+    Page { items, next }
+}
+
+/// Every page of a listing, read through `read_page` (given `after`).
+async fn read_all<F, Fut>(read_page: F) -> Result<Vec<Record>, StoreError>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page, StoreError>>,
+{
+    let mut records = Vec::new();
+    let mut after = None;
+    loop {
+        let page = read_page(after).await?;
+        records.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(records),
         }
     }
 }
@@ -136,37 +186,50 @@ impl Store for LaggingStore {
         self.inner.find_unique(kind, key).await
     }
 
+    /// A listing by parent is an index read too (DynamoDB's GSI1); the others read the
+    /// table itself.
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
-        self.inner.list(query).await
+        if !self.lagging.load(Ordering::SeqCst) || query.parent_id.is_none() {
+            return self.inner.list(query).await;
+        }
+        let current = read_all(|after| {
+            self.inner.list(ListQuery {
+                after,
+                limit: 1000,
+                newest_first: false,
+                ..query.clone()
+            })
+        })
+        .await?;
+        let listed = self.as_before(current, |record| {
+            record.kind == query.kind
+                && record.org_id == query.org_id
+                && record.parent_id == query.parent_id
+        });
+        Ok(page_of(
+            listed,
+            query.after.as_ref(),
+            query.limit,
+            query.newest_first,
+        ))
     }
 
     async fn list_indexed(&self, query: IndexQuery) -> Result<Page, StoreError> {
         if !self.lagging.load(Ordering::SeqCst) {
             return self.inner.list_indexed(query).await;
         }
-        let before = lock(&self.before).clone();
-        let changed: HashSet<&(Kind, String, String)> = before.keys().collect();
-        let mut seen: BTreeMap<String, Record> = self
-            .whole_index(&query)
-            .await?
-            .into_iter()
-            .filter(|record| {
-                !changed.contains(&(record.kind, record.org_id.clone(), record.id.clone()))
+        let current = read_all(|after| {
+            self.inner.list_indexed(IndexQuery {
+                after,
+                limit: 1000,
+                ..query.clone()
             })
-            .map(|record| (record.id.clone(), record))
-            .collect();
-        for record in before.into_values().flatten() {
-            if record.kind == query.kind && record.index_key.as_ref() == Some(&query.index_key) {
-                seen.insert(record.id.clone(), record);
-            }
-        }
-        let mut items: Vec<Record> = seen
-            .into_values()
-            .filter(|record| query.after.as_ref().is_none_or(|after| &record.id > after))
-            .collect();
-        let next = (items.len() > query.limit).then(|| items[query.limit - 1].id.clone());
-        items.truncate(query.limit);
-        Ok(Page { items, next })
+        })
+        .await?;
+        let listed = self.as_before(current, |record| {
+            record.kind == query.kind && record.index_key.as_ref() == Some(&query.index_key)
+        });
+        Ok(page_of(listed, query.after.as_ref(), query.limit, false))
     }
 
     async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {

@@ -1,14 +1,18 @@
-//! Ending a deployment's phase, and recovering deployments whose phase ended without a
-//! word: release what the deployment held, hand its sandbox slot on.
+//! Ending a deployment's phase and recovering one whose phase ended without a word or
+//! whose sandbox failed to start: release what the deployment held, start it again
+//! when that is the cure, and hand its sandbox slot on.
+
+use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::model::Environment;
-use crate::ports::{DeploymentMessage, IndexQuery};
+use crate::ports::{DeploymentMessage, IndexQuery, Kind};
 use crate::{Error, Result};
 
 use super::credentials::{EnvironmentLock, RunnerTokenRecord, SignsOfLife};
 use super::deployments::{message_for, status_index};
-use super::{retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
+use super::{decode, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
 /// How a deployment ends.
 pub(super) struct Conclusion {
@@ -39,6 +43,25 @@ impl Conclusion {
             outputs,
         }
     }
+}
+
+/// Sandboxes of one phase that may fail to start before the deployment fails.
+pub(super) const MAX_START_ATTEMPTS: u32 = 3;
+
+/// How long a deployment whose sandbox failed to start `failures` times waits before
+/// its next attempt: 2 s, then 8 s.
+fn start_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1 << (2 * failures.clamp(1, 4) - 1))
+}
+
+/// What became of a deployment whose sandbox failed to start.
+enum StartRetry {
+    /// Queued again, keeping its environment, for a new attempt.
+    Queued(Box<Deployment>),
+    /// Out of attempts, or cancelled: it ends.
+    GivenUp,
+    /// It had moved on from that attempt already.
+    Moot,
 }
 
 impl Platform {
@@ -294,5 +317,158 @@ impl Platform {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// Recovering a phase whose sandbox failed to start, and handing freed slots on.
+impl Platform {
+    /// The sandbox of `attempt` failed to start (the launcher refused it for now, it
+    /// stopped before its runner asked for the job, or it never came up). The
+    /// deployment goes back to the queue, keeping its environment, and its message
+    /// comes back after a backoff to start a new attempt; after [`MAX_START_ATTEMPTS`]
+    /// it fails with the last reason. Safe to call twice: the second finds the
+    /// deployment moved on.
+    pub(super) async fn start_failed(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+        reason: String,
+    ) -> Result<()> {
+        let retry = retrying_conflicts("the deployment kept changing; try again", || {
+            self.requeue_for_start(org_id, deployment_id, attempt, &reason)
+        })
+        .await?;
+        match retry {
+            StartRetry::Moot => {}
+            StartRetry::GivenUp => {
+                let reason = format!(
+                    "its sandbox could not start ({MAX_START_ATTEMPTS} attempts): {reason}"
+                );
+                let failed = DeploymentStatus::Failed;
+                self.conclude_and_stop(org_id, deployment_id, attempt, failed, reason)
+                    .await?;
+            }
+            StartRetry::Queued(deployment) => {
+                tracing::warn!(%deployment_id, attempt, %reason, "the sandbox failed to start; another attempt follows");
+                self.stop_quietly(org_id, deployment_id, attempt).await;
+                let delay = start_backoff(deployment.start_failures);
+                let message = message_for(org_id, &deployment);
+                if let Err(error) = self.queue.send_after(&message, delay).await {
+                    // The watchdog finds it queued without a message and sends it again.
+                    tracing::error!(%deployment_id, %error, "queueing the next attempt failed");
+                }
+                self.hand_on_slot().await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn requeue_for_start(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+        reason: &str,
+    ) -> Result<StartRetry> {
+        let mut loaded = self.load::<Deployment>(org_id, deployment_id).await?;
+        let deployment = &mut loaded.value;
+        if !deployment.runs_attempt(attempt) {
+            return Ok(StartRetry::Moot);
+        }
+        if deployment.cancel_requested || deployment.start_failures + 1 >= MAX_START_ATTEMPTS {
+            return Ok(StartRetry::GivenUp);
+        }
+        deployment.status = DeploymentStatus::Queued;
+        deployment.start_failures += 1;
+        deployment.reason = Some(format!(
+            "its sandbox failed to start (attempt {} of {MAX_START_ATTEMPTS}; another follows): {reason}",
+            deployment.start_failures
+        ));
+        deployment.running_since = None;
+        deployment.launched_at = None;
+        deployment.updated_at = self.now();
+        let mut ops = vec![loaded.replace_keys(None, status_index(DeploymentStatus::Queued))?];
+        for token in self.all::<RunnerTokenRecord>(org_id, deployment_id).await? {
+            ops.push(token.delete());
+        }
+        self.store.commit(ops).await?;
+        Ok(StartRetry::Queued(Box::new(loaded.value)))
+    }
+
+    /// Asks the sandbox of `attempt` to stop; a failure is logged (the sandbox's
+    /// credentials are dead already, and the watchdog stops what outlives them).
+    pub(super) async fn stop_quietly(&self, org_id: &str, deployment_id: &str, attempt: u32) {
+        if let Err(error) = self.launcher.stop(org_id, deployment_id, attempt).await {
+            tracing::warn!(%deployment_id, attempt, %error, "stopping the sandbox failed");
+        }
+    }
+
+    /// [`Self::announce_ready`] after a phase ended: what ended stays ended if it fails
+    /// (the watchdog sends a lost deployment's message again).
+    pub(super) async fn hand_on_slot(&self) {
+        if let Err(error) = self.announce_ready().await {
+            tracing::error!(%error, "announcing the next deployments failed");
+        }
+    }
+
+    /// Hands the free sandbox slots to the oldest deployments that can use them, across
+    /// all environments: sends the message of each, oldest first. Called whenever a
+    /// sandbox's phase ends. A deployment whose sandbox failed to start waits for its
+    /// own delayed message instead.
+    async fn announce_ready(&self) -> Result<()> {
+        let running = self.sandboxes_running().await?;
+        let mut free = self
+            .settings
+            .max_parallel_deployments
+            .saturating_sub(running);
+        // The queued index lists by id, which is creation order: the first deployment
+        // seen of an environment is its oldest.
+        let mut seen_environments = HashSet::new();
+        let mut after = None;
+        while free > 0 {
+            let page = self
+                .store
+                .list_indexed(IndexQuery {
+                    kind: Kind::Deployment,
+                    index_key: DeploymentStatus::Queued.as_str().to_string(),
+                    after,
+                    limit: MAX_PAGE_SIZE,
+                })
+                .await?;
+            for stored in &page.items {
+                let deployment: Deployment = decode(stored)?;
+                if !seen_environments.insert(deployment.environment_id.clone()) {
+                    continue;
+                }
+                let lock = self
+                    .find::<EnvironmentLock>(&stored.org_id, &deployment.environment_id)
+                    .await?;
+                let ready = lock.is_none_or(|lock| lock.value.deployment_id == deployment.id);
+                if ready && deployment.start_failures == 0 {
+                    self.announce(&stored.org_id, &deployment).await;
+                    free -= 1;
+                    if free == 0 {
+                        break;
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_back_off_two_then_eight_seconds() {
+        assert_eq!(start_backoff(1), Duration::from_secs(2));
+        assert_eq!(start_backoff(2), Duration::from_secs(8));
     }
 }

@@ -4,6 +4,7 @@ use crate::model::{CreateEnvironment, Environment, Listing, Project, Template, U
 use crate::ports::{Kind, WriteOp};
 use crate::{validate, Error, Result};
 
+use super::state::{RetiredEnvironment, RETIRED_STATE_DAYS};
 use super::templates::name_in_project_key;
 use super::{changed_meanwhile, name_taken, record, PageRequest, Platform, Stored};
 
@@ -183,6 +184,7 @@ impl Platform {
         let role = if force { Role::Admin } else { Role::Deployer };
         caller.require(role, Some(&loaded.value.project_id))?;
         let unfinished = self.unfinished_deployments(&caller.org_id, id).await?;
+        let state = self.latest_state_version(&caller.org_id, id).await?;
         if !force {
             if !unfinished.is_empty() {
                 return Err(Error::conflict(format!(
@@ -190,7 +192,7 @@ impl Platform {
                     unfinished.len()
                 )));
             }
-            if let Some(state) = self.latest_state_version(&caller.org_id, id).await? {
+            if let Some(state) = state {
                 return Err(Error::conflict(format!(
                     "the environment holds Terraform state (version {}): destroy what it deployed first, or delete with force=true (admins)",
                     state.version.version
@@ -201,7 +203,11 @@ impl Platform {
         for deployment in unfinished {
             self.cancel_for_deletion(deployment, &reason).await?;
         }
-        let mut ops = self.variable_deletions(&caller.org_id, id).await?;
+        let mut ops = Vec::new();
+        if state.is_some() {
+            ops.push(self.retire(caller, &loaded.value).await?);
+        }
+        ops.extend(self.variable_deletions(&caller.org_id, id).await?);
         ops.push(loaded.delete());
         let action = if force {
             "environment.force_delete"
@@ -211,5 +217,27 @@ impl Platform {
         self.commit_audited(caller, action, (Kind::Environment, id), ops)
             .await
             .map_err(changed_meanwhile)
+    }
+
+    /// The record that keeps a deleted environment's state readable for
+    /// [`RETIRED_STATE_DAYS`], with what masking its state needs.
+    async fn retire(&self, caller: &Caller, environment: &Environment) -> Result<WriteOp> {
+        let now = self.now();
+        let retired = RetiredEnvironment {
+            environment: environment.clone(),
+            sealed_sensitive: self.sealed_sensitive(&caller.org_id, environment).await?,
+            deleted_at: now,
+            deleted_by: caller.key_name.clone(),
+            readable_until: now + chrono::Duration::days(RETIRED_STATE_DAYS),
+        };
+        let id = &environment.id;
+        // A record left by an earlier delete of the same id cannot exist: ids are new.
+        Ok(WriteOp::Insert(record(
+            &caller.org_id,
+            id,
+            None,
+            None,
+            &retired,
+        )?))
     }
 }

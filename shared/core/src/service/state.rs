@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use secrecy::ExposeSecret;
+
 use crate::auth::{Caller, Role};
 use crate::model::{Environment, Listing};
 use crate::ports::{Kind, StoreError, WriteOp};
@@ -13,6 +15,33 @@ use crate::{Error, Result};
 
 use super::runner::Runner;
 use super::{record, PageRequest, Platform, Stored};
+
+/// How long the state versions of an environment deleted by force stay readable.
+pub(super) const RETIRED_STATE_DAYS: i64 = 30;
+
+/// What stays of an environment an admin deleted by force while it held state, so
+/// its state versions stay readable (and masked) for [`RETIRED_STATE_DAYS`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RetiredEnvironment {
+    pub environment: Environment,
+    /// Its sensitive variable values as they were, still sealed, to mask its state.
+    pub sealed_sensitive: Vec<String>,
+    pub deleted_at: DateTime<Utc>,
+    pub deleted_by: String,
+    pub readable_until: DateTime<Utc>,
+}
+
+impl Stored for RetiredEnvironment {
+    const KIND: Kind = Kind::RetiredEnvironment;
+    const NOUN: &'static str = "environment";
+}
+
+/// Whose state a person reads: the environment's project, and the sealed sensitive
+/// values to mask in it.
+struct StateOwner {
+    project_id: String,
+    sealed_sensitive: Vec<String>,
+}
 
 /// One saved state of an environment. The state itself is a sealed artifact.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -310,15 +339,18 @@ impl Platform {
             .map(|held| held.delete()))
     }
 
-    /// The environment's state versions, newest first.
+    /// The environment's state versions, newest first. Those of an environment
+    /// deleted by force stay listed for [`RETIRED_STATE_DAYS`].
     pub async fn list_state_versions(
         &self,
         caller: &Caller,
         environment_id: &str,
         page: &PageRequest,
     ) -> Result<Listing<StateVersion>> {
+        let owner = self.state_owner(caller, environment_id).await?;
+        caller.require(Role::Viewer, Some(&owner.project_id))?;
         let listing: Listing<SavedState> = self
-            .environment_history(caller, environment_id, page)
+            .page(&caller.org_id, Some(environment_id), page, true)
             .await?;
         Ok(Listing {
             items: listing
@@ -338,11 +370,8 @@ impl Platform {
         environment_id: &str,
         version: u64,
     ) -> Result<Value> {
-        let environment = self
-            .load::<Environment>(&caller.org_id, environment_id)
-            .await?
-            .value;
-        caller.require(Role::Admin, Some(&environment.project_id))?;
+        let owner = self.state_owner(caller, environment_id).await?;
+        caller.require(Role::Admin, Some(&owner.project_id))?;
         let version = self
             .load::<SavedState>(&caller.org_id, &version_id(environment_id, version))
             .await?
@@ -352,8 +381,12 @@ impl Platform {
             .await?;
         let mut text =
             String::from_utf8(state).map_err(|_| Error::invalid("the state is not text"))?;
-        for secret in self.sensitive_values(&caller.org_id, &environment).await? {
-            text = text.replace(&json_escaped(&secret), "***");
+        for sealed in &owner.sealed_sensitive {
+            let secret = self.key_ring.open(&caller.org_id, sealed).await?;
+            let secret = secret.expose_secret();
+            if !secret.is_empty() {
+                text = text.replace(&json_escaped(secret), "***");
+            }
         }
         let mut state: Value =
             serde_json::from_str(&text).map_err(|_| Error::invalid("the state is not JSON"))?;
@@ -367,22 +400,43 @@ impl Platform {
         Ok(state)
     }
 
-    async fn sensitive_values(
+    /// The environment whose state is read, or what stays of it while its state is
+    /// kept after a forced delete.
+    async fn state_owner(&self, caller: &Caller, environment_id: &str) -> Result<StateOwner> {
+        if let Some(live) = self
+            .find::<Environment>(&caller.org_id, environment_id)
+            .await?
+        {
+            return Ok(StateOwner {
+                sealed_sensitive: self.sealed_sensitive(&caller.org_id, &live.value).await?,
+                project_id: live.value.project_id,
+            });
+        }
+        match self
+            .find::<RetiredEnvironment>(&caller.org_id, environment_id)
+            .await?
+        {
+            Some(retired) if retired.value.readable_until > self.now() => Ok(StateOwner {
+                project_id: retired.value.environment.project_id,
+                sealed_sensitive: retired.value.sealed_sensitive,
+            }),
+            _ => Err(Error::NotFound("environment")),
+        }
+    }
+
+    /// The sealed values of the environment's sensitive variables (its own, its
+    /// project's and its organization's).
+    pub(super) async fn sealed_sensitive(
         &self,
         org_id: &str,
         environment: &Environment,
     ) -> Result<Vec<String>> {
-        use secrecy::ExposeSecret;
-        let mut values = Vec::new();
-        for variable in self.merged_variables(org_id, environment).await? {
-            if let Some(sealed) = &variable.sealed {
-                let value = self.key_ring.open(org_id, sealed).await?;
-                if !value.expose_secret().is_empty() {
-                    values.push(value.expose_secret().to_string());
-                }
-            }
-        }
-        Ok(values)
+        Ok(self
+            .merged_variables(org_id, environment)
+            .await?
+            .into_iter()
+            .filter_map(|variable| variable.sealed)
+            .collect())
     }
 
     /// The newest state version: the head's (a consistent read), or for environments

@@ -108,10 +108,11 @@ impl Platform {
             .await?;
         Ok(match lock {
             Some(lock) => lock.value.deployment_id == deployment.id,
+            // The listing may not show it yet; it is the oldest unless an older shows.
             None => self
                 .oldest_queued(org_id, &deployment.environment_id)
                 .await?
-                .is_some_and(|oldest| oldest.value.id == deployment.id),
+                .is_none_or(|oldest| oldest.value.id >= deployment.id),
         })
     }
 
