@@ -417,16 +417,29 @@ impl Platform {
     /// sandbox's phase ends. A deployment whose sandbox failed to start waits for its
     /// own delayed message instead.
     async fn announce_ready(&self) -> Result<()> {
-        let running = self.sandboxes_running().await?;
+        let running = self.deployments_in_sandboxes().await?;
         let mut free = self
             .settings
             .max_parallel_deployments
-            .saturating_sub(running);
+            .saturating_sub(running.len());
+        if free == 0 {
+            return Ok(());
+        }
+        // Environments held by a running deployment or by one waiting for approval;
+        // read from the indexes, which may lag: this is a hint, dispatch decides.
+        let waiting = self
+            .indexed::<Deployment>(DeploymentStatus::WaitingForApproval)
+            .await?;
+        let held: HashSet<String> = running
+            .into_iter()
+            .chain(waiting.into_iter().map(|loaded| loaded.value))
+            .map(|deployment| deployment.environment_id)
+            .collect();
         // The queued index lists by id, which is creation order: the first deployment
-        // seen of an environment is its oldest.
+        // seen of an environment is its oldest (or the one holding it, which is older).
         let mut seen_environments = HashSet::new();
         let mut after = None;
-        while free > 0 {
+        loop {
             let page = self
                 .store
                 .list_indexed(IndexQuery {
@@ -438,27 +451,24 @@ impl Platform {
                 .await?;
             for stored in &page.items {
                 let deployment: Deployment = decode(stored)?;
-                if !seen_environments.insert(deployment.environment_id.clone()) {
+                let first_seen = seen_environments.insert(deployment.environment_id.clone());
+                if !first_seen
+                    || held.contains(&deployment.environment_id)
+                    || deployment.start_failures > 0
+                {
                     continue;
                 }
-                let lock = self
-                    .find::<EnvironmentLock>(&stored.org_id, &deployment.environment_id)
-                    .await?;
-                let ready = lock.is_none_or(|lock| lock.value.deployment_id == deployment.id);
-                if ready && deployment.start_failures == 0 {
-                    self.announce(&stored.org_id, &deployment).await;
-                    free -= 1;
-                    if free == 0 {
-                        break;
-                    }
+                self.announce(&stored.org_id, &deployment).await;
+                free -= 1;
+                if free == 0 {
+                    return Ok(());
                 }
             }
             match page.next {
                 Some(next) => after = Some(next),
-                None => break,
+                None => return Ok(()),
             }
         }
-        Ok(())
     }
 }
 

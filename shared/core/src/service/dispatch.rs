@@ -9,7 +9,7 @@ use crate::Result;
 
 use super::credentials::{launch_token, EnvironmentLock};
 use super::deployments::status_index;
-use super::{record, retrying_conflicts, Loaded, PageRequest, Platform, MAX_PAGE_SIZE};
+use super::{decode, record, retrying_conflicts, Loaded, PageRequest, Platform, MAX_PAGE_SIZE};
 
 /// What a dispatch did with a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +189,12 @@ impl Platform {
     }
 
     pub(super) async fn sandboxes_running(&self) -> Result<usize> {
+        Ok(self.deployments_in_sandboxes().await?.len())
+    }
+
+    /// The running deployments, as many as there are slots at most (past that, the
+    /// slots are full whatever the rest are).
+    pub(super) async fn deployments_in_sandboxes(&self) -> Result<Vec<Deployment>> {
         let page = self
             .store
             .list_indexed(IndexQuery {
@@ -198,7 +204,7 @@ impl Platform {
                 limit: self.settings.max_parallel_deployments.max(1),
             })
             .await?;
-        Ok(page.items.len())
+        page.items.iter().map(decode).collect()
     }
 
     /// The environment's oldest queued deployment, as far as the listing (an index)
