@@ -393,6 +393,38 @@ async fn a_freed_slot_goes_to_the_oldest_ready_deployment_of_any_environment() {
 }
 
 #[tokio::test]
+async fn two_slots_freed_together_find_two_deployments() {
+    let kit = Kit::new(2).await;
+    let mut environments = Vec::new();
+    for name in ["a", "b", "x", "y"] {
+        environments.push(kit.environment(name).await);
+    }
+    let mut ids = Vec::new();
+    for environment in &environments {
+        ids.push(kit.deploy(environment).await);
+    }
+    kit.deliver().await;
+    // a's start named b for the second slot: b had started already, by its own message.
+    assert_eq!(kit.deliver().await, [DispatchOutcome::Skipped]);
+    let (a, b) = (
+        kit.start_runner(&ids[0]).await,
+        kit.start_runner(&ids[1]).await,
+    );
+    // Both end before any message is delivered: each names the oldest waiting one.
+    kit.finish(&a, PhaseResult::Succeeded).await;
+    kit.finish(&b, PhaseResult::Succeeded).await;
+    let x = message_of(&kit, &environments[2], &ids[2]);
+    let sent: Vec<_> = kit.queue.sent().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(sent, [x.clone(), x]);
+    kit.deliver().await;
+    // Its start named the next for the other free slot.
+    kit.deliver().await;
+    for id in &ids[2..] {
+        assert_eq!(kit.deployment(id).await.status, DeploymentStatus::Running);
+    }
+}
+
+#[tokio::test]
 async fn a_deployment_the_indexes_do_not_show_yet_is_dispatched_by_its_message() {
     let kit = Kit::new(4).await;
     let environment = kit.environment("staging").await;

@@ -19,11 +19,12 @@ use anyhow::{bail, Context};
 use aws_sdk_ecs::types::DesiredStatus;
 use aws_sdk_sqs::types::QueueAttributeName;
 use envplane_aws::config::{concluding_platform, dispatching_platform, platform, AwsPlatform};
-use envplane_aws::ecs::parse_started_by;
+use envplane_aws::ecs::{parse_started_by, RUNNER_TOKEN_VARIABLE};
 use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
 use envplane_aws::task_events::handle_task_state_change;
 use envplane_core::auth::Caller;
 use envplane_core::secrecy::ExposeSecret;
+use envplane_core::service::TokenScope;
 use envplane_core::Platform;
 use serde_json::json;
 
@@ -90,7 +91,11 @@ async fn main() -> anyhow::Result<()> {
     let ecs = aws_sdk_ecs::Client::new(&stack.sdk);
     let task_events = concluding_platform(&stack.settings, &stack.sdk).platform;
     let cluster = stack.settings.ecs_cluster.clone();
-    let started = fargate(&ecs, &cluster, &task_events, deployments).await?;
+    let runner = Runner {
+        api: api.clone(),
+        s3: envplane_aws::config::s3_client(&stack.sdk, true),
+    };
+    let started = fargate(&ecs, &cluster, &task_events, &runner, deployments).await?;
     let elapsed = dispatching.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
     for worker in workers {
@@ -180,13 +185,49 @@ async fn event_source_mapping(
     Ok(())
 }
 
-/// Stops every task as soon as it runs and hands the stop to task-events (each task on
-/// its own, as Fargate and EventBridge do), until `expected` tasks have run; returns how
-/// many did.
+/// What the runner of each task does before it exits: read its launch credential from
+/// its environment file and trade it for its job, through the api's platform.
+#[derive(Clone)]
+struct Runner {
+    api: Arc<Platform>,
+    s3: aws_sdk_s3::Client,
+}
+
+impl Runner {
+    async fn start(&self, task: &aws_sdk_ecs::types::Task) -> anyhow::Result<()> {
+        let file = task
+            .overrides()
+            .and_then(|overrides| overrides.container_overrides().first())
+            .and_then(|container| container.environment_files().first())
+            .context("the task's environment file")?;
+        let (bucket, key) = file
+            .value()
+            .strip_prefix("arn:aws:s3:::")
+            .and_then(|path| path.split_once('/'))
+            .context("an S3 object ARN")?;
+        let object = self.s3.get_object().bucket(bucket).key(key).send().await?;
+        let text = String::from_utf8(object.body.collect().await?.into_bytes().to_vec())?;
+        let token = text
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{RUNNER_TOKEN_VARIABLE}=")))
+            .context("the launch credential")?;
+        let launch = self
+            .api
+            .authenticate_runner(token, &[TokenScope::Launch])
+            .await?;
+        self.api.start_session(&launch).await?;
+        Ok(())
+    }
+}
+
+/// Stops every task as soon as its runner started (traded its launch credential) and
+/// hands the stop to task-events (each task on its own, as Fargate and EventBridge do),
+/// until `expected` tasks have run; returns how many did.
 async fn fargate(
     ecs: &aws_sdk_ecs::Client,
     cluster: &str,
     task_events: &Arc<Platform>,
+    runner: &Runner,
     expected: usize,
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -217,9 +258,13 @@ async fn fargate(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for arn in new {
-            let (ecs, cluster, task_events) =
-                (ecs.clone(), cluster.to_string(), task_events.clone());
-            stopping.spawn(async move { stop(&ecs, &cluster, &task_events, &arn).await });
+            let (ecs, cluster, task_events, runner) = (
+                ecs.clone(),
+                cluster.to_string(),
+                task_events.clone(),
+                runner.clone(),
+            );
+            stopping.spawn(async move { stop(&ecs, &cluster, &task_events, &runner, &arn).await });
         }
     }
     Ok(stopped)
@@ -229,8 +274,18 @@ async fn stop(
     ecs: &aws_sdk_ecs::Client,
     cluster: &str,
     task_events: &Platform,
+    runner: &Runner,
     arn: &str,
 ) -> anyhow::Result<()> {
+    let described = ecs
+        .describe_tasks()
+        .cluster(cluster)
+        .tasks(arn)
+        .send()
+        .await?;
+    runner
+        .start(described.tasks().first().context("the running task")?)
+        .await?;
     let task = ecs
         .stop_task()
         .cluster(cluster)

@@ -150,7 +150,7 @@ impl Platform {
             }
         })
         .await?;
-        self.hand_on_slot().await;
+        self.hand_on_slot(None).await;
         Ok(deployment)
     }
 
@@ -358,7 +358,7 @@ impl Platform {
                     // The watchdog finds it queued without a message and sends it again.
                     tracing::error!(%deployment_id, %error, "queueing the next attempt failed");
                 }
-                self.hand_on_slot().await;
+                self.hand_on_slot(None).await;
             }
         }
         Ok(())
@@ -404,25 +404,27 @@ impl Platform {
         }
     }
 
-    /// [`Self::announce_ready`] after a phase ended: what ended stays ended if it fails
-    /// (the watchdog sends a lost deployment's message again).
-    pub(super) async fn hand_on_slot(&self) {
-        if let Err(error) = self.announce_ready().await {
-            tracing::error!(%error, "announcing the next deployments failed");
+    /// Hands a sandbox slot on: if one is free, sends the message of the oldest
+    /// deployment, across all environments, that can use it. Called when a phase ends
+    /// (it freed a slot) and when a phase starts (a slot another ending freed may still
+    /// be free: two endings close together both name the same oldest deployment, and
+    /// its start names the next). So every free slot finds its deployment, one message
+    /// at a time. A failure is logged: what ended stays ended, and the watchdog sends a
+    /// lost deployment's message again.
+    /// `started` names the environment of a phase that just started, which an index
+    /// may not show held yet.
+    pub(super) async fn hand_on_slot(&self, started: Option<&str>) {
+        if let Err(error) = self.announce_oldest_ready(started).await {
+            tracing::error!(%error, "announcing the next deployment failed");
         }
     }
 
-    /// Hands the free sandbox slots to the oldest deployments that can use them, across
-    /// all environments: sends the message of each, oldest first. Called whenever a
-    /// sandbox's phase ends. A deployment whose sandbox failed to start waits for its
-    /// own delayed message instead.
-    async fn announce_ready(&self) -> Result<()> {
+    /// Sends the message of the oldest queued deployment that could start now, if a
+    /// slot is free. A deployment whose sandbox failed to start waits for its own
+    /// delayed message instead.
+    async fn announce_oldest_ready(&self, started: Option<&str>) -> Result<()> {
         let running = self.deployments_in_sandboxes().await?;
-        let mut free = self
-            .settings
-            .max_parallel_deployments
-            .saturating_sub(running.len());
-        if free == 0 {
+        if running.len() >= self.settings.max_parallel_deployments {
             return Ok(());
         }
         // Environments held by a running deployment or by one waiting for approval;
@@ -434,6 +436,7 @@ impl Platform {
             .into_iter()
             .chain(waiting.into_iter().map(|loaded| loaded.value))
             .map(|deployment| deployment.environment_id)
+            .chain(started.map(str::to_string))
             .collect();
         // The queued index lists by id, which is creation order: the first deployment
         // seen of an environment is its oldest (or the one holding it, which is older).
@@ -459,10 +462,7 @@ impl Platform {
                     continue;
                 }
                 self.announce(&stored.org_id, &deployment).await;
-                free -= 1;
-                if free == 0 {
-                    return Ok(());
-                }
+                return Ok(());
             }
             match page.next {
                 Some(next) => after = Some(next),

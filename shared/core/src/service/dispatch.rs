@@ -152,6 +152,7 @@ impl Platform {
         match self.launcher.launch(request).await {
             Ok(()) => {
                 self.record_launch(&org_id, &deployment_id, attempt).await?;
+                self.hand_on_slot(Some(&environment.id)).await;
                 Ok(DispatchOutcome::Launched { deployment_id })
             }
             Err(LaunchError::Transient(reason)) => {
