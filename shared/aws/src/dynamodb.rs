@@ -837,6 +837,9 @@ impl Store for DynamoDbStore {
                 });
             }
         }
+        if let [single] = writes.as_slice() {
+            return self.write_one(&single.item).await;
+        }
         self.client
             .get()
             .transact_write_items()
@@ -845,6 +848,56 @@ impl Store for DynamoDbStore {
             .await
             .map_err(transaction_error)?;
         Ok(())
+    }
+}
+
+impl DynamoDbStore {
+    /// A commit that writes one item needs no transaction: a conditional PutItem or
+    /// DeleteItem is as atomic, costs half the write capacity and answers sooner.
+    async fn write_one(&self, item: &TransactWriteItem) -> Result<(), StoreError> {
+        if let Some(put) = item.put() {
+            return self
+                .client
+                .get()
+                .put_item()
+                .table_name(put.table_name())
+                .set_item(Some(put.item().clone()))
+                .set_condition_expression(put.condition_expression().map(str::to_string))
+                .set_expression_attribute_names(put.expression_attribute_names().cloned())
+                .set_expression_attribute_values(put.expression_attribute_values().cloned())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|error| match error.as_service_error() {
+                    Some(service) if service.is_conditional_check_failed_exception() => {
+                        StoreError::Conflict
+                    }
+                    _ => sdk_error("PutItem", error),
+                });
+        }
+        if let Some(delete) = item.delete() {
+            return self
+                .client
+                .get()
+                .delete_item()
+                .table_name(delete.table_name())
+                .set_key(Some(delete.key().clone()))
+                .set_condition_expression(delete.condition_expression().map(str::to_string))
+                .set_expression_attribute_names(delete.expression_attribute_names().cloned())
+                .set_expression_attribute_values(delete.expression_attribute_values().cloned())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|error| match error.as_service_error() {
+                    Some(service) if service.is_conditional_check_failed_exception() => {
+                        StoreError::Conflict
+                    }
+                    _ => sdk_error("DeleteItem", error),
+                });
+        }
+        Err(StoreError::Backend(
+            "a commit writes puts and deletes only".into(),
+        ))
     }
 }
 

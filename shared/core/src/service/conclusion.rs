@@ -14,6 +14,9 @@ use super::credentials::{EnvironmentLock, RunnerTokenRecord, SignsOfLife};
 use super::deployments::{message_for, status_index};
 use super::{decode, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
+/// Queued deployments read per page while looking for the oldest that can start.
+const READY_SCAN_PAGE: usize = 50;
+
 /// How a deployment ends.
 pub(super) struct Conclusion {
     pub status: DeploymentStatus,
@@ -449,7 +452,8 @@ impl Platform {
                     kind: Kind::Deployment,
                     index_key: DeploymentStatus::Queued.as_str().to_string(),
                     after,
-                    limit: MAX_PAGE_SIZE,
+                    // The oldest few usually hold the one looked for.
+                    limit: READY_SCAN_PAGE,
                 })
                 .await?;
             for stored in &page.items {
