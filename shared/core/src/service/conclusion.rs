@@ -10,7 +10,7 @@ use crate::model::Environment;
 use crate::ports::{DeploymentMessage, IndexQuery, Kind};
 use crate::{Error, Result};
 
-use super::credentials::{EnvironmentLock, RunnerTokenRecord, SignsOfLife};
+use super::credentials::{EnvironmentLock, RunnerTokenRecord};
 use super::deployments::{message_for, status_index};
 use super::{decode, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
@@ -248,13 +248,7 @@ impl Platform {
         attempt: u32,
         description: &str,
     ) -> Result<()> {
-        let tokens = self
-            .all::<RunnerTokenRecord>(org_id, deployment_id)
-            .await?
-            .into_iter()
-            .map(|token| token.value)
-            .collect::<Vec<_>>();
-        let ended = if SignsOfLife::of(attempt, &tokens).started {
+        let ended = if self.signs_of_life(org_id, deployment_id, attempt).await?.started {
             let reason = format!("the sandbox stopped before reporting a result: {description}");
             let failed = DeploymentStatus::Failed;
             self.conclude_by_id(org_id, deployment_id, attempt, failed, reason)
@@ -430,14 +424,10 @@ impl Platform {
         if running.len() >= self.settings.max_parallel_deployments {
             return Ok(());
         }
-        // Environments held by a running deployment or by one waiting for approval;
-        // read from the indexes, which may lag: this is a hint, dispatch decides.
-        let waiting = self
-            .indexed::<Deployment>(DeploymentStatus::WaitingForApproval)
-            .await?;
+        // Environments held by a running deployment, from the index (which may lag:
+        // this is a hint, dispatch decides); any other candidate's lock is read.
         let held: HashSet<String> = running
             .into_iter()
-            .chain(waiting.into_iter().map(|loaded| loaded.value))
             .map(|deployment| deployment.environment_id)
             .chain(started.map(str::to_string))
             .collect();
@@ -463,6 +453,13 @@ impl Platform {
                     || held.contains(&deployment.environment_id)
                     || deployment.start_failures > 0
                 {
+                    continue;
+                }
+                // Held otherwise: a plan waits for approval, or the index lags.
+                let lock = self
+                    .find::<EnvironmentLock>(&stored.org_id, &deployment.environment_id)
+                    .await?;
+                if lock.is_some_and(|lock| lock.value.deployment_id != deployment.id) {
                     continue;
                 }
                 self.announce(&stored.org_id, &deployment).await;

@@ -10,7 +10,7 @@ use crate::deployment::Deployment;
 use crate::ports::{Kind, WriteOp};
 use crate::Result;
 
-use super::{record, Stored};
+use super::{record, Platform, Stored};
 
 /// Held by one deployment of an environment from its first sandbox to its final status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,12 +99,39 @@ pub(super) struct SignsOfLife {
     pub last_heartbeat: Option<DateTime<Utc>>,
 }
 
-impl SignsOfLife {
-    pub fn of(attempt: u32, tokens: &[RunnerTokenRecord]) -> Self {
-        let of_attempt = || tokens.iter().filter(move |token| token.attempt == attempt);
-        Self {
-            started: of_attempt().any(|token| token.scope == TokenScope::Launch && token.traded),
-            last_heartbeat: of_attempt().filter_map(|token| token.heartbeat_at).max(),
-        }
+impl Platform {
+    /// What the credentials of the deployment's `attempt` say of its sandbox, by point
+    /// reads (none once the phase ended and its credentials went with it).
+    pub(super) async fn signs_of_life(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+    ) -> Result<SignsOfLife> {
+        let launch_id = launch_token_id(deployment_id, attempt);
+        let started = self
+            .find::<RunnerTokenRecord>(org_id, &launch_id)
+            .await?
+            .is_some_and(|launch| launch.value.traded);
+        let runner_id = minted_token_id(deployment_id, attempt, TokenScope::Runner);
+        let last_heartbeat = self
+            .find::<RunnerTokenRecord>(org_id, &runner_id)
+            .await?
+            .and_then(|runner| runner.value.heartbeat_at);
+        Ok(SignsOfLife {
+            started,
+            last_heartbeat,
+        })
     }
+}
+
+/// The id of the credential of `scope` minted when the launch credential of the
+/// deployment's `attempt` was traded.
+pub(super) fn minted_token_id(deployment_id: &str, attempt: u32, scope: TokenScope) -> String {
+    let scope = match scope {
+        TokenScope::Launch => "launch",
+        TokenScope::Runner => "runner",
+        TokenScope::State => "state",
+    };
+    format!("{deployment_id}.{attempt}.{scope}")
 }

@@ -14,7 +14,7 @@ use crate::model::{Environment, Template};
 use crate::ports::{Kind, StoreError, WriteOp};
 use crate::{Error, Result};
 
-use super::credentials::{launch_token_id, RunnerTokenRecord, TokenScope};
+use super::credentials::{launch_token_id, minted_token_id, RunnerTokenRecord, TokenScope};
 use super::deployments::log_chunk_id;
 use super::{decode, record, retrying_conflicts, Platform};
 
@@ -117,7 +117,7 @@ impl Platform {
             traded: false,
             ..launch.clone()
         };
-        let id = minted_token_id(runner, scope);
+        let id = minted_token_id(&runner.deployment_id, runner.attempt, scope);
         let insert = record(
             &runner.org_id,
             &id,
@@ -194,7 +194,7 @@ impl Platform {
     /// The runner is alive: records the time on its credential, where the watchdog
     /// reads it. Only the runner's own credential sends heartbeats.
     pub async fn heartbeat(&self, runner: &Runner) -> Result<()> {
-        let id = minted_token_id(runner, TokenScope::Runner);
+        let id = minted_token_id(&runner.deployment_id, runner.attempt, TokenScope::Runner);
         retrying_conflicts("the credential kept changing; try again", || async {
             let mut token = self.load::<RunnerTokenRecord>(&runner.org_id, &id).await?;
             token.value.heartbeat_at = Some(self.now());
@@ -442,24 +442,6 @@ impl Platform {
             Ok(self.store.commit(vec![loaded.replace()?]).await?)
         })
         .await
-    }
-}
-
-/// The id of the credential of `scope` minted for the runner's phase.
-fn minted_token_id(runner: &Runner, scope: TokenScope) -> String {
-    format!(
-        "{}.{}.{}",
-        runner.deployment_id,
-        runner.attempt,
-        scope_name(scope)
-    )
-}
-
-fn scope_name(scope: TokenScope) -> &'static str {
-    match scope {
-        TokenScope::Launch => "launch",
-        TokenScope::Runner => "runner",
-        TokenScope::State => "state",
     }
 }
 

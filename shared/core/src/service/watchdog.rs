@@ -9,7 +9,7 @@ use crate::model::Environment;
 use crate::validate::DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES;
 use crate::{Error, Result};
 
-use super::credentials::{EnvironmentLock, RunnerTokenRecord, SignsOfLife};
+use super::credentials::{EnvironmentLock, SignsOfLife};
 use super::{Loaded, Platform};
 
 /// How long a queued deployment that could start waits before its queue message counts
@@ -135,13 +135,9 @@ impl Platform {
                 .map_or(DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES, |environment| {
                     environment.value.deployment_timeout_minutes
                 });
-            let tokens: Vec<RunnerTokenRecord> = self
-                .all::<RunnerTokenRecord>(org_id, &deployment.id)
-                .await?
-                .into_iter()
-                .map(|token| token.value)
-                .collect();
-            let signs = SignsOfLife::of(deployment.attempt, &tokens);
+            let signs = self
+                .signs_of_life(org_id, &deployment.id, deployment.attempt)
+                .await?;
             let (id, attempt, failed) =
                 (&deployment.id, deployment.attempt, DeploymentStatus::Failed);
             match verdict(deployment, minutes, signs, now) {
