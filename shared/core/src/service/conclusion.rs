@@ -153,11 +153,7 @@ impl Platform {
             }
         })
         .await?;
-        let freed = deployment
-            .status
-            .is_final()
-            .then_some((org_id.as_str(), deployment.environment_id.as_str()));
-        self.hand_on_slot(SlotChange::Ended { freed }).await;
+        self.hand_on_slot(None).await;
         Ok(deployment)
     }
 
@@ -252,11 +248,7 @@ impl Platform {
         attempt: u32,
         description: &str,
     ) -> Result<()> {
-        let ended = if self
-            .signs_of_life(org_id, deployment_id, attempt)
-            .await?
-            .started
-        {
+        let ended = if self.signs_of_life(org_id, deployment_id, attempt).await?.started {
             let reason = format!("the sandbox stopped before reporting a result: {description}");
             let failed = DeploymentStatus::Failed;
             self.conclude_by_id(org_id, deployment_id, attempt, failed, reason)
@@ -363,7 +355,7 @@ impl Platform {
                     // The watchdog finds it queued without a message and sends it again.
                     tracing::error!(%deployment_id, %error, "queueing the next attempt failed");
                 }
-                self.hand_on_slot(SlotChange::Ended { freed: None }).await;
+                self.hand_on_slot(None).await;
             }
         }
         Ok(())
@@ -414,57 +406,31 @@ impl Platform {
     /// (it freed a slot) and when a phase starts (a slot another ending freed may still
     /// be free: two endings close together both name the same oldest deployment, and
     /// its start names the next). So every free slot finds its deployment, one message
-    /// at a time. With slots to spare, an ending that freed its environment names that
-    /// environment's next as well: it keeps nobody older waiting. A failure is logged:
-    /// what ended stays ended, and the watchdog sends a lost deployment's message again.
-    pub(super) async fn hand_on_slot(&self, change: SlotChange<'_>) {
-        if let Err(error) = self.announce_next(change).await {
+    /// at a time. A failure is logged: what ended stays ended, and the watchdog sends a
+    /// lost deployment's message again.
+    /// `started` names the environment of a phase that just started, which an index
+    /// may not show held yet.
+    pub(super) async fn hand_on_slot(&self, started: Option<&str>) {
+        if let Err(error) = self.announce_oldest_ready(started).await {
             tracing::error!(%error, "announcing the next deployment failed");
         }
     }
 
-    async fn announce_next(&self, change: SlotChange<'_>) -> Result<()> {
+    /// Sends the message of the oldest queued deployment that could start now, if a
+    /// slot is free. A deployment whose sandbox failed to start waits for its own
+    /// delayed message instead.
+    async fn announce_oldest_ready(&self, started: Option<&str>) -> Result<()> {
         let running = self.deployments_in_sandboxes().await?;
-        let free = self
-            .settings
-            .max_parallel_deployments
-            .saturating_sub(running.len());
-        if free == 0 {
+        if running.len() >= self.settings.max_parallel_deployments {
             return Ok(());
         }
         // Environments held by a running deployment, from the index (which may lag:
         // this is a hint, dispatch decides); any other candidate's lock is read.
-        let mut held: HashSet<String> = running
+        let held: HashSet<String> = running
             .into_iter()
             .map(|deployment| deployment.environment_id)
+            .chain(started.map(str::to_string))
             .collect();
-        if let SlotChange::Started { environment_id } = change {
-            held.insert(environment_id.to_string());
-        }
-        let oldest = self.oldest_ready(&held).await?;
-        if let Some((org_id, deployment)) = &oldest {
-            self.announce(org_id, deployment).await;
-        }
-        if let SlotChange::Ended {
-            freed: Some((org_id, environment_id)),
-        } = change
-        {
-            if free < 2 {
-                return Ok(());
-            }
-            if let Some(next) = self.oldest_queued(org_id, environment_id).await? {
-                let named = oldest.is_some_and(|(_, oldest)| oldest.id == next.value.id);
-                if !named && next.value.start_failures == 0 {
-                    self.announce(org_id, &next.value).await;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The oldest queued deployment that could start now, with its organization. A
-    /// deployment whose sandbox failed to start waits for its own delayed message.
-    async fn oldest_ready(&self, held: &HashSet<String>) -> Result<Option<(String, Deployment)>> {
         // The queued index lists by id, which is creation order: the first deployment
         // seen of an environment is its oldest (or the one holding it, which is older).
         let mut seen_environments = HashSet::new();
@@ -480,8 +446,8 @@ impl Platform {
                     limit: READY_SCAN_PAGE,
                 })
                 .await?;
-            for stored in page.items {
-                let deployment: Deployment = decode(&stored)?;
+            for stored in &page.items {
+                let deployment: Deployment = decode(stored)?;
                 let first_seen = seen_environments.insert(deployment.environment_id.clone());
                 if !first_seen
                     || held.contains(&deployment.environment_id)
@@ -493,26 +459,18 @@ impl Platform {
                 let lock = self
                     .find::<EnvironmentLock>(&stored.org_id, &deployment.environment_id)
                     .await?;
-                if lock.is_none_or(|lock| lock.value.deployment_id == deployment.id) {
-                    return Ok(Some((stored.org_id, deployment)));
+                if lock.is_some_and(|lock| lock.value.deployment_id != deployment.id) {
+                    continue;
                 }
+                self.announce(&stored.org_id, &deployment).await;
+                return Ok(());
             }
             match page.next {
                 Some(next) => after = Some(next),
-                None => return Ok(None),
+                None => return Ok(()),
             }
         }
     }
-}
-
-/// What just happened to a sandbox slot.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum SlotChange<'a> {
-    /// A phase ended; `freed` is (organization, environment) when it also freed its
-    /// environment (a final status).
-    Ended { freed: Option<(&'a str, &'a str)> },
-    /// A phase started in this environment, which an index may not show held yet.
-    Started { environment_id: &'a str },
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use crate::model::{Environment, Template};
 use crate::ports::{DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest};
 use crate::Result;
 
-use super::conclusion::SlotChange;
 use super::credentials::{launch_token, EnvironmentLock};
 use super::deployments::status_index;
 use super::{decode, record, retrying_conflicts, Loaded, PageRequest, Platform, MAX_PAGE_SIZE};
@@ -153,10 +152,7 @@ impl Platform {
         match self.launcher.launch(request).await {
             Ok(()) => {
                 self.record_launch(&org_id, &deployment_id, attempt).await?;
-                let started = SlotChange::Started {
-                    environment_id: &environment.id,
-                };
-                self.hand_on_slot(started).await;
+                self.hand_on_slot(Some(&environment.id)).await;
                 Ok(DispatchOutcome::Launched { deployment_id })
             }
             Err(LaunchError::Transient(reason)) => {
