@@ -248,7 +248,11 @@ impl Platform {
         attempt: u32,
         description: &str,
     ) -> Result<()> {
-        let ended = if self.signs_of_life(org_id, deployment_id, attempt).await?.started {
+        let ended = if self
+            .signs_of_life(org_id, deployment_id, attempt)
+            .await?
+            .started
+        {
             let reason = format!("the sandbox stopped before reporting a result: {description}");
             let failed = DeploymentStatus::Failed;
             self.conclude_by_id(org_id, deployment_id, attempt, failed, reason)
