@@ -49,7 +49,7 @@ impl Conclusion {
 }
 
 /// Sandboxes of one phase that may fail to start before the deployment fails.
-pub(super) const MAX_START_ATTEMPTS: u32 = 3;
+const MAX_START_ATTEMPTS: u32 = 3;
 
 /// How long a deployment whose sandbox failed to start `failures` times waits before
 /// its next attempt: 2 s, then 8 s.
