@@ -39,6 +39,14 @@ fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
 
 impl Kit {
     async fn new(max_parallel_deployments: usize) -> Self {
+        Self::with_settings(Settings {
+            max_parallel_deployments,
+            ..Settings::default()
+        })
+        .await
+    }
+
+    async fn with_settings(settings: Settings) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let sqlite = SqliteStore::open(&data_dir.path().join("envplane.db")).unwrap();
         let store = Arc::new(LaggingStore::new(Arc::new(sqlite)));
@@ -56,10 +64,6 @@ impl Kit {
             queue: queue.clone(),
             launcher: launcher.clone(),
             artifacts: Arc::new(FileArtifacts::new(data_dir.path().join("artifacts"))),
-        };
-        let settings = Settings {
-            max_parallel_deployments,
-            ..Settings::default()
         };
         let platform = Platform::new(ports, settings);
         let key = platform.bootstrap().await.unwrap().unwrap();
@@ -393,6 +397,46 @@ async fn a_freed_slot_goes_to_the_oldest_ready_deployment_of_any_environment() {
 }
 
 #[tokio::test]
+async fn where_sandboxes_start_in_process_a_freed_slot_starts_its_next_within_the_ending() {
+    let kit = Kit::with_settings(Settings {
+        max_parallel_deployments: 1,
+        start_next_inline: true,
+        ..Settings::default()
+    })
+    .await;
+    let (a, b) = (kit.environment("a").await, kit.environment("b").await);
+    let first = kit.deploy(&a).await;
+    let other = kit.deploy(&b).await;
+    let second = kit.deploy(&a).await;
+    kit.deliver().await;
+    let runner = kit.start_runner(&first).await;
+    kit.finish(&runner, PhaseResult::Succeeded).await;
+    // The oldest ready one runs when the ending returns, without a message.
+    assert_eq!(
+        kit.deployment(&other).await.status,
+        DeploymentStatus::Running
+    );
+    assert_eq!(
+        kit.deployment(&second).await.status,
+        DeploymentStatus::Queued
+    );
+    assert!(kit.queue.take().is_empty());
+    let runner = kit.start_runner(&other).await;
+    kit.finish(&runner, PhaseResult::Failed).await;
+    assert_eq!(
+        kit.deployment(&second).await.status,
+        DeploymentStatus::Running
+    );
+    let launched: Vec<_> = kit
+        .launcher
+        .launched()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(launched, [first, other, second]);
+}
+
+#[tokio::test]
 async fn two_slots_freed_together_find_two_deployments() {
     let kit = Kit::new(2).await;
     let mut environments = Vec::new();
@@ -660,7 +704,13 @@ async fn chaos_every_deployment_ends_frees_its_environment_and_keeps_state_in_or
     // Shown when the test fails.
     eprintln!("chaos seed {seed}: rerun with ENVPLANE_CHAOS_SEED={seed}");
     let mut dice = Dice(seed);
-    let kit = Kit::new(4).await;
+    // Both ways of handing a slot on: through the queue, and at once in process.
+    let kit = Kit::with_settings(Settings {
+        max_parallel_deployments: 4,
+        start_next_inline: dice.chance(50),
+        ..Settings::default()
+    })
+    .await;
     let mut environments = Vec::new();
     for n in 0..20 {
         environments.push(kit.environment(&format!("env-{n}")).await);

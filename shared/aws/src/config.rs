@@ -327,6 +327,8 @@ impl Common {
             // Many function instances share the table: each reads the key every time.
             cache_api_keys: false,
             local_repositories: None,
+            // Only the deployer can launch; every start goes through the queue to it.
+            start_next_inline: false,
             quotas: settings.quotas.clone(),
         };
         AwsPlatform {

@@ -147,6 +147,7 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         cache_api_keys: true,
         local_repositories,
         max_parallel_deployments: config.max_parallel_deployments,
+        start_next_inline: true,
         quotas: config.quotas,
     };
     Ok(Installation {

@@ -12,6 +12,7 @@ use crate::{Error, Result};
 
 use super::credentials::{EnvironmentLock, RunnerTokenRecord};
 use super::deployments::{message_for, status_index};
+use super::dispatch::SlotChange;
 use super::{decode, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
 /// Queued deployments read per page while looking for the oldest that can start.
@@ -153,7 +154,7 @@ impl Platform {
             }
         })
         .await?;
-        self.hand_on_slot(None).await;
+        self.hand_on_slot(SlotChange::Freed).await;
         Ok(deployment)
     }
 
@@ -359,7 +360,7 @@ impl Platform {
                     // The watchdog finds it queued without a message and sends it again.
                     tracing::error!(%deployment_id, %error, "queueing the next attempt failed");
                 }
-                self.hand_on_slot(None).await;
+                self.hand_on_slot(SlotChange::Freed).await;
             }
         }
         Ok(())
@@ -405,36 +406,62 @@ impl Platform {
         }
     }
 
-    /// Hands a sandbox slot on: if one is free, sends the message of the oldest
-    /// deployment, across all environments, that can use it. Called when a phase ends
-    /// (it freed a slot) and when a phase starts (a slot another ending freed may still
-    /// be free: two endings close together both name the same oldest deployment, and
-    /// its start names the next). So every free slot finds its deployment, one message
-    /// at a time. A failure is logged: what ended stays ended, and the watchdog sends a
-    /// lost deployment's message again.
-    /// `started` names the environment of a phase that just started, which an index
-    /// may not show held yet.
-    pub(super) async fn hand_on_slot(&self, started: Option<&str>) {
-        if let Err(error) = self.announce_oldest_ready(started).await {
-            tracing::error!(%error, "announcing the next deployment failed");
+    /// Hands a sandbox slot on: if one is free, dispatches the oldest deployment, across
+    /// all environments, that can use it (through the queue, or at once where this
+    /// process launches sandboxes). Called when a phase ends (it freed a slot) and when
+    /// a phase starts (a slot another ending freed may still be free: two endings close
+    /// together both name the same oldest deployment, and its start names the next).
+    /// So every free slot finds its deployment, one at a time. A failure is logged:
+    /// what ended stays ended, and the watchdog sends a lost deployment's message again.
+    pub(super) async fn hand_on_slot(&self, change: SlotChange<'_>) {
+        if let Err(error) = self.start_oldest_ready(change).await {
+            tracing::error!(%error, "handing the sandbox slot on failed");
         }
     }
 
-    /// Sends the message of the oldest queued deployment that could start now, if a
-    /// slot is free. A deployment whose sandbox failed to start waits for its own
-    /// delayed message instead.
-    async fn announce_oldest_ready(&self, started: Option<&str>) -> Result<()> {
-        let running = self.deployments_in_sandboxes().await?;
-        if running.len() >= self.settings.max_parallel_deployments {
+    /// Dispatches the oldest queued deployment that could start now, if a slot is
+    /// free. A deployment whose sandbox failed to start waits for its own delayed
+    /// message instead.
+    async fn start_oldest_ready(&self, change: SlotChange<'_>) -> Result<()> {
+        let slots = match change {
+            SlotChange::Freed => self.slots().await?,
+            // Counted before this start: one more is taken now.
+            SlotChange::Taken {
+                environment_id,
+                before: Some(mut slots),
+            } => {
+                slots.taken += 1;
+                slots.environments.insert(environment_id.to_string());
+                slots
+            }
+            // Read after it: the index may not show it yet.
+            SlotChange::Taken {
+                environment_id,
+                before: None,
+            } => {
+                let mut slots = self.slots().await?;
+                slots.environments.insert(environment_id.to_string());
+                slots
+            }
+        };
+        if slots.taken >= self.settings.max_parallel_deployments {
             return Ok(());
         }
-        // Environments held by a running deployment, from the index (which may lag:
-        // this is a hint, dispatch decides); any other candidate's lock is read.
-        let held: HashSet<String> = running
-            .into_iter()
-            .map(|deployment| deployment.environment_id)
-            .chain(started.map(str::to_string))
-            .collect();
+        let Some((org_id, deployment)) = self.oldest_ready(&slots.environments).await? else {
+            return Ok(());
+        };
+        if self.settings.start_next_inline {
+            self.dispatch_boxed(&message_for(&org_id, &deployment))
+                .await?;
+        } else {
+            self.announce(&org_id, &deployment).await;
+        }
+        Ok(())
+    }
+
+    /// The oldest queued deployment whose environment is not `held` (by a running
+    /// deployment, as far as the index shows: any other candidate's lock is read).
+    async fn oldest_ready(&self, held: &HashSet<String>) -> Result<Option<(String, Deployment)>> {
         // The queued index lists by id, which is creation order: the first deployment
         // seen of an environment is its oldest (or the one holding it, which is older).
         let mut seen_environments = HashSet::new();
@@ -450,8 +477,8 @@ impl Platform {
                     limit: READY_SCAN_PAGE,
                 })
                 .await?;
-            for stored in &page.items {
-                let deployment: Deployment = decode(stored)?;
+            for stored in page.items {
+                let deployment: Deployment = decode(&stored)?;
                 let first_seen = seen_environments.insert(deployment.environment_id.clone());
                 if !first_seen
                     || held.contains(&deployment.environment_id)
@@ -466,12 +493,11 @@ impl Platform {
                 if lock.is_some_and(|lock| lock.value.deployment_id != deployment.id) {
                     continue;
                 }
-                self.announce(&stored.org_id, &deployment).await;
-                return Ok(());
+                return Ok(Some((stored.org_id, deployment)));
             }
             match page.next {
                 Some(next) => after = Some(next),
-                None => return Ok(()),
+                None => return Ok(None),
             }
         }
     }

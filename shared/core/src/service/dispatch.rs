@@ -2,6 +2,10 @@
 //! attempt, launch its sandbox. What follows a phase (its end, a failed start) is
 //! `conclusion.rs`'s.
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::model::{Environment, Template};
 use crate::ports::{DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest};
@@ -10,6 +14,27 @@ use crate::Result;
 use super::credentials::{launch_token, EnvironmentLock};
 use super::deployments::status_index;
 use super::{decode, record, retrying_conflicts, Loaded, PageRequest, Platform, MAX_PAGE_SIZE};
+
+/// Who holds the sandbox slots, as one read of the running deployments' index showed
+/// it: a hint for handing a slot on (it may lag); a start's commit decides.
+pub(super) struct Slots {
+    /// Running deployments, counted up to the number of slots.
+    pub taken: usize,
+    /// The environments they hold.
+    pub environments: HashSet<String>,
+}
+
+/// What changed a sandbox slot, for handing it on.
+pub(super) enum SlotChange<'a> {
+    /// A phase ended: its slot is free.
+    Freed,
+    /// A phase of `environment_id` started; `before` is who held the slots when its
+    /// dispatch counted them (`None`: it did not count).
+    Taken {
+        environment_id: &'a str,
+        before: Option<Slots>,
+    },
+}
 
 /// What a dispatch did with a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,21 +75,23 @@ impl Platform {
             // An approved deployment keeps the lock while it waits for its apply
             // sandbox, and so does one whose sandbox failed to start.
             Some(lock) if lock.value.deployment_id == deployment.value.id => {
-                return self.start_phase(deployment, false).await;
+                return self.start_phase(deployment, false, None).await;
             }
             Some(_) => DispatchOutcome::Waiting,
-            None if self.sandboxes_running().await? >= self.settings.max_parallel_deployments => {
-                DispatchOutcome::AtCapacity
-            }
             None => {
-                // The listing by environment is an index and may not show the message's
-                // own deployment yet: read consistently, it stands in for the oldest
-                // unless the listing shows an older one.
-                let oldest = match self.oldest_queued(org_id, &environment_id).await? {
-                    Some(oldest) if oldest.value.id < deployment.value.id => oldest,
-                    _ => deployment,
-                };
-                return self.start_phase(oldest, true).await;
+                let slots = self.slots().await?;
+                if slots.taken >= self.settings.max_parallel_deployments {
+                    DispatchOutcome::AtCapacity
+                } else {
+                    // The listing by environment is an index and may not show the
+                    // message's own deployment yet: read consistently, it stands in for
+                    // the oldest unless the listing shows an older one.
+                    let oldest = match self.oldest_queued(org_id, &environment_id).await? {
+                        Some(oldest) if oldest.value.id < deployment.value.id => oldest,
+                        _ => deployment,
+                    };
+                    return self.start_phase(oldest, true, Some(slots)).await;
+                }
             }
         };
         if deployment.value.resent_at.is_some() {
@@ -85,14 +112,25 @@ impl Platform {
         }
     }
 
+    /// Dispatch boxed: handing a slot on may dispatch, and a dispatch hands on the slot
+    /// it leaves free.
+    pub(super) fn dispatch_boxed<'a>(
+        &'a self,
+        message: &'a DeploymentMessage,
+    ) -> Pin<Box<dyn Future<Output = Result<DispatchOutcome>> + Send + 'a>> {
+        Box::pin(self.dispatch(message))
+    }
+
     /// Commits a new attempt of the deployment's next phase (running, with a fresh
     /// launch credential, taking the environment's lock if asked), then launches its
     /// sandbox. Each attempt is its own sandbox and credential: the launcher makes
-    /// launching one attempt twice start one sandbox.
+    /// launching one attempt twice start one sandbox. `slots` is who held the slots
+    /// when the dispatch counted them, if it did.
     async fn start_phase(
         &self,
         mut loaded: Loaded<Deployment>,
         take_lock: bool,
+        slots: Option<Slots>,
     ) -> Result<DispatchOutcome> {
         let org_id = loaded.stored.org_id.clone();
         let environment = self
@@ -152,7 +190,11 @@ impl Platform {
         match self.launcher.launch(request).await {
             Ok(()) => {
                 self.record_launch(&org_id, &deployment_id, attempt).await?;
-                self.hand_on_slot(Some(&environment.id)).await;
+                let taken = SlotChange::Taken {
+                    environment_id: &environment.id,
+                    before: slots,
+                };
+                self.hand_on_slot(taken).await;
                 Ok(DispatchOutcome::Launched { deployment_id })
             }
             Err(LaunchError::Transient(reason)) => {
@@ -189,13 +231,9 @@ impl Platform {
         Ok(())
     }
 
-    pub(super) async fn sandboxes_running(&self) -> Result<usize> {
-        Ok(self.deployments_in_sandboxes().await?.len())
-    }
-
-    /// The running deployments, as many as there are slots at most (past that, the
-    /// slots are full whatever the rest are).
-    pub(super) async fn deployments_in_sandboxes(&self) -> Result<Vec<Deployment>> {
+    /// Who holds the sandbox slots: the running deployments, as many as there are
+    /// slots at most (past that, the slots are full whatever the rest are).
+    pub(super) async fn slots(&self) -> Result<Slots> {
         let page = self
             .store
             .list_indexed(IndexQuery {
@@ -205,7 +243,15 @@ impl Platform {
                 limit: self.settings.max_parallel_deployments.max(1),
             })
             .await?;
-        page.items.iter().map(decode).collect()
+        let mut slots = Slots {
+            taken: page.items.len(),
+            environments: HashSet::new(),
+        };
+        for stored in &page.items {
+            let deployment: Deployment = decode(stored)?;
+            slots.environments.insert(deployment.environment_id);
+        }
+        Ok(slots)
     }
 
     /// The environment's oldest queued deployment, as far as the listing (an index)

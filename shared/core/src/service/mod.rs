@@ -52,6 +52,10 @@ pub struct Settings {
     /// Keep resolved API keys in memory. Only where this process is the only one using
     /// the store (local mode), so that every revoke passes through it.
     pub cache_api_keys: bool,
+    /// This process's launcher starts sandboxes itself (local mode): a freed slot's
+    /// next deployment is dispatched within the request that freed it, not through the
+    /// queue, so the slot is not left idle while a message travels.
+    pub start_next_inline: bool,
     pub quotas: Quotas,
 }
 
@@ -87,6 +91,7 @@ impl Default for Settings {
             local_repositories: None,
             max_parallel_deployments: 4,
             cache_api_keys: false,
+            start_next_inline: false,
             quotas: Quotas::default(),
         }
     }

@@ -55,7 +55,7 @@ impl Platform {
     /// reason. Only as many as there are free slots, oldest first: the others could not
     /// start anyway. Returns (resent, failed).
     async fn recover_lost_messages(&self) -> Result<(usize, usize)> {
-        let running = self.sandboxes_running().await?;
+        let running = self.slots().await?.taken;
         let mut free = self
             .settings
             .max_parallel_deployments
