@@ -397,6 +397,44 @@ async fn a_freed_slot_goes_to_the_oldest_ready_deployment_of_any_environment() {
 }
 
 #[tokio::test]
+async fn a_slot_two_endings_named_the_same_deployment_for_is_handed_on_by_the_second() {
+    let kit = Kit::new(2).await;
+    let mut environments = Vec::new();
+    for name in ["a", "b", "x", "y"] {
+        environments.push(kit.environment(name).await);
+    }
+    let mut ids = Vec::new();
+    for environment in &environments {
+        ids.push(kit.deploy(environment).await);
+    }
+    kit.deliver().await;
+    kit.deliver().await;
+    let (a, b) = (
+        kit.start_runner(&ids[0]).await,
+        kit.start_runner(&ids[1]).await,
+    );
+    kit.finish(&a, PhaseResult::Succeeded).await;
+    // The indexes lag from here: they show b running and x queued throughout.
+    kit.store.lag();
+    kit.finish(&b, PhaseResult::Succeeded).await;
+    let x = message_of(&kit, &environments[2], &ids[2]);
+    assert_eq!(kit.queue.take(), [x.clone(), x.clone()]);
+    // x's start counts b's slot taken, so it names nobody; x's second message finds it
+    // started and hands the slot on, to y and not to x again.
+    let started = kit.platform.dispatch(&x).await.unwrap();
+    assert!(matches!(started, DispatchOutcome::Launched { .. }));
+    assert!(kit.queue.take().is_empty());
+    assert_eq!(
+        kit.platform.dispatch(&x).await.unwrap(),
+        DispatchOutcome::Skipped
+    );
+    assert_eq!(
+        kit.queue.take(),
+        [message_of(&kit, &environments[3], &ids[3])]
+    );
+}
+
+#[tokio::test]
 async fn where_sandboxes_start_in_process_a_freed_slot_starts_its_next_within_the_ending() {
     let kit = Kit::with_settings(Settings {
         max_parallel_deployments: 1,

@@ -493,7 +493,19 @@ impl Platform {
                 if lock.is_some_and(|lock| lock.value.deployment_id != deployment.id) {
                     continue;
                 }
-                return Ok(Some((stored.org_id, deployment)));
+                // The index may lag: it may show queued one that started meanwhile.
+                match self
+                    .find::<Deployment>(&stored.org_id, &deployment.id)
+                    .await?
+                {
+                    Some(current)
+                        if current.value.status == DeploymentStatus::Queued
+                            && current.value.start_failures == 0 =>
+                    {
+                        return Ok(Some((stored.org_id, current.value)));
+                    }
+                    _ => continue,
+                }
             }
             match page.next {
                 Some(next) => after = Some(next),

@@ -65,6 +65,9 @@ impl Platform {
             return Ok(DispatchOutcome::Skipped);
         };
         if deployment.value.status != DeploymentStatus::Queued {
+            if deployment.value.status == DeploymentStatus::Running {
+                self.lost_to_another_start().await;
+            }
             return Ok(DispatchOutcome::Skipped);
         }
         let environment_id = deployment.value.environment_id.clone();
@@ -175,7 +178,10 @@ impl Platform {
         if let Err(error) = self.store.commit(ops).await {
             return match error {
                 // Another dispatcher started it, or took the environment first.
-                crate::ports::StoreError::Conflict => Ok(DispatchOutcome::Waiting),
+                crate::ports::StoreError::Conflict => {
+                    self.lost_to_another_start().await;
+                    Ok(DispatchOutcome::Waiting)
+                }
                 other => Err(other.into()),
             };
         }
@@ -209,6 +215,13 @@ impl Platform {
                 Ok(DispatchOutcome::LaunchFailed { deployment_id })
             }
         }
+    }
+
+    /// Another dispatch started what this one was about to: two endings close together
+    /// may have named the same deployment for their two free slots, and that start
+    /// counted the slots before the second ending. The second slot is handed on here.
+    async fn lost_to_another_start(&self) {
+        self.hand_on_slot(SlotChange::Freed).await;
     }
 
     /// Records that the launcher accepted the sandbox of `attempt`. If the deployment
