@@ -1,6 +1,7 @@
-//! Liveness under faults, in milliseconds: the platform on SQLite with the fault kit's
-//! queue, launcher and clock, and a test that plays the dispatcher, the sandboxes and
-//! the watchdog's schedule. Whatever is lost, repeated, refused or silent, every
+//! Liveness under faults, in milliseconds: the platform on SQLite (and, for the
+//! eventual-consistency faults and a smaller chaos run, on DynamoDB in the emulator)
+//! with the fault kit's store, queue, launcher and clock, and a test that plays the
+//! dispatcher, the sandboxes and the watchdog's schedule. Whatever is lost, repeated, refused or silent, every
 //! deployment ends with a reason, frees its environment and never has two sandboxes
 //! for one phase.
 
@@ -9,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Duration as Minutes;
+use envplane_aws::dynamodb::{self, DynamoDbStore};
+use envplane_aws::emulator;
 use envplane_core::auth::Caller;
 use envplane_core::deployment::{Deployment, DeploymentStatus, PhaseReport, PhaseResult};
-use envplane_core::ports::DeploymentMessage;
+use envplane_core::ports::{DeploymentMessage, Store};
 use envplane_core::secrecy::ExposeSecret;
 use envplane_core::service::{
     DispatchOutcome, PageRequest, Ports, Runner, Settings, StateVersion, TokenScope, Watchdog,
@@ -33,6 +36,28 @@ struct Kit {
     _data_dir: tempfile::TempDir,
 }
 
+/// The store under the fault kit's lagging wrapper.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    /// A fresh DynamoDB table in the emulator.
+    Emulator,
+}
+
+impl Backend {
+    async fn open(self, sqlite_path: &std::path::Path) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite => Arc::new(SqliteStore::open(sqlite_path).unwrap()),
+            Backend::Emulator => {
+                let client = aws_sdk_dynamodb::Client::new(&emulator::sdk_config().await);
+                let table = emulator::unique_name("liveness");
+                dynamodb::create_table(&client, &table).await.unwrap();
+                Arc::new(DynamoDbStore::new(client, table))
+            }
+        }
+    }
+}
+
 fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).unwrap()
 }
@@ -47,9 +72,14 @@ impl Kit {
     }
 
     async fn with_settings(settings: Settings) -> Self {
+        Self::on(Backend::Sqlite, settings).await
+    }
+
+    async fn on(backend: Backend, settings: Settings) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
-        let sqlite = SqliteStore::open(&data_dir.path().join("envplane.db")).unwrap();
-        let store = Arc::new(LaggingStore::new(Arc::new(sqlite)));
+        let store = Arc::new(LaggingStore::new(
+            backend.open(&data_dir.path().join("envplane.db")).await,
+        ));
         let (queue, launcher) = (
             Arc::new(FaultyQueue::default()),
             Arc::new(FaultyLauncher::default()),
@@ -508,7 +538,16 @@ async fn two_slots_freed_together_find_two_deployments() {
 
 #[tokio::test]
 async fn a_deployment_the_indexes_do_not_show_yet_is_dispatched_by_its_message() {
-    let kit = Kit::new(4).await;
+    dispatched_though_the_indexes_lag(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn on_dynamodb_a_deployment_the_indexes_do_not_show_yet_is_dispatched_by_its_message() {
+    dispatched_though_the_indexes_lag(Backend::Emulator).await;
+}
+
+async fn dispatched_though_the_indexes_lag(backend: Backend) {
+    let kit = Kit::on(backend, Settings::default()).await;
     let environment = kit.environment("staging").await;
     let earlier = kit.deploy(&environment).await;
     kit.deliver().await;
@@ -529,7 +568,16 @@ async fn a_deployment_the_indexes_do_not_show_yet_is_dispatched_by_its_message()
 
 #[tokio::test]
 async fn a_queued_deployment_the_index_has_not_caught_up_with_is_still_recovered() {
-    let kit = Kit::new(4).await;
+    recovered_though_the_index_lags(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn on_dynamodb_a_queued_deployment_the_index_has_not_caught_up_with_is_still_recovered() {
+    recovered_though_the_index_lags(Backend::Emulator).await;
+}
+
+async fn recovered_though_the_index_lags(backend: Backend) {
+    let kit = Kit::on(backend, Settings::default()).await;
     let environment = kit.environment("staging").await;
     kit.store.lag();
     let id = kit.deploy(&environment).await;
@@ -672,7 +720,9 @@ impl Kit {
 
     /// Delivers the messages sent so far through a lossy, repeating transport, to a
     /// dispatcher that is sometimes refused a sandbox or dies in the middle of a launch.
-    async fn deliver_with_faults(&self, dice: &mut Dice) {
+    /// `overlapping`: a dispatcher may die mid-request, its request still reaching
+    /// the store while the next one runs.
+    async fn deliver_with_faults(&self, dice: &mut Dice, overlapping: bool) {
         for message in self.queue.take() {
             if dice.chance(5) {
                 continue;
@@ -681,7 +731,7 @@ impl Kit {
                 self.launcher
                     .refuse
                     .store(usize::from(dice.chance(4)), SeqCst);
-                if dice.chance(2) {
+                if overlapping && dice.chance(2) {
                     self.launcher.dies.store(true, SeqCst);
                     let dying = self.platform.dispatch(&message);
                     let _ = tokio::time::timeout(Duration::from_millis(5), dying).await;
@@ -732,6 +782,22 @@ fn serial_of(state: &serde_json::Value) -> u64 {
 
 #[tokio::test]
 async fn chaos_every_deployment_ends_frees_its_environment_and_keeps_state_in_order() {
+    chaos(Backend::Sqlite, 200, 20).await;
+}
+
+#[tokio::test]
+async fn chaos_on_dynamodb_every_deployment_ends_and_frees_its_environment() {
+    chaos(Backend::Emulator, 30, 6).await;
+}
+
+/// `deployments` over `environments` with random faults: lost, repeated and refused
+/// messages and launches, dispatchers dying, sandboxes exiting or going silent, lost
+/// and repeated exit events, lagging indexes, two watchdogs at once. On the emulator,
+/// requests never overlap: its transactions are not isolated from each other (it
+/// copies the table without a lock and answers 500 when two meet; with overlapping
+/// requests the test failed there as it never did on SQLite), which DynamoDB's are.
+async fn chaos(backend: Backend, deployment_count: usize, environment_count: u64) {
+    let overlapping = matches!(backend, Backend::Sqlite);
     let seed = std::env::var("ENVPLANE_CHAOS_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
@@ -743,20 +809,20 @@ async fn chaos_every_deployment_ends_frees_its_environment_and_keeps_state_in_or
     eprintln!("chaos seed {seed}: rerun with ENVPLANE_CHAOS_SEED={seed}");
     let mut dice = Dice(seed);
     // Both ways of handing a slot on: through the queue, and at once in process.
-    let kit = Kit::with_settings(Settings {
+    let settings = Settings {
         max_parallel_deployments: 4,
         start_next_inline: dice.chance(50),
         ..Settings::default()
-    })
-    .await;
+    };
+    let kit = Kit::on(backend, settings).await;
     let mut environments = Vec::new();
-    for n in 0..20 {
+    for n in 0..environment_count {
         environments.push(kit.environment(&format!("env-{n}")).await);
     }
     let mut ids = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..deployment_count {
         kit.queue.lose.store(usize::from(dice.chance(5)), SeqCst);
-        let environment = &environments[dice.below(20) as usize];
+        let environment = &environments[dice.below(environment_count) as usize];
         ids.push(kit.deploy(environment).await);
     }
     kit.queue.lose.store(0, SeqCst);
@@ -770,7 +836,13 @@ async fn chaos_every_deployment_ends_frees_its_environment_and_keeps_state_in_or
             rounds < 5_000,
             "seed {seed}: still not done after {rounds} rounds"
         );
-        kit.deliver_with_faults(&mut dice).await;
+        // Some rounds read indexes from a snapshot taken when the round began.
+        if dice.chance(20) {
+            kit.store.lag();
+        } else {
+            kit.store.catch_up();
+        }
+        kit.deliver_with_faults(&mut dice, overlapping).await;
         for request in kit.launcher.launches() {
             let key = (request.deployment_id.clone(), request.attempt);
             if launched.insert(key) {
@@ -829,9 +901,14 @@ async fn chaos_every_deployment_ends_frees_its_environment_and_keeps_state_in_or
             "seed {seed}: {holders:?}"
         );
         kit.clock.advance(Minutes::seconds(dice.below(200) as i64));
-        let (one, other) = tokio::join!(kit.platform.run_watchdog(), kit.platform.run_watchdog());
-        one.unwrap();
-        other.unwrap();
+        if overlapping {
+            let (one, other) =
+                tokio::join!(kit.platform.run_watchdog(), kit.platform.run_watchdog());
+            one.unwrap();
+            other.unwrap();
+        } else {
+            kit.platform.run_watchdog().await.unwrap();
+        }
     }
 
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
@@ -849,6 +926,7 @@ async fn chaos_every_deployment_ends_frees_its_environment_and_keeps_state_in_or
         }
     }
     // Every environment is free: one more deployment of each runs to its end.
+    kit.store.catch_up();
     kit.launcher.forget_stops();
     let mut after = Vec::new();
     for environment in &environments {

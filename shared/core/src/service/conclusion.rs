@@ -10,7 +10,7 @@ use crate::model::Environment;
 use crate::ports::{DeploymentMessage, IndexQuery, Kind};
 use crate::{Error, Result};
 
-use super::credentials::{EnvironmentLock, RunnerTokenRecord};
+use super::credentials::EnvironmentLock;
 use super::deployments::{message_for, status_index};
 use super::dispatch::SlotChange;
 use super::{decode, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
@@ -56,6 +56,13 @@ const MAX_START_ATTEMPTS: u32 = 3;
 /// its next attempt: 2 s, then 8 s.
 fn start_backoff(failures: u32) -> Duration {
     Duration::from_secs(1 << (2 * failures.clamp(1, 4) - 1))
+}
+
+/// A queued deployment that can take a free slot.
+struct Ready {
+    deployment: Loaded<Deployment>,
+    /// It holds its environment already (approved, waiting for its apply sandbox).
+    holds_lock: bool,
 }
 
 /// What became of a deployment whose sandbox failed to start.
@@ -180,7 +187,7 @@ impl Platform {
         let environment_id = deployment.environment_id.clone();
         let mut ops = vec![loaded.replace_keys(None, status_index(conclusion.status))?];
         for token in self
-            .all::<RunnerTokenRecord>(&org_id, &deployment_id)
+            .attempt_credentials(&org_id, &deployment_id, loaded.value.attempt)
             .await?
         {
             ops.push(token.delete());
@@ -391,7 +398,10 @@ impl Platform {
         deployment.launched_at = None;
         deployment.updated_at = self.now();
         let mut ops = vec![loaded.replace_keys(None, status_index(DeploymentStatus::Queued))?];
-        for token in self.all::<RunnerTokenRecord>(org_id, deployment_id).await? {
+        for token in self
+            .attempt_credentials(org_id, deployment_id, attempt)
+            .await?
+        {
             ops.push(token.delete());
         }
         self.store.commit(ops).await?;
@@ -447,21 +457,26 @@ impl Platform {
         if slots.taken >= self.settings.max_parallel_deployments {
             return Ok(());
         }
-        let Some((org_id, deployment)) = self.oldest_ready(&slots.environments).await? else {
+        let Some(ready) = self.oldest_ready(&slots.environments).await? else {
             return Ok(());
         };
         if self.settings.start_next_inline {
-            self.dispatch_boxed(&message_for(&org_id, &deployment))
+            // What a dispatch of its message would read, this has read already.
+            let take_lock = !ready.holds_lock;
+            self.start_phase_boxed(ready.deployment, take_lock, slots)
                 .await?;
         } else {
-            self.announce(&org_id, &deployment).await;
+            let deployment = &ready.deployment;
+            self.announce(&deployment.stored.org_id, &deployment.value)
+                .await;
         }
         Ok(())
     }
 
     /// The oldest queued deployment whose environment is not `held` (by a running
-    /// deployment, as far as the index shows: any other candidate's lock is read).
-    async fn oldest_ready(&self, held: &HashSet<String>) -> Result<Option<(String, Deployment)>> {
+    /// deployment, as far as the index shows: any other candidate's lock is read), and
+    /// the oldest of its own environment.
+    async fn oldest_ready(&self, held: &HashSet<String>) -> Result<Option<Ready>> {
         // The queued index lists by id, which is creation order: the first deployment
         // seen of an environment is its oldest (or the one holding it, which is older).
         let mut seen_environments = HashSet::new();
@@ -490,9 +505,11 @@ impl Platform {
                 let lock = self
                     .find::<EnvironmentLock>(&stored.org_id, &deployment.environment_id)
                     .await?;
-                if lock.is_some_and(|lock| lock.value.deployment_id != deployment.id) {
-                    continue;
-                }
+                let holds_lock = match lock {
+                    Some(lock) if lock.value.deployment_id != deployment.id => continue,
+                    Some(_) => true,
+                    None => false,
+                };
                 // The index may lag: it may show queued one that started meanwhile.
                 match self
                     .find::<Deployment>(&stored.org_id, &deployment.id)
@@ -502,7 +519,10 @@ impl Platform {
                         if current.value.status == DeploymentStatus::Queued
                             && current.value.start_failures == 0 =>
                     {
-                        return Ok(Some((stored.org_id, current.value)));
+                        return Ok(Some(Ready {
+                            deployment: current,
+                            holds_lock,
+                        }));
                     }
                     _ => continue,
                 }

@@ -10,7 +10,7 @@ use crate::deployment::Deployment;
 use crate::ports::{Kind, WriteOp};
 use crate::Result;
 
-use super::{record, Platform, Stored};
+use super::{record, Loaded, Platform, Stored};
 
 /// Held by one deployment of an environment from its first sandbox to its final status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +122,28 @@ impl Platform {
             started,
             last_heartbeat,
         })
+    }
+}
+
+impl Platform {
+    /// The credentials of the deployment's `attempt`, by point reads: a listing by
+    /// deployment is an index, which may lag and miss one minted a moment ago.
+    pub(super) async fn attempt_credentials(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+    ) -> Result<Vec<Loaded<RunnerTokenRecord>>> {
+        let ids = [
+            launch_token_id(deployment_id, attempt),
+            minted_token_id(deployment_id, attempt, TokenScope::Runner),
+            minted_token_id(deployment_id, attempt, TokenScope::State),
+        ];
+        let mut found = Vec::new();
+        for id in ids {
+            found.extend(self.find::<RunnerTokenRecord>(org_id, &id).await?);
+        }
+        Ok(found)
     }
 }
 

@@ -115,13 +115,15 @@ impl Platform {
         }
     }
 
-    /// Dispatch boxed: handing a slot on may dispatch, and a dispatch hands on the slot
-    /// it leaves free.
-    pub(super) fn dispatch_boxed<'a>(
-        &'a self,
-        message: &'a DeploymentMessage,
-    ) -> Pin<Box<dyn Future<Output = Result<DispatchOutcome>> + Send + 'a>> {
-        Box::pin(self.dispatch(message))
+    /// [`Self::start_phase`] boxed: a start hands on the slot it leaves free, which may
+    /// start another.
+    pub(super) fn start_phase_boxed(
+        &self,
+        loaded: Loaded<Deployment>,
+        take_lock: bool,
+        slots: Slots,
+    ) -> Pin<Box<dyn Future<Output = Result<DispatchOutcome>> + Send + '_>> {
+        Box::pin(self.start_phase(loaded, take_lock, Some(slots)))
     }
 
     /// Commits a new attempt of the deployment's next phase (running, with a fresh
