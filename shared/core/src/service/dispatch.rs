@@ -195,14 +195,16 @@ impl Platform {
             runner_token: token,
             repository: template.repository,
         };
-        match self.launcher.launch(request).await {
+        let taken = SlotChange::Taken {
+            environment_id: &environment.id,
+            before: slots,
+        };
+        // A slot left free is handed on while this sandbox is being set up (its
+        // network takes a while), not after.
+        let (launched, ()) = tokio::join!(self.launcher.launch(request), self.hand_on_slot(taken));
+        match launched {
             Ok(()) => {
                 self.record_launch(&org_id, &deployment_id, attempt).await?;
-                let taken = SlotChange::Taken {
-                    environment_id: &environment.id,
-                    before: slots,
-                };
-                self.hand_on_slot(taken).await;
                 Ok(DispatchOutcome::Launched { deployment_id })
             }
             Err(LaunchError::Transient(reason)) => {
