@@ -32,7 +32,7 @@ fn probe_script(api_port: &str) -> String {
     // The platform's API on the host's loopback, directly and through slirp's gateway.
     urls.push(format!("http://127.0.0.1:{api_port}/health"));
     urls.push(format!("http://10.0.2.2:{api_port}/health"));
-    let mut script = String::from("echo \"uid=$(id -u)\"\n");
+    let mut script = String::from("echo \"uid=$(id -u) niceness=$(nice)\"\n");
     for url in urls {
         script.push_str(&format!(
             "if curl -s -m 10 -o /dev/null {url}; then echo \"reached {url}\"; \
@@ -69,8 +69,8 @@ fn the_sandbox_reaches_the_internet_and_nothing_of_the_host() {
     let logs = server.ok(&["logs", &server.latest(&environment)]);
 
     assert!(
-        logs.contains("uid=65534"),
-        "template code runs unprivileged: {logs}"
+        logs.contains("uid=65534 niceness=10"),
+        "template code runs unprivileged, below the server's priority: {logs}"
     );
     assert!(
         logs.contains(&format!("reached http://{INTERNET}:{PORT}/")),

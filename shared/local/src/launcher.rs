@@ -37,6 +37,10 @@ const SANDBOX_API_SOCKET: &str = "/run/envplane/api.sock";
 const SECCOMP_FDS: [i32; 2] = [10, 11];
 /// How long Terraform gets after SIGINT to leave state and lock clean.
 const STOP_GRACE: Duration = Duration::from_secs(60);
+/// Sandboxes run at a lower priority than the server (and cannot raise it: they hold no
+/// capability), so the server hands slots on and answers runners at once while
+/// Terraform keeps every core busy.
+const SANDBOX_NICENESS: i32 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Isolation {
@@ -200,15 +204,18 @@ impl LocalLauncher {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
-        // SAFETY: setsid, fcntl and dup2 are async-signal-safe. A session of its own: no
-        // controlling terminal (nothing to inject keystrokes into with TIOCSTI), and its
-        // own process group, which `stop` signals as a whole. The seccomp filters' files
+        // SAFETY: setsid, setpriority, fcntl and dup2 are async-signal-safe. A session of
+        // its own: no controlling terminal (nothing to inject keystrokes into with
+        // TIOCSTI), and its own process group, which `stop` signals as a whole. The seccomp filters' files
         // go to SECCOMP_FDS (all copied above them first, so no dup2 overwrites a file
         // not yet moved).
         let seccomp: Vec<i32> = dirs.seccomp.iter().map(|file| file.as_raw_fd()).collect();
         unsafe {
             command.pre_exec(move || {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::setpriority(libc::PRIO_PROCESS as _, 0, SANDBOX_NICENESS) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 let above = SECCOMP_FDS[SECCOMP_FDS.len() - 1] + 1;
                 let mut copies = [-1; SECCOMP_FDS.len()];
                 for (copy, &fd) in copies.iter_mut().zip(&seccomp) {
