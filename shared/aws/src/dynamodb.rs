@@ -868,12 +868,8 @@ impl DynamoDbStore {
                 .send()
                 .await
                 .map(drop)
-                .map_err(|error| match error.as_service_error() {
-                    Some(service) if service.is_conditional_check_failed_exception() => {
-                        StoreError::Conflict
-                    }
-                    _ => sdk_error("PutItem", error),
-                });
+                // `sdk_error` maps a failed condition to a conflict.
+                .map_err(|error| sdk_error("PutItem", error));
         }
         if let Some(delete) = item.delete() {
             return self
@@ -888,12 +884,8 @@ impl DynamoDbStore {
                 .send()
                 .await
                 .map(drop)
-                .map_err(|error| match error.as_service_error() {
-                    Some(service) if service.is_conditional_check_failed_exception() => {
-                        StoreError::Conflict
-                    }
-                    _ => sdk_error("DeleteItem", error),
-                });
+                // `sdk_error` maps a failed condition to a conflict.
+                .map_err(|error| sdk_error("DeleteItem", error));
         }
         Err(StoreError::Backend(
             "a commit writes puts and deletes only".into(),
