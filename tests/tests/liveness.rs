@@ -505,6 +505,64 @@ async fn where_sandboxes_start_in_process_a_freed_slot_starts_its_next_within_th
 }
 
 #[tokio::test]
+async fn where_sandboxes_start_in_process_an_environments_own_next_takes_its_freed_slot() {
+    let kit = Kit::with_settings(Settings {
+        max_parallel_deployments: 1,
+        start_next_inline: true,
+        ..Settings::default()
+    })
+    .await;
+    let (a, b) = (kit.environment("a").await, kit.environment("b").await);
+    let first = kit.deploy(&a).await;
+    let second = kit.deploy(&a).await;
+    let later = kit.deploy(&b).await;
+    kit.deliver().await;
+    let runner = kit.start_runner(&first).await;
+    // The oldest ready is the ending's own environment's next: it waits for the ending
+    // to release the environment, then takes the slot all the same.
+    kit.finish(&runner, PhaseResult::Succeeded).await;
+    assert_eq!(
+        kit.deployment(&second).await.status,
+        DeploymentStatus::Running
+    );
+    assert_eq!(
+        kit.deployment(&later).await.status,
+        DeploymentStatus::Queued
+    );
+}
+
+#[tokio::test]
+async fn where_sandboxes_start_in_process_an_ending_hands_its_slot_on_in_its_own_commit() {
+    let kit = Kit::with_settings(Settings {
+        max_parallel_deployments: 1,
+        start_next_inline: true,
+        ..Settings::default()
+    })
+    .await;
+    let (a, b) = (kit.environment("a").await, kit.environment("b").await);
+    let first = kit.deploy(&a).await;
+    let waiting = kit.deploy(&b).await;
+    assert_eq!(
+        kit.deliver().await,
+        [
+            DispatchOutcome::Launched {
+                deployment_id: first.clone()
+            },
+            DispatchOutcome::AtCapacity
+        ]
+    );
+    let runner = kit.start_runner(&first).await;
+    // After its commit, the running index would still show the ending deployment and
+    // the slot taken; within the commit, the ending counts as gone.
+    kit.store.lag();
+    kit.finish(&runner, PhaseResult::Succeeded).await;
+    assert_eq!(
+        kit.deployment(&waiting).await.status,
+        DeploymentStatus::Running
+    );
+}
+
+#[tokio::test]
 async fn two_slots_freed_together_find_two_deployments() {
     let kit = Kit::new(2).await;
     let mut environments = Vec::new();
@@ -516,8 +574,9 @@ async fn two_slots_freed_together_find_two_deployments() {
         ids.push(kit.deploy(environment).await);
     }
     kit.deliver().await;
-    // a's start named b for the second slot: b had started already, by its own message.
-    assert_eq!(kit.deliver().await, [DispatchOutcome::Skipped]);
+    // Where starts go through the queue, a start names nobody for a slot left free:
+    // the deployments queued with it have their own messages.
+    assert!(kit.deliver().await.is_empty());
     let (a, b) = (
         kit.start_runner(&ids[0]).await,
         kit.start_runner(&ids[1]).await,
@@ -528,8 +587,16 @@ async fn two_slots_freed_together_find_two_deployments() {
     let x = message_of(&kit, &environments[2], &ids[2]);
     let sent: Vec<_> = kit.queue.sent().into_iter().map(|(m, _)| m).collect();
     assert_eq!(sent, [x.clone(), x]);
-    kit.deliver().await;
-    // Its start named the next for the other free slot.
+    // The second finds x started by the first and names the next for the other slot.
+    assert_eq!(
+        kit.deliver().await,
+        [
+            DispatchOutcome::Launched {
+                deployment_id: ids[2].clone()
+            },
+            DispatchOutcome::Skipped
+        ]
+    );
     kit.deliver().await;
     for id in &ids[2..] {
         assert_eq!(kit.deployment(id).await.status, DeploymentStatus::Running);

@@ -5,14 +5,16 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::model::Environment;
-use crate::ports::{DeploymentMessage, IndexQuery, Kind};
+use crate::ports::{DeploymentMessage, IndexQuery, Kind, WriteOp};
 use crate::{Error, Result};
 
 use super::credentials::EnvironmentLock;
 use super::deployments::{message_for, status_index};
-use super::dispatch::SlotChange;
+use super::dispatch::{SlotChange, Slots, Start};
 use super::{decode, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
 /// Queued deployments read per page while looking for the oldest that can start.
@@ -127,8 +129,8 @@ impl Platform {
 
     /// Moves a deployment to a final status (or to waiting for approval), releasing
     /// what it held: its runner tokens always; its environment lock and Terraform state
-    /// lock when it ends. Then its sandbox slot goes to the oldest deployment that can
-    /// use it.
+    /// lock when it ends. Its sandbox slot goes to the oldest deployment that can use
+    /// it: in the same commit where this process launches sandboxes, else right after.
     pub(super) async fn conclude(
         &self,
         loaded: Loaded<Deployment>,
@@ -139,39 +141,107 @@ impl Platform {
         let (org_id, id) = (loaded.stored.org_id.clone(), loaded.stored.id.clone());
         // The first try uses what the caller read; a conflict reads it again.
         let mut given = Some(loaded);
-        let deployment = retrying_conflicts("the deployment kept changing; try again", || {
-            let given = given.take();
-            let (org_id, id) = (&org_id, &id);
-            let (reason, outputs) = (reason.clone(), outputs.clone());
-            async move {
-                let mut loaded = match given {
-                    Some(loaded) => loaded,
-                    None => self.load::<Deployment>(org_id, id).await?,
-                };
-                let conclusion = Conclusion::for_deployment(&loaded.value, status, reason, outputs);
-                if !loaded.value.status.can_become(conclusion.status) {
-                    return Err(Error::conflict(format!(
-                        "the deployment is {} and cannot become {}",
-                        loaded.value.status.as_str(),
-                        conclusion.status.as_str()
-                    )));
+        let (deployment, next) =
+            retrying_conflicts("the deployment kept changing; try again", || {
+                let given = given.take();
+                let (org_id, id) = (&org_id, &id);
+                let (reason, outputs) = (reason.clone(), outputs.clone());
+                async move {
+                    let mut loaded = match given {
+                        Some(loaded) => loaded,
+                        None => self.load::<Deployment>(org_id, id).await?,
+                    };
+                    let conclusion =
+                        Conclusion::for_deployment(&loaded.value, status, reason, outputs);
+                    if !loaded.value.status.can_become(conclusion.status) {
+                        return Err(Error::conflict(format!(
+                            "the deployment is {} and cannot become {}",
+                            loaded.value.status.as_str(),
+                            conclusion.status.as_str()
+                        )));
+                    }
+                    let now = self.now();
+                    let mut next = self.start_in_freed_slot(&loaded.value, status, now).await;
+                    let next_ops = next
+                        .as_mut()
+                        .map(|(start, _)| std::mem::take(&mut start.ops));
+                    self.try_conclude(&mut loaded, &conclusion, now, next_ops.unwrap_or_default())
+                        .await?;
+                    Ok((loaded.value, next))
                 }
-                self.try_conclude(&mut loaded, &conclusion).await?;
-                Ok(loaded.value)
+            })
+            .await?;
+        match next {
+            Some((start, slots)) => {
+                if let Err(error) = self.launch_started_boxed(start.launch, Some(slots)).await {
+                    tracing::error!(%error, "launching the sandbox of the deployment that took the freed slot failed");
+                }
             }
-        })
-        .await?;
-        self.hand_on_slot(SlotChange::Freed).await;
+            None => self.hand_on_slot(SlotChange::Freed).await,
+        }
         Ok(deployment)
     }
 
+    /// Where sandboxes start in this process, the slot a running deployment's ending
+    /// frees goes to the oldest ready deployment in the ending's own commit, so no
+    /// moment passes with the slot free. `None`: the slot is handed on after the commit
+    /// (elsewhere only the deployer launches sandboxes; or the oldest ready deployment
+    /// is the ending's own environment's next, which waits for the lock to go first).
+    async fn start_in_freed_slot(
+        &self,
+        ending: &Deployment,
+        status: DeploymentStatus,
+        now: DateTime<Utc>,
+    ) -> Option<(Start, Slots)> {
+        if !self.settings.start_next_inline || ending.status != DeploymentStatus::Running {
+            return None;
+        }
+        match self.try_start_in_freed_slot(ending, status, now).await {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(%error, "finding the deployment to take the freed slot failed");
+                None
+            }
+        }
+    }
+
+    async fn try_start_in_freed_slot(
+        &self,
+        ending: &Deployment,
+        status: DeploymentStatus,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Start, Slots)>> {
+        let mut slots = self.slots(Some(&ending.id)).await?;
+        // Waiting for approval, it keeps its environment.
+        let released = status.is_final().then_some(ending.id.as_str());
+        if released.is_none() {
+            slots.environments.insert(ending.environment_id.clone());
+        }
+        if slots.taken >= self.settings.max_parallel_deployments {
+            return Ok(None);
+        }
+        let Some(ready) = self.oldest_ready(&slots.environments, released).await? else {
+            return Ok(None);
+        };
+        if ready.deployment.value.environment_id == ending.environment_id {
+            return Ok(None);
+        }
+        let start = self
+            .prepare_start(ready.deployment, !ready.holds_lock, now)
+            .await?;
+        Ok(Some((start, slots)))
+    }
+
+    /// Commits the conclusion at `now`, with `also` (the start of the deployment that
+    /// takes the freed slot, if one does).
     async fn try_conclude(
         &self,
         loaded: &mut Loaded<Deployment>,
         conclusion: &Conclusion,
+        now: DateTime<Utc>,
+        also: Vec<WriteOp>,
     ) -> Result<()> {
         let org_id = loaded.stored.org_id.clone();
-        let now = self.now();
         let deployment = &mut loaded.value;
         deployment.status = conclusion.status;
         deployment.updated_at = now;
@@ -216,6 +286,7 @@ impl Platform {
                 }
             }
         }
+        ops.extend(also);
         Ok(self.store.commit(ops).await?)
     }
 
@@ -418,10 +489,11 @@ impl Platform {
 
     /// Hands a sandbox slot on: if one is free, dispatches the oldest deployment, across
     /// all environments, that can use it (through the queue, or at once where this
-    /// process launches sandboxes). Called when a phase ends (it freed a slot) and when
-    /// a phase starts (a slot another ending freed may still be free: two endings close
-    /// together both name the same oldest deployment, and its start names the next).
-    /// So every free slot finds its deployment, one at a time. A failure is logged:
+    /// process launches sandboxes). Called when a phase ends (it freed a slot), when a
+    /// dispatch finds its deployment started by another (two endings close together
+    /// named the same one), and where this process launches sandboxes when a phase
+    /// starts (a slot may still be free). So every free slot finds its deployment, one
+    /// at a time. A failure is logged:
     /// what ended stays ended, and the watchdog sends a lost deployment's message again.
     pub(super) async fn hand_on_slot(&self, change: SlotChange<'_>) {
         if let Err(error) = self.start_oldest_ready(change).await {
@@ -434,7 +506,7 @@ impl Platform {
     /// message instead.
     async fn start_oldest_ready(&self, change: SlotChange<'_>) -> Result<()> {
         let slots = match change {
-            SlotChange::Freed => self.slots().await?,
+            SlotChange::Freed => self.slots(None).await?,
             // Counted before this start: one more is taken now.
             SlotChange::Taken {
                 environment_id,
@@ -449,7 +521,7 @@ impl Platform {
                 environment_id,
                 before: None,
             } => {
-                let mut slots = self.slots().await?;
+                let mut slots = self.slots(None).await?;
                 slots.environments.insert(environment_id.to_string());
                 slots
             }
@@ -457,7 +529,7 @@ impl Platform {
         if slots.taken >= self.settings.max_parallel_deployments {
             return Ok(());
         }
-        let Some(ready) = self.oldest_ready(&slots.environments).await? else {
+        let Some(ready) = self.oldest_ready(&slots.environments, None).await? else {
             return Ok(());
         };
         if self.settings.start_next_inline {
@@ -474,9 +546,14 @@ impl Platform {
     }
 
     /// The oldest queued deployment whose environment is not `held` (by a running
-    /// deployment, as far as the index shows: any other candidate's lock is read), and
-    /// the oldest of its own environment.
-    async fn oldest_ready(&self, held: &HashSet<String>) -> Result<Option<Ready>> {
+    /// deployment, as far as the index shows: any other candidate's lock is read, and
+    /// counts as free if the `released` deployment holds it), and the oldest of its own
+    /// environment.
+    async fn oldest_ready(
+        &self,
+        held: &HashSet<String>,
+        released: Option<&str>,
+    ) -> Result<Option<Ready>> {
         // The queued index lists by id, which is creation order: the first deployment
         // seen of an environment is its oldest (or the one holding it, which is older).
         let mut seen_environments = HashSet::new();
@@ -506,9 +583,9 @@ impl Platform {
                     .find::<EnvironmentLock>(&stored.org_id, &deployment.environment_id)
                     .await?;
                 let holds_lock = match lock {
-                    Some(lock) if lock.value.deployment_id != deployment.id => continue,
-                    Some(_) => true,
-                    None => false,
+                    Some(lock) if lock.value.deployment_id == deployment.id => true,
+                    Some(lock) if Some(lock.value.deployment_id.as_str()) != released => continue,
+                    _ => false,
                 };
                 // The index may lag: it may show queued one that started meanwhile.
                 match self

@@ -6,9 +6,11 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
+use chrono::{DateTime, Utc};
+
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::model::{Environment, Template};
-use crate::ports::{DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest};
+use crate::ports::{DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest, WriteOp};
 use crate::Result;
 
 use super::credentials::{launch_token, EnvironmentLock};
@@ -34,6 +36,19 @@ pub(super) enum SlotChange<'a> {
         environment_id: &'a str,
         before: Option<Slots>,
     },
+}
+
+/// A start of a deployment's phase, prepared: what to commit, then what to launch.
+pub(super) struct Start {
+    pub ops: Vec<WriteOp>,
+    pub launch: Launch,
+}
+
+/// The sandbox of a committed start, to launch.
+pub(super) struct Launch {
+    request: LaunchRequest,
+    /// The deployment as the start's commit left it.
+    started: Loaded<Deployment>,
 }
 
 /// What a dispatch did with a message.
@@ -82,17 +97,17 @@ impl Platform {
             }
             Some(_) => DispatchOutcome::Waiting,
             None => {
-                let slots = self.slots().await?;
+                let slots = self.slots(None).await?;
                 if slots.taken >= self.settings.max_parallel_deployments {
                     DispatchOutcome::AtCapacity
                 } else {
                     // The listing by environment is an index and may not show the
                     // message's own deployment yet: read consistently, it stands in for
                     // the oldest unless the listing shows an older one.
-                    let oldest = match self.oldest_queued(org_id, &environment_id).await? {
-                        Some(oldest) if oldest.value.id < deployment.value.id => oldest,
-                        _ => deployment,
-                    };
+                    let oldest = self
+                        .older_queued(org_id, &environment_id, &deployment.value.id)
+                        .await?
+                        .unwrap_or(deployment);
                     return self.start_phase(oldest, true, Some(slots)).await;
                 }
             }
@@ -126,17 +141,38 @@ impl Platform {
         Box::pin(self.start_phase(loaded, take_lock, Some(slots)))
     }
 
-    /// Commits a new attempt of the deployment's next phase (running, with a fresh
-    /// launch credential, taking the environment's lock if asked), then launches its
-    /// sandbox. Each attempt is its own sandbox and credential: the launcher makes
-    /// launching one attempt twice start one sandbox. `slots` is who held the slots
-    /// when the dispatch counted them, if it did.
+    /// Commits a new attempt of the deployment's next phase, then launches its sandbox.
+    /// `slots` is who held the slots when the dispatch counted them, if it did.
     async fn start_phase(
         &self,
-        mut loaded: Loaded<Deployment>,
+        loaded: Loaded<Deployment>,
         take_lock: bool,
         slots: Option<Slots>,
     ) -> Result<DispatchOutcome> {
+        let start = self.prepare_start(loaded, take_lock, self.now()).await?;
+        if let Err(error) = self.store.commit(start.ops).await {
+            return match error {
+                // Another dispatcher started it, or took the environment first.
+                crate::ports::StoreError::Conflict => {
+                    self.lost_to_another_start().await;
+                    Ok(DispatchOutcome::Waiting)
+                }
+                other => Err(other.into()),
+            };
+        }
+        self.launch_started(start.launch, slots).await
+    }
+
+    /// What starting a new attempt of the deployment's next phase writes (running, with
+    /// a fresh launch credential, taking the environment's lock if asked), and what to
+    /// launch once that is committed. Each attempt is its own sandbox and credential:
+    /// the launcher makes launching one attempt twice start one sandbox.
+    pub(super) async fn prepare_start(
+        &self,
+        mut loaded: Loaded<Deployment>,
+        take_lock: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Start> {
         let org_id = loaded.stored.org_id.clone();
         let environment = self
             .load::<Environment>(&org_id, &loaded.value.environment_id)
@@ -146,7 +182,6 @@ impl Platform {
             .load::<Template>(&org_id, &environment.template_id)
             .await?
             .value;
-        let now = self.now();
         let deployment = &mut loaded.value;
         deployment.status = DeploymentStatus::Running;
         deployment.attempt += 1;
@@ -160,16 +195,15 @@ impl Platform {
             deployment.reason = None;
         }
         let (token, token_insert) = launch_token(&org_id, deployment, now)?;
-        let mut ops = vec![
-            loaded.replace_keys(None, status_index(DeploymentStatus::Running))?,
-            token_insert,
-        ];
+        let (replace, started) =
+            loaded.replace_keys_then(None, status_index(DeploymentStatus::Running))?;
+        let mut ops = vec![replace, token_insert];
         if take_lock {
             let lock = EnvironmentLock {
-                deployment_id: loaded.value.id.clone(),
+                deployment_id: started.value.id.clone(),
                 acquired_at: now,
             };
-            ops.push(crate::ports::WriteOp::Insert(record(
+            ops.push(WriteOp::Insert(record(
                 &org_id,
                 &environment.id,
                 None,
@@ -177,34 +211,59 @@ impl Platform {
                 &lock,
             )?));
         }
-        if let Err(error) = self.store.commit(ops).await {
-            return match error {
-                // Another dispatcher started it, or took the environment first.
-                crate::ports::StoreError::Conflict => {
-                    self.lost_to_another_start().await;
-                    Ok(DispatchOutcome::Waiting)
-                }
-                other => Err(other.into()),
-            };
-        }
-        let (deployment_id, attempt) = (loaded.value.id.clone(), loaded.value.attempt);
         let request = LaunchRequest {
-            org_id: org_id.clone(),
-            deployment_id: deployment_id.clone(),
-            attempt,
+            org_id,
+            deployment_id: started.value.id.clone(),
+            attempt: started.value.attempt,
             runner_token: token,
             repository: template.repository,
         };
+        Ok(Start {
+            ops,
+            launch: Launch { request, started },
+        })
+    }
+
+    /// [`Self::launch_started`] boxed: a failed launch concludes the deployment, whose
+    /// conclusion may start and launch another.
+    pub(super) fn launch_started_boxed(
+        &self,
+        launch: Launch,
+        slots: Option<Slots>,
+    ) -> Pin<Box<dyn Future<Output = Result<DispatchOutcome>> + Send + '_>> {
+        Box::pin(self.launch_started(launch, slots))
+    }
+
+    /// Launches the sandbox of an attempt whose start is committed. A slot left free is
+    /// handed on while the sandbox is being set up (its network takes a while), not
+    /// after.
+    async fn launch_started(
+        &self,
+        launch: Launch,
+        slots: Option<Slots>,
+    ) -> Result<DispatchOutcome> {
+        let Launch { request, started } = launch;
+        let (org_id, deployment_id, attempt) = (
+            request.org_id.clone(),
+            request.deployment_id.clone(),
+            request.attempt,
+        );
         let taken = SlotChange::Taken {
-            environment_id: &environment.id,
+            environment_id: &started.value.environment_id,
             before: slots,
         };
-        // A slot left free is handed on while this sandbox is being set up (its
-        // network takes a while), not after.
-        let (launched, ()) = tokio::join!(self.launcher.launch(request), self.hand_on_slot(taken));
+        let hand_on = async {
+            // Where starts go through the queue, the deployment this would name has its
+            // own message on the way (many were queued at once), or is named again by
+            // the dispatch that finds the deployment it came for started by another.
+            if self.settings.start_next_inline {
+                self.hand_on_slot(taken).await;
+            }
+        };
+        let (launched, ()) = tokio::join!(self.launcher.launch(request), hand_on);
         match launched {
             Ok(()) => {
-                self.record_launch(&org_id, &deployment_id, attempt).await?;
+                self.record_launch(started).await?;
                 Ok(DispatchOutcome::Launched { deployment_id })
             }
             Err(LaunchError::Transient(reason)) => {
@@ -228,55 +287,77 @@ impl Platform {
         self.hand_on_slot(SlotChange::Freed).await;
     }
 
-    /// Records that the launcher accepted the sandbox of `attempt`. If the deployment
-    /// moved on meanwhile (the watchdog started another attempt, a cancel ended it),
-    /// that sandbox is not wanted and is stopped.
-    async fn record_launch(&self, org_id: &str, deployment_id: &str, attempt: u32) -> Result<()> {
-        let recorded = retrying_conflicts("the deployment kept changing; try again", || async {
-            let mut loaded = self.load::<Deployment>(org_id, deployment_id).await?;
-            if !loaded.value.runs_attempt(attempt) {
-                return Ok(false);
+    /// Records that the launcher accepted the sandbox of the attempt `started` is in.
+    /// If the deployment moved on meanwhile (the watchdog started another attempt, a
+    /// cancel ended it), that sandbox is not wanted and is stopped.
+    async fn record_launch(&self, started: Loaded<Deployment>) -> Result<()> {
+        let (org_id, id) = (started.stored.org_id.clone(), started.stored.id.clone());
+        let attempt = started.value.attempt;
+        // The first try uses the deployment as the start left it; a conflict reads it.
+        let mut given = Some(started);
+        let recorded = retrying_conflicts("the deployment kept changing; try again", || {
+            let given = given.take();
+            let (org_id, id) = (&org_id, &id);
+            async move {
+                let mut loaded = match given {
+                    Some(loaded) => loaded,
+                    None => self.load::<Deployment>(org_id, id).await?,
+                };
+                if !loaded.value.runs_attempt(attempt) {
+                    return Ok(false);
+                }
+                loaded.value.launched_at = Some(self.now());
+                self.store.commit(vec![loaded.replace()?]).await?;
+                Ok(true)
             }
-            loaded.value.launched_at = Some(self.now());
-            self.store.commit(vec![loaded.replace()?]).await?;
-            Ok(true)
         })
         .await?;
         if !recorded {
-            self.stop_quietly(org_id, deployment_id, attempt).await;
+            self.stop_quietly(&org_id, &id, attempt).await;
         }
         Ok(())
     }
 
-    /// Who holds the sandbox slots: the running deployments, as many as there are
-    /// slots at most (past that, the slots are full whatever the rest are).
-    pub(super) async fn slots(&self) -> Result<Slots> {
+    /// Who holds the sandbox slots: the running deployments but `ending` (which is
+    /// freeing its slot), as many as there are slots at most (past that, the slots are
+    /// full whatever the rest are).
+    pub(super) async fn slots(&self, ending: Option<&str>) -> Result<Slots> {
+        let limit = self.settings.max_parallel_deployments.max(1);
         let page = self
             .store
             .list_indexed(IndexQuery {
                 kind: Kind::Deployment,
                 index_key: DeploymentStatus::Running.as_str().to_string(),
                 after: None,
-                limit: self.settings.max_parallel_deployments.max(1),
+                limit: limit + 1,
             })
             .await?;
         let mut slots = Slots {
-            taken: page.items.len(),
+            taken: 0,
             environments: HashSet::new(),
         };
-        for stored in &page.items {
+        for stored in page
+            .items
+            .iter()
+            .filter(|stored| Some(stored.id.as_str()) != ending)
+        {
             let deployment: Deployment = decode(stored)?;
             slots.environments.insert(deployment.environment_id);
+            slots.taken += 1;
+            if slots.taken == limit {
+                break;
+            }
         }
         Ok(slots)
     }
 
-    /// The environment's oldest queued deployment, as far as the listing (an index)
-    /// shows: environments deploy first in, first out.
-    pub(super) async fn oldest_queued(
+    /// The environment's oldest queued deployment created before `than`, as far as the
+    /// listing (an index) shows: environments deploy first in, first out.
+    pub(super) async fn older_queued(
         &self,
         org_id: &str,
         environment_id: &str,
+        than: &str,
     ) -> Result<Option<Loaded<Deployment>>> {
         let mut page = PageRequest {
             cursor: None,
@@ -287,6 +368,10 @@ impl Platform {
                 .page_loaded::<Deployment>(org_id, Some(environment_id), &page, false)
                 .await?;
             for listed in items {
+                // Oldest first: what follows is not older.
+                if listed.value.id.as_str() >= than {
+                    return Ok(None);
+                }
                 if listed.value.status != DeploymentStatus::Queued {
                     continue;
                 }

@@ -158,6 +158,29 @@ impl<T: Stored> Loaded<T> {
         unique_key: Option<String>,
         index_key: Option<String>,
     ) -> Result<WriteOp> {
+        Ok(WriteOp::Replace {
+            record: self.replacement(unique_key, index_key)?,
+            expected_version: self.stored.version,
+        })
+    }
+
+    /// [`Self::replace_keys`], and the object as it reads once that is committed (so a
+    /// later change need not read it again).
+    fn replace_keys_then(
+        mut self,
+        unique_key: Option<String>,
+        index_key: Option<String>,
+    ) -> Result<(WriteOp, Self)> {
+        let replacement = self.replacement(unique_key, index_key)?;
+        let op = WriteOp::Replace {
+            record: replacement.clone(),
+            expected_version: self.stored.version,
+        };
+        self.stored = replacement;
+        Ok((op, self))
+    }
+
+    fn replacement(&self, unique_key: Option<String>, index_key: Option<String>) -> Result<Record> {
         let mut replacement = record(
             &self.stored.org_id,
             &self.stored.id,
@@ -167,10 +190,7 @@ impl<T: Stored> Loaded<T> {
         )?;
         replacement.index_key = index_key;
         replacement.version = self.stored.version + 1;
-        Ok(WriteOp::Replace {
-            record: replacement,
-            expected_version: self.stored.version,
-        })
+        Ok(replacement)
     }
 
     /// Deletes the stored object, if nobody changed it since it was read.

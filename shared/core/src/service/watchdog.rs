@@ -55,7 +55,7 @@ impl Platform {
     /// reason. Only as many as there are free slots, oldest first: the others could not
     /// start anyway. Returns (resent, failed).
     async fn recover_lost_messages(&self) -> Result<(usize, usize)> {
-        let running = self.slots().await?.taken;
+        let running = self.slots(None).await?.taken;
         let mut free = self
             .settings
             .max_parallel_deployments
@@ -110,9 +110,9 @@ impl Platform {
             Some(lock) => lock.value.deployment_id == deployment.id,
             // The listing may not show it yet; it is the oldest unless an older shows.
             None => self
-                .oldest_queued(org_id, &deployment.environment_id)
+                .older_queued(org_id, &deployment.environment_id, &deployment.id)
                 .await?
-                .is_none_or(|oldest| oldest.value.id >= deployment.id),
+                .is_none(),
         })
     }
 
