@@ -32,13 +32,18 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
-    SseSpecification, SseType, TransactWriteItem,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ScalarAttributeType, SseSpecification, SseType, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
-use envplane_core::ports::{IndexQuery, Kind, ListQuery, Page, Record, Store, StoreError, WriteOp};
+use envplane_core::ports::{
+    IndexQuery, Kind, ListQuery, Page, Record, RecordKey, Store, StoreError, WriteOp, MAX_GET_MANY,
+};
 
 use crate::lazy::LazyClient;
+
+/// How often a BatchGetItem's unprocessed keys are asked again before giving up.
+const UNPROCESSED_RETRIES: u32 = 8;
 
 const PK: &str = "PK";
 const SK: &str = "SK";
@@ -679,6 +684,31 @@ impl Store for DynamoDbStore {
         Ok(Some(record))
     }
 
+    async fn get_many(&self, keys: &[RecordKey<'_>]) -> Result<Vec<Option<Record>>, StoreError> {
+        let mut wanted: Vec<ItemKey> = keys
+            .iter()
+            .map(|key| record_key(key.kind, key.org_id, key.id))
+            .collect();
+        // BatchGetItem refuses a key asked twice.
+        wanted.sort();
+        wanted.dedup();
+        let mut found = HashMap::new();
+        for chunk in wanted.chunks(MAX_GET_MANY) {
+            self.batch_get(chunk, &mut found).await?;
+        }
+        keys.iter()
+            .map(|key| {
+                let Some(record) = found.get(&record_key(key.kind, key.org_id, key.id)) else {
+                    return Ok(None);
+                };
+                if record.kind != key.kind || record.org_id != key.org_id || record.id != key.id {
+                    return Err(corrupt("does not match its key"));
+                }
+                Ok(Some(record.clone()))
+            })
+            .collect()
+    }
+
     async fn find_unique(
         &self,
         kind: Kind,
@@ -852,6 +882,53 @@ impl Store for DynamoDbStore {
 }
 
 impl DynamoDbStore {
+    /// One BatchGetItem of at most 100 distinct keys, consistent, into `found` by key;
+    /// the keys DynamoDB leaves unprocessed (throttling) are asked again after a pause.
+    async fn batch_get(
+        &self,
+        keys: &[ItemKey],
+        found: &mut HashMap<ItemKey, Record>,
+    ) -> Result<(), StoreError> {
+        let mut pending: Vec<Item> = keys.iter().map(key_item).collect();
+        for attempt in 0..UNPROCESSED_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(pending))
+                .consistent_read(true)
+                .build()
+                .map_err(build_error)?;
+            let output = self
+                .client
+                .get()
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| sdk_error("BatchGetItem", e))?;
+            let items = output
+                .responses
+                .and_then(|mut responses| responses.remove(&self.table))
+                .unwrap_or_default();
+            for item in &items {
+                let key = (string(item, PK)?.to_string(), string(item, SK)?.to_string());
+                found.insert(key, record_from_item(item)?);
+            }
+            pending = output
+                .unprocessed_keys
+                .and_then(|mut unprocessed| unprocessed.remove(&self.table))
+                .map(|keys| keys.keys)
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Backend(
+            "DynamoDB BatchGetItem left keys unprocessed after retries".into(),
+        ))
+    }
+
     /// A commit that writes one item needs no transaction: a conditional PutItem or
     /// DeleteItem is as atomic, costs half the write capacity and answers sooner.
     async fn write_one(&self, item: &TransactWriteItem) -> Result<(), StoreError> {

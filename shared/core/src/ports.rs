@@ -150,10 +150,30 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Where one record is: what [`Store::get`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordKey<'a> {
+    pub kind: Kind,
+    pub org_id: &'a str,
+    pub id: &'a str,
+}
+
+/// The most keys one [`Store::get_many`] takes.
+pub const MAX_GET_MANY: usize = 100;
+
 /// Durable storage of records, scoped by organization.
 #[async_trait]
 pub trait Store: Send + Sync {
     async fn get(&self, kind: Kind, org_id: &str, id: &str) -> Result<Option<Record>, StoreError>;
+    /// Point reads of up to [`MAX_GET_MANY`] records, each as current as a `get`, in
+    /// the order of `keys`: one round trip where the backend can.
+    async fn get_many(&self, keys: &[RecordKey<'_>]) -> Result<Vec<Option<Record>>, StoreError> {
+        let mut records = Vec::with_capacity(keys.len());
+        for key in keys {
+            records.push(self.get(key.kind, key.org_id, key.id).await?);
+        }
+        Ok(records)
+    }
     async fn find_unique(&self, kind: Kind, unique_key: &str)
         -> Result<Option<Record>, StoreError>;
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError>;

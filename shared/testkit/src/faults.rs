@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use envplane_core::ports::{
     Clock, DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest, Launcher, ListQuery,
-    Page, Queue, QueueError, Record, Store, StoreError, WriteOp,
+    Page, Queue, QueueError, Record, RecordKey, Store, StoreError, WriteOp,
 };
 use envplane_core::secrecy::SecretString;
 
@@ -180,6 +180,10 @@ where
 impl Store for LaggingStore {
     async fn get(&self, kind: Kind, org_id: &str, id: &str) -> Result<Option<Record>, StoreError> {
         self.inner.get(kind, org_id, id).await
+    }
+
+    async fn get_many(&self, keys: &[RecordKey<'_>]) -> Result<Vec<Option<Record>>, StoreError> {
+        self.inner.get_many(keys).await
     }
 
     async fn find_unique(&self, kind: Kind, key: &str) -> Result<Option<Record>, StoreError> {

@@ -1,7 +1,9 @@
 //! What every Store adapter must do: conditional writes, unique keys, atomic commits,
 //! organization scoping and ordered, resumable listings.
 
-use envplane_core::ports::{IndexQuery, Kind, ListQuery, Record, Store, StoreError, WriteOp};
+use envplane_core::ports::{
+    IndexQuery, Kind, ListQuery, Record, RecordKey, Store, StoreError, WriteOp,
+};
 use futures::FutureExt;
 use serde_json::json;
 
@@ -41,6 +43,53 @@ pub async fn conformance(store: &dyn Store) {
     organizations_are_isolated(store).await;
     listings_are_ordered_and_resumable(store).await;
     the_index_spans_organizations(store).await;
+    many_records_are_read_at_once_in_the_order_asked(store).await;
+}
+
+async fn many_records_are_read_at_once_in_the_order_asked(store: &dyn Store) {
+    let (first, second) = (
+        record("org_m", "m_1", None, None),
+        record("org_m", "m_2", None, None),
+    );
+    let other_org = record("org_n", "m_1", None, None);
+    store
+        .commit(vec![
+            WriteOp::Insert(first.clone()),
+            WriteOp::Insert(second.clone()),
+            WriteOp::Insert(other_org.clone()),
+        ])
+        .await
+        .unwrap();
+    let key = |org_id, id| RecordKey {
+        kind: Kind::Project,
+        org_id,
+        id,
+    };
+    let wrong_kind = RecordKey {
+        kind: Kind::Template,
+        ..key("org_m", "m_1")
+    };
+    let keys = [
+        key("org_m", "m_2"),
+        key("org_m", "missing"),
+        wrong_kind,
+        key("org_n", "m_1"),
+        key("org_m", "m_1"),
+        key("org_m", "m_2"),
+    ];
+    let found = store.get_many(&keys).await.unwrap();
+    assert_eq!(
+        found,
+        [
+            Some(second.clone()),
+            None,
+            None,
+            Some(other_org),
+            Some(first),
+            Some(second)
+        ]
+    );
+    assert!(store.get_many(&[]).await.unwrap().is_empty());
 }
 
 async fn inserts_never_overwrite(store: &dyn Store) {

@@ -12,10 +12,11 @@ use crate::model::Environment;
 use crate::ports::{DeploymentMessage, IndexQuery, Kind, WriteOp};
 use crate::{Error, Result};
 
-use super::credentials::EnvironmentLock;
+use super::credentials::{attempt_credential_ids, EnvironmentLock, RunnerTokenRecord};
 use super::deployments::{message_for, status_index};
 use super::dispatch::{SlotChange, Slots, Start};
-use super::{decode, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
+use super::state::{state_lock_release, StateLock};
+use super::{decode, key_of, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
 /// Queued deployments read per page while looking for the oldest that can start.
 const READY_SCAN_PAGE: usize = 50;
@@ -256,25 +257,32 @@ impl Platform {
         let deployment_id = deployment.id.clone();
         let environment_id = deployment.environment_id.clone();
         let mut ops = vec![loaded.replace_keys(None, status_index(conclusion.status))?];
-        for token in self
-            .attempt_credentials(&org_id, &deployment_id, loaded.value.attempt)
-            .await?
-        {
-            ops.push(token.delete());
+        // What the phase holds, in one round trip.
+        let [launch, runner, state] = attempt_credential_ids(&deployment_id, loaded.value.attempt);
+        let [launch, runner, state, lock, state_lock] = self
+            .get_records([
+                key_of::<RunnerTokenRecord>(&org_id, &launch),
+                key_of::<RunnerTokenRecord>(&org_id, &runner),
+                key_of::<RunnerTokenRecord>(&org_id, &state),
+                key_of::<EnvironmentLock>(&org_id, &environment_id),
+                key_of::<StateLock>(&org_id, &environment_id),
+            ])
+            .await?;
+        for token in [launch, runner, state] {
+            if let Some(token) = Loaded::<RunnerTokenRecord>::found(token)? {
+                ops.push(token.delete());
+            }
         }
         if conclusion.status.is_final() {
-            if let Some(lock) = self
-                .find::<EnvironmentLock>(&org_id, &environment_id)
-                .await?
-            {
+            if let Some(lock) = Loaded::<EnvironmentLock>::found(lock)? {
                 if lock.value.deployment_id == deployment_id {
                     ops.push(lock.delete());
                 }
             }
-            ops.extend(
-                self.state_lock_release(&org_id, &environment_id, &deployment_id)
-                    .await?,
-            );
+            ops.extend(state_lock_release(
+                Loaded::found(state_lock)?,
+                &deployment_id,
+            ));
             // In the same transaction: whoever sees the deployment ended sees its
             // outputs on the environment (a conflict concludes again from the start).
             if let Some(outputs) = &conclusion.outputs {
@@ -578,20 +586,20 @@ impl Platform {
                 {
                     continue;
                 }
-                // Held otherwise: a plan waits for approval, or the index lags.
-                let lock = self
-                    .find::<EnvironmentLock>(&stored.org_id, &deployment.environment_id)
+                // Held otherwise (a plan waits for approval, or the index lags); and the
+                // index may show queued one that started meanwhile: both read again.
+                let [lock, current] = self
+                    .get_records([
+                        key_of::<EnvironmentLock>(&stored.org_id, &deployment.environment_id),
+                        key_of::<Deployment>(&stored.org_id, &deployment.id),
+                    ])
                     .await?;
-                let holds_lock = match lock {
+                let holds_lock = match Loaded::<EnvironmentLock>::found(lock)? {
                     Some(lock) if lock.value.deployment_id == deployment.id => true,
                     Some(lock) if Some(lock.value.deployment_id.as_str()) != released => continue,
                     _ => false,
                 };
-                // The index may lag: it may show queued one that started meanwhile.
-                match self
-                    .find::<Deployment>(&stored.org_id, &deployment.id)
-                    .await?
-                {
+                match Loaded::<Deployment>::found(current)? {
                     Some(current)
                         if current.value.status == DeploymentStatus::Queued
                             && current.value.start_failures == 0 =>

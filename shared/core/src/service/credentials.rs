@@ -10,7 +10,7 @@ use crate::deployment::Deployment;
 use crate::ports::{Kind, WriteOp};
 use crate::Result;
 
-use super::{record, Loaded, Platform, Stored};
+use super::{key_of, record, Loaded, Platform, Stored};
 
 /// Held by one deployment of an environment from its first sandbox to its final status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,19 +108,18 @@ impl Platform {
         deployment_id: &str,
         attempt: u32,
     ) -> Result<SignsOfLife> {
-        let launch_id = launch_token_id(deployment_id, attempt);
-        let started = self
-            .find::<RunnerTokenRecord>(org_id, &launch_id)
-            .await?
-            .is_some_and(|launch| launch.value.traded);
-        let runner_id = minted_token_id(deployment_id, attempt, TokenScope::Runner);
-        let last_heartbeat = self
-            .find::<RunnerTokenRecord>(org_id, &runner_id)
-            .await?
-            .and_then(|runner| runner.value.heartbeat_at);
+        let [launch_id, runner_id, _] = attempt_credential_ids(deployment_id, attempt);
+        let [launch, runner] = self
+            .get_records([
+                key_of::<RunnerTokenRecord>(org_id, &launch_id),
+                key_of::<RunnerTokenRecord>(org_id, &runner_id),
+            ])
+            .await?;
+        let launch = Loaded::<RunnerTokenRecord>::found(launch)?;
+        let runner = Loaded::<RunnerTokenRecord>::found(runner)?;
         Ok(SignsOfLife {
-            started,
-            last_heartbeat,
+            started: launch.is_some_and(|launch| launch.value.traded),
+            last_heartbeat: runner.and_then(|runner| runner.value.heartbeat_at),
         })
     }
 }
@@ -134,17 +133,28 @@ impl Platform {
         deployment_id: &str,
         attempt: u32,
     ) -> Result<Vec<Loaded<RunnerTokenRecord>>> {
-        let ids = [
-            launch_token_id(deployment_id, attempt),
-            minted_token_id(deployment_id, attempt, TokenScope::Runner),
-            minted_token_id(deployment_id, attempt, TokenScope::State),
-        ];
-        let mut found = Vec::new();
-        for id in ids {
-            found.extend(self.find::<RunnerTokenRecord>(org_id, &id).await?);
-        }
-        Ok(found)
+        let ids = attempt_credential_ids(deployment_id, attempt);
+        let found = self
+            .get_records(
+                ids.each_ref()
+                    .map(|id| key_of::<RunnerTokenRecord>(org_id, id)),
+            )
+            .await?;
+        found
+            .into_iter()
+            .filter_map(|record| Loaded::found(record).transpose())
+            .collect()
     }
+}
+
+/// The ids of the credentials of the deployment's `attempt`: its launch credential and
+/// the runner's and the state's it is traded for.
+pub(super) fn attempt_credential_ids(deployment_id: &str, attempt: u32) -> [String; 3] {
+    [
+        launch_token_id(deployment_id, attempt),
+        minted_token_id(deployment_id, attempt, TokenScope::Runner),
+        minted_token_id(deployment_id, attempt, TokenScope::State),
+    ]
 }
 
 /// The id of the credential of `scope` minted when the launch credential of the

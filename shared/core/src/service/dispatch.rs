@@ -15,7 +15,9 @@ use crate::Result;
 
 use super::credentials::{launch_token, EnvironmentLock};
 use super::deployments::status_index;
-use super::{decode, record, retrying_conflicts, Loaded, PageRequest, Platform, MAX_PAGE_SIZE};
+use super::{
+    decode, key_of, record, retrying_conflicts, Loaded, PageRequest, Platform, MAX_PAGE_SIZE,
+};
 
 /// Who holds the sandbox slots, as one read of the running deployments' index showed
 /// it: a hint for handing a slot on (it may lag); a start's commit decides.
@@ -73,10 +75,15 @@ impl Platform {
     #[tracing::instrument(skip(self), fields(deployment_id = %message.deployment_id))]
     pub async fn dispatch(&self, message: &DeploymentMessage) -> Result<DispatchOutcome> {
         let org_id = &message.org_id;
-        let Some(deployment) = self
-            .find::<Deployment>(org_id, &message.deployment_id)
-            .await?
-        else {
+        // The message names the deployment's environment: its lock comes in the same
+        // round trip.
+        let [deployment, lock] = self
+            .get_records([
+                key_of::<Deployment>(org_id, &message.deployment_id),
+                key_of::<EnvironmentLock>(org_id, &message.environment_id),
+            ])
+            .await?;
+        let Some(deployment) = Loaded::<Deployment>::found(deployment)? else {
             return Ok(DispatchOutcome::Skipped);
         };
         if deployment.value.status != DeploymentStatus::Queued {
@@ -86,9 +93,12 @@ impl Platform {
             return Ok(DispatchOutcome::Skipped);
         }
         let environment_id = deployment.value.environment_id.clone();
-        let lock = self
-            .find::<EnvironmentLock>(org_id, &environment_id)
-            .await?;
+        let lock = if environment_id == message.environment_id {
+            Loaded::<EnvironmentLock>::found(lock)?
+        } else {
+            self.find::<EnvironmentLock>(org_id, &environment_id)
+                .await?
+        };
         let outcome = match lock {
             // An approved deployment keeps the lock while it waits for its apply
             // sandbox, and so does one whose sandbox failed to start.

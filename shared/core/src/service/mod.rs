@@ -27,7 +27,8 @@ use serde::Serialize;
 use crate::auth::Caller;
 use crate::model::Listing;
 use crate::ports::{
-    Artifacts, Clock, KeyRing, Kind, Launcher, ListQuery, Queue, Record, Store, StoreError, WriteOp,
+    Artifacts, Clock, KeyRing, Kind, Launcher, ListQuery, Queue, Record, RecordKey, Store,
+    StoreError, WriteOp,
 };
 use crate::{Error, Result};
 
@@ -139,7 +140,28 @@ struct Loaded<T> {
     stored: Record,
 }
 
+/// Where the `T` with `id` is stored.
+fn key_of<'a, T: Stored>(org_id: &'a str, id: &'a str) -> RecordKey<'a> {
+    RecordKey {
+        kind: T::KIND,
+        org_id,
+        id,
+    }
+}
+
 impl<T: Stored> Loaded<T> {
+    /// The object a point read found, decoded.
+    fn found(record: Option<Record>) -> Result<Option<Self>> {
+        record
+            .map(|stored| {
+                Ok(Loaded {
+                    value: decode(&stored)?,
+                    stored,
+                })
+            })
+            .transpose()
+    }
+
     /// Replaces the stored object with `self.value`, if nobody changed it since it was read.
     fn replace(&self) -> Result<WriteOp> {
         self.replace_keys(
@@ -233,13 +255,19 @@ impl Platform {
 
     /// [`Self::load`], with a missing object as `None` rather than an error.
     async fn find<T: Stored>(&self, org_id: &str, id: &str) -> Result<Option<Loaded<T>>> {
-        let Some(record) = self.store.get(T::KIND, org_id, id).await? else {
-            return Ok(None);
-        };
-        Ok(Some(Loaded {
-            value: decode(&record)?,
-            stored: record,
-        }))
+        Loaded::found(self.store.get(T::KIND, org_id, id).await?)
+    }
+
+    /// Point reads of `N` records at once: one round trip where the store can. Each
+    /// is decoded with [`Loaded::found`].
+    async fn get_records<const N: usize>(
+        &self,
+        keys: [RecordKey<'_>; N],
+    ) -> Result<[Option<Record>; N]> {
+        let found = self.store.get_many(&keys).await?;
+        found.try_into().map_err(|_| {
+            StoreError::Corrupt("a batch read answered another number of records".into()).into()
+        })
     }
 
     /// One page of `T`s, ordered by id (creation order), optionally under one parent.

@@ -14,7 +14,7 @@ use crate::ports::{Kind, StoreError, WriteOp};
 use crate::{Error, Result};
 
 use super::runner::Runner;
-use super::{record, PageRequest, Platform, Stored};
+use super::{record, Loaded, PageRequest, Platform, Stored};
 
 /// How long the state versions of an environment deleted by force stay readable.
 pub(super) const RETIRED_STATE_DAYS: i64 = 30;
@@ -103,6 +103,17 @@ pub(super) struct StateLock {
 impl Stored for StateLock {
     const KIND: Kind = Kind::StateLock;
     const NOUN: &'static str = "state lock";
+}
+
+/// The delete of the state lock `found` if `deployment_id` still holds it: a sandbox
+/// that died mid-apply must not block the environment forever.
+pub(super) fn state_lock_release(
+    found: Option<Loaded<StateLock>>,
+    deployment_id: &str,
+) -> Option<WriteOp> {
+    found
+        .filter(|held| held.value.deployment_id == deployment_id)
+        .map(|held| held.delete())
 }
 
 /// A state lock request refused because someone else holds it; carries their lock info.
@@ -322,21 +333,6 @@ impl Platform {
             StoreError::Conflict => Error::conflict("the state lock changed meanwhile; try again"),
             other => other.into(),
         })
-    }
-
-    /// The delete of the state lock if `deployment_id` still holds it: a sandbox that
-    /// died mid-apply must not block the environment forever.
-    pub(super) async fn state_lock_release(
-        &self,
-        org_id: &str,
-        environment_id: &str,
-        deployment_id: &str,
-    ) -> Result<Option<WriteOp>> {
-        Ok(self
-            .find::<StateLock>(org_id, environment_id)
-            .await?
-            .filter(|held| held.value.deployment_id == deployment_id)
-            .map(|held| held.delete()))
     }
 
     /// The environment's state versions, newest first. Those of an environment
