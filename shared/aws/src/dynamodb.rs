@@ -33,7 +33,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
-    ScalarAttributeType, SseSpecification, SseType, TransactWriteItem,
+    ScalarAttributeType, Select, SseSpecification, SseType, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use envplane_core::ports::{
@@ -835,6 +835,39 @@ impl Store for DynamoDbStore {
             }
         }
         Ok(page_of(records, query.limit))
+    }
+
+    async fn count_indexed(
+        &self,
+        kind: Kind,
+        index_key: &str,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let request = self
+            .query()
+            .index_name(GSI2)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", GSI2PK)
+            .expression_attribute_values(":pk", s(index_pk(kind, index_key)))
+            .select(Select::Count);
+        let mut counted = 0;
+        let mut start = None;
+        while counted < limit {
+            let remaining = i32::try_from(limit - counted).unwrap_or(i32::MAX);
+            let output = request
+                .clone()
+                .limit(remaining)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            counted += usize::try_from(output.count).unwrap_or_default();
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(counted.min(limit))
     }
 
     async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {

@@ -178,6 +178,24 @@ pub trait Store: Send + Sync {
         -> Result<Option<Record>, StoreError>;
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError>;
     async fn list_indexed(&self, query: IndexQuery) -> Result<Page, StoreError>;
+    /// How many records of `kind` the index lists under `index_key`, counting at most
+    /// `limit`: as current as [`Store::list_indexed`], without reading the records.
+    async fn count_indexed(
+        &self,
+        kind: Kind,
+        index_key: &str,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let page = self
+            .list_indexed(IndexQuery {
+                kind,
+                index_key: index_key.to_string(),
+                after: None,
+                limit,
+            })
+            .await?;
+        Ok(page.items.len())
+    }
     async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError>;
 }
 

@@ -44,6 +44,30 @@ pub async fn conformance(store: &dyn Store) {
     listings_are_ordered_and_resumable(store).await;
     the_index_spans_organizations(store).await;
     many_records_are_read_at_once_in_the_order_asked(store).await;
+    the_index_counts_up_to_a_limit(store).await;
+}
+
+async fn the_index_counts_up_to_a_limit(store: &dyn Store) {
+    let mut inserts = Vec::new();
+    for (org_id, id) in [("org_c", "c_1"), ("org_d", "c_2"), ("org_c", "c_3")] {
+        let mut indexed = record(org_id, id, None, None);
+        indexed.index_key = Some("counted".into());
+        inserts.push(WriteOp::Insert(indexed));
+    }
+    let mut other = record("org_c", "c_4", None, None);
+    other.index_key = Some("other".into());
+    inserts.push(WriteOp::Insert(other));
+    store.commit(inserts).await.unwrap();
+    let count = |limit| store.count_indexed(Kind::Project, "counted", limit);
+    assert_eq!(count(10).await.unwrap(), 3);
+    assert_eq!(count(2).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .count_indexed(Kind::Template, "counted", 10)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn many_records_are_read_at_once_in_the_order_asked(store: &dyn Store) {

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 use super::credentials::{attempt_credential_ids, EnvironmentLock, RunnerTokenRecord};
 use super::deployments::{message_for, status_index};
-use super::dispatch::{SlotChange, Slots, Start};
+use super::dispatch::{SlotChange, Start};
 use super::state::{state_lock_release, StateLock};
 use super::{decode, key_of, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
@@ -173,8 +173,8 @@ impl Platform {
             })
             .await?;
         match next {
-            Some((start, slots)) => {
-                if let Err(error) = self.launch_started_boxed(start.launch, Some(slots)).await {
+            Some((start, taken)) => {
+                if let Err(error) = self.launch_started_boxed(start.launch, Some(taken)).await {
                     tracing::error!(%error, "launching the sandbox of the deployment that took the freed slot failed");
                 }
             }
@@ -193,7 +193,7 @@ impl Platform {
         ending: &Deployment,
         status: DeploymentStatus,
         now: DateTime<Utc>,
-    ) -> Option<(Start, Slots)> {
+    ) -> Option<(Start, usize)> {
         if !self.settings.start_next_inline || ending.status != DeploymentStatus::Running {
             return None;
         }
@@ -211,17 +211,15 @@ impl Platform {
         ending: &Deployment,
         status: DeploymentStatus,
         now: DateTime<Utc>,
-    ) -> Result<Option<(Start, Slots)>> {
-        let mut slots = self.slots(Some(&ending.id)).await?;
-        // Waiting for approval, it keeps its environment.
-        let released = status.is_final().then_some(ending.id.as_str());
-        if released.is_none() {
-            slots.environments.insert(ending.environment_id.clone());
-        }
-        if slots.taken >= self.settings.max_parallel_deployments {
+    ) -> Result<Option<(Start, usize)>> {
+        // The ending still counts as running until this commit.
+        let taken = self.slots_taken().await?.saturating_sub(1);
+        if taken >= self.settings.max_parallel_deployments {
             return Ok(None);
         }
-        let Some(ready) = self.oldest_ready(&slots.environments, released).await? else {
+        // Waiting for approval, it keeps its environment.
+        let released = status.is_final().then_some(ending.id.as_str());
+        let Some(ready) = self.oldest_ready(released).await? else {
             return Ok(None);
         };
         if ready.deployment.value.environment_id == ending.environment_id {
@@ -230,7 +228,7 @@ impl Platform {
         let start = self
             .prepare_start(ready.deployment, !ready.holds_lock, now)
             .await?;
-        Ok(Some((start, slots)))
+        Ok(Some((start, taken)))
     }
 
     /// Commits the conclusion at `now`, with `also` (the start of the deployment that
@@ -503,7 +501,7 @@ impl Platform {
     /// starts (a slot may still be free). So every free slot finds its deployment, one
     /// at a time. A failure is logged:
     /// what ended stays ended, and the watchdog sends a lost deployment's message again.
-    pub(super) async fn hand_on_slot(&self, change: SlotChange<'_>) {
+    pub(super) async fn hand_on_slot(&self, change: SlotChange) {
         if let Err(error) = self.start_oldest_ready(change).await {
             tracing::error!(%error, "handing the sandbox slot on failed");
         }
@@ -512,38 +510,24 @@ impl Platform {
     /// Dispatches the oldest queued deployment that could start now, if a slot is
     /// free. A deployment whose sandbox failed to start waits for its own delayed
     /// message instead.
-    async fn start_oldest_ready(&self, change: SlotChange<'_>) -> Result<()> {
-        let slots = match change {
-            SlotChange::Freed => self.slots(None).await?,
+    async fn start_oldest_ready(&self, change: SlotChange) -> Result<()> {
+        let taken = match change {
             // Counted before this start: one more is taken now.
             SlotChange::Taken {
-                environment_id,
-                before: Some(mut slots),
-            } => {
-                slots.taken += 1;
-                slots.environments.insert(environment_id.to_string());
-                slots
-            }
-            // Read after it: the index may not show it yet.
-            SlotChange::Taken {
-                environment_id,
-                before: None,
-            } => {
-                let mut slots = self.slots(None).await?;
-                slots.environments.insert(environment_id.to_string());
-                slots
-            }
+                before: Some(before),
+            } => before + 1,
+            SlotChange::Freed | SlotChange::Taken { before: None } => self.slots_taken().await?,
         };
-        if slots.taken >= self.settings.max_parallel_deployments {
+        if taken >= self.settings.max_parallel_deployments {
             return Ok(());
         }
-        let Some(ready) = self.oldest_ready(&slots.environments, None).await? else {
+        let Some(ready) = self.oldest_ready(None).await? else {
             return Ok(());
         };
         if self.settings.start_next_inline {
             // What a dispatch of its message would read, this has read already.
             let take_lock = !ready.holds_lock;
-            self.start_phase_boxed(ready.deployment, take_lock, slots)
+            self.start_phase_boxed(ready.deployment, take_lock, taken)
                 .await?;
         } else {
             let deployment = &ready.deployment;
@@ -553,15 +537,10 @@ impl Platform {
         Ok(())
     }
 
-    /// The oldest queued deployment whose environment is not `held` (by a running
-    /// deployment, as far as the index shows: any other candidate's lock is read, and
-    /// counts as free if the `released` deployment holds it), and the oldest of its own
-    /// environment.
-    async fn oldest_ready(
-        &self,
-        held: &HashSet<String>,
-        released: Option<&str>,
-    ) -> Result<Option<Ready>> {
+    /// The oldest queued deployment whose environment is free (or held for it, or by
+    /// the `released` deployment, whose lock goes in the same commit), and the oldest of
+    /// its own environment.
+    async fn oldest_ready(&self, released: Option<&str>) -> Result<Option<Ready>> {
         // The queued index lists by id, which is creation order: the first deployment
         // seen of an environment is its oldest (or the one holding it, which is older).
         let mut seen_environments = HashSet::new();
@@ -577,29 +556,31 @@ impl Platform {
                     limit: READY_SCAN_PAGE,
                 })
                 .await?;
-            for stored in page.items {
-                let deployment: Deployment = decode(&stored)?;
-                let first_seen = seen_environments.insert(deployment.environment_id.clone());
-                if !first_seen
-                    || held.contains(&deployment.environment_id)
-                    || deployment.start_failures > 0
+            let mut candidates = Vec::new();
+            for stored in &page.items {
+                let deployment: Deployment = decode(stored)?;
+                if seen_environments.insert(deployment.environment_id.clone())
+                    && deployment.start_failures == 0
                 {
-                    continue;
+                    candidates.push((stored.org_id.as_str(), deployment));
                 }
-                // Held otherwise (a plan waits for approval, or the index lags); and the
-                // index may show queued one that started meanwhile: both read again.
-                let [lock, current] = self
-                    .get_records([
-                        key_of::<EnvironmentLock>(&stored.org_id, &deployment.environment_id),
-                        key_of::<Deployment>(&stored.org_id, &deployment.id),
-                    ])
-                    .await?;
+            }
+            // Their environments' locks, in one round trip.
+            let keys: Vec<_> = candidates
+                .iter()
+                .map(|(org_id, deployment)| {
+                    key_of::<EnvironmentLock>(org_id, &deployment.environment_id)
+                })
+                .collect();
+            let locks = self.store.get_many(&keys).await?;
+            for ((org_id, deployment), lock) in candidates.iter().zip(locks) {
                 let holds_lock = match Loaded::<EnvironmentLock>::found(lock)? {
                     Some(lock) if lock.value.deployment_id == deployment.id => true,
                     Some(lock) if Some(lock.value.deployment_id.as_str()) != released => continue,
                     _ => false,
                 };
-                match Loaded::<Deployment>::found(current)? {
+                // The index may lag: it may show queued one that started meanwhile.
+                match self.find::<Deployment>(org_id, &deployment.id).await? {
                     Some(current)
                         if current.value.status == DeploymentStatus::Queued
                             && current.value.start_failures == 0 =>

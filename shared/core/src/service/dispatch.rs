@@ -2,7 +2,6 @@
 //! attempt, launch its sandbox. What follows a phase (its end, a failed start) is
 //! `conclusion.rs`'s.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -10,34 +9,20 @@ use chrono::{DateTime, Utc};
 
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::model::{Environment, Template};
-use crate::ports::{DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest, WriteOp};
+use crate::ports::{DeploymentMessage, Kind, LaunchError, LaunchRequest, WriteOp};
 use crate::Result;
 
 use super::credentials::{launch_token, EnvironmentLock};
 use super::deployments::status_index;
-use super::{
-    decode, key_of, record, retrying_conflicts, Loaded, PageRequest, Platform, MAX_PAGE_SIZE,
-};
-
-/// Who holds the sandbox slots, as one read of the running deployments' index showed
-/// it: a hint for handing a slot on (it may lag); a start's commit decides.
-pub(super) struct Slots {
-    /// Running deployments, counted up to the number of slots.
-    pub taken: usize,
-    /// The environments they hold.
-    pub environments: HashSet<String>,
-}
+use super::{key_of, record, retrying_conflicts, Loaded, PageRequest, Platform, MAX_PAGE_SIZE};
 
 /// What changed a sandbox slot, for handing it on.
-pub(super) enum SlotChange<'a> {
+pub(super) enum SlotChange {
     /// A phase ended: its slot is free.
     Freed,
-    /// A phase of `environment_id` started; `before` is who held the slots when its
-    /// dispatch counted them (`None`: it did not count).
-    Taken {
-        environment_id: &'a str,
-        before: Option<Slots>,
-    },
+    /// A phase started; `before` is how many slots were taken when its dispatch counted
+    /// them (`None`: it did not count).
+    Taken { before: Option<usize> },
 }
 
 /// A start of a deployment's phase, prepared: what to commit, then what to launch.
@@ -107,8 +92,8 @@ impl Platform {
             }
             Some(_) => DispatchOutcome::Waiting,
             None => {
-                let slots = self.slots(None).await?;
-                if slots.taken >= self.settings.max_parallel_deployments {
+                let taken = self.slots_taken().await?;
+                if taken >= self.settings.max_parallel_deployments {
                     DispatchOutcome::AtCapacity
                 } else {
                     // The listing by environment is an index and may not show the
@@ -118,7 +103,7 @@ impl Platform {
                         .older_queued(org_id, &environment_id, &deployment.value.id)
                         .await?
                         .unwrap_or(deployment);
-                    return self.start_phase(oldest, true, Some(slots)).await;
+                    return self.start_phase(oldest, true, Some(taken)).await;
                 }
             }
         };
@@ -146,18 +131,18 @@ impl Platform {
         &self,
         loaded: Loaded<Deployment>,
         take_lock: bool,
-        slots: Slots,
+        taken: usize,
     ) -> Pin<Box<dyn Future<Output = Result<DispatchOutcome>> + Send + '_>> {
-        Box::pin(self.start_phase(loaded, take_lock, Some(slots)))
+        Box::pin(self.start_phase(loaded, take_lock, Some(taken)))
     }
 
     /// Commits a new attempt of the deployment's next phase, then launches its sandbox.
-    /// `slots` is who held the slots when the dispatch counted them, if it did.
+    /// `taken` is how many slots were taken when the dispatch counted them, if it did.
     async fn start_phase(
         &self,
         loaded: Loaded<Deployment>,
         take_lock: bool,
-        slots: Option<Slots>,
+        taken: Option<usize>,
     ) -> Result<DispatchOutcome> {
         let start = self.prepare_start(loaded, take_lock, self.now()).await?;
         if let Err(error) = self.store.commit(start.ops).await {
@@ -170,7 +155,7 @@ impl Platform {
                 other => Err(other.into()),
             };
         }
-        self.launch_started(start.launch, slots).await
+        self.launch_started(start.launch, taken).await
     }
 
     /// What starting a new attempt of the deployment's next phase writes (running, with
@@ -239,9 +224,9 @@ impl Platform {
     pub(super) fn launch_started_boxed(
         &self,
         launch: Launch,
-        slots: Option<Slots>,
+        taken: Option<usize>,
     ) -> Pin<Box<dyn Future<Output = Result<DispatchOutcome>> + Send + '_>> {
-        Box::pin(self.launch_started(launch, slots))
+        Box::pin(self.launch_started(launch, taken))
     }
 
     /// Launches the sandbox of an attempt whose start is committed. A slot left free is
@@ -250,7 +235,7 @@ impl Platform {
     async fn launch_started(
         &self,
         launch: Launch,
-        slots: Option<Slots>,
+        taken: Option<usize>,
     ) -> Result<DispatchOutcome> {
         let Launch { request, started } = launch;
         let (org_id, deployment_id, attempt) = (
@@ -258,16 +243,13 @@ impl Platform {
             request.deployment_id.clone(),
             request.attempt,
         );
-        let taken = SlotChange::Taken {
-            environment_id: &started.value.environment_id,
-            before: slots,
-        };
+        let change = SlotChange::Taken { before: taken };
         let hand_on = async {
             // Where starts go through the queue, the deployment this would name has its
             // own message on the way (many were queued at once), or is named again by
             // the dispatch that finds the deployment it came for started by another.
             if self.settings.start_next_inline {
-                self.hand_on_slot(taken).await;
+                self.hand_on_slot(change).await;
             }
         };
         let (launched, ()) = tokio::join!(self.launcher.launch(request), hand_on);
@@ -328,37 +310,16 @@ impl Platform {
         Ok(())
     }
 
-    /// Who holds the sandbox slots: the running deployments but `ending` (which is
-    /// freeing its slot), as many as there are slots at most (past that, the slots are
-    /// full whatever the rest are).
-    pub(super) async fn slots(&self, ending: Option<&str>) -> Result<Slots> {
-        let limit = self.settings.max_parallel_deployments.max(1);
-        let page = self
+    /// How many sandbox slots are taken: the running deployments, counted up to one
+    /// more than there are slots (past that, the slots are full whatever the rest are;
+    /// the one more lets an ending that still counts itself leave the others exact).
+    pub(super) async fn slots_taken(&self) -> Result<usize> {
+        let limit = self.settings.max_parallel_deployments + 1;
+        let running = DeploymentStatus::Running.as_str();
+        Ok(self
             .store
-            .list_indexed(IndexQuery {
-                kind: Kind::Deployment,
-                index_key: DeploymentStatus::Running.as_str().to_string(),
-                after: None,
-                limit: limit + 1,
-            })
-            .await?;
-        let mut slots = Slots {
-            taken: 0,
-            environments: HashSet::new(),
-        };
-        for stored in page
-            .items
-            .iter()
-            .filter(|stored| Some(stored.id.as_str()) != ending)
-        {
-            let deployment: Deployment = decode(stored)?;
-            slots.environments.insert(deployment.environment_id);
-            slots.taken += 1;
-            if slots.taken == limit {
-                break;
-            }
-        }
-        Ok(slots)
+            .count_indexed(Kind::Deployment, running, limit)
+            .await?)
     }
 
     /// The environment's oldest queued deployment created before `than`, as far as the

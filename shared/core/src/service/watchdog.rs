@@ -55,7 +55,7 @@ impl Platform {
     /// reason. Only as many as there are free slots, oldest first: the others could not
     /// start anyway. Returns (resent, failed).
     async fn recover_lost_messages(&self) -> Result<(usize, usize)> {
-        let running = self.slots(None).await?.taken;
+        let running = self.slots_taken().await?;
         let mut free = self
             .settings
             .max_parallel_deployments
