@@ -20,6 +20,8 @@ use super::{decode, key_of, retrying_conflicts, Loaded, Platform, Stored, MAX_PA
 
 /// Queued deployments read per page while looking for the oldest that can start.
 const READY_SCAN_PAGE: usize = 50;
+/// Environment locks read per round trip while looking for it.
+const LOCKS_PER_READ: usize = 10;
 
 /// How a deployment ends.
 pub(super) struct Conclusion {
@@ -565,15 +567,34 @@ impl Platform {
                     candidates.push((stored.org_id.as_str(), deployment));
                 }
             }
-            // Their environments' locks, in one round trip.
-            let keys: Vec<_> = candidates
+            if let Some(ready) = self.first_ready(&candidates, released).await? {
+                return Ok(Some(ready));
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The first of `candidates` (each the oldest queued deployment of its environment,
+    /// oldest first) whose environment is free, held for it or by `released`, read again
+    /// consistently. Their locks are read a few at a time, in one round trip each: the
+    /// first few usually hold the one, and the others need not be read.
+    async fn first_ready(
+        &self,
+        candidates: &[(&str, Deployment)],
+        released: Option<&str>,
+    ) -> Result<Option<Ready>> {
+        for chunk in candidates.chunks(LOCKS_PER_READ) {
+            let keys: Vec<_> = chunk
                 .iter()
                 .map(|(org_id, deployment)| {
                     key_of::<EnvironmentLock>(org_id, &deployment.environment_id)
                 })
                 .collect();
             let locks = self.store.get_many(&keys).await?;
-            for ((org_id, deployment), lock) in candidates.iter().zip(locks) {
+            for ((org_id, deployment), lock) in chunk.iter().zip(locks) {
                 let holds_lock = match Loaded::<EnvironmentLock>::found(lock)? {
                     Some(lock) if lock.value.deployment_id == deployment.id => true,
                     Some(lock) if Some(lock.value.deployment_id.as_str()) != released => continue,
@@ -593,11 +614,8 @@ impl Platform {
                     _ => continue,
                 }
             }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(None),
-            }
         }
+        Ok(None)
     }
 }
 
