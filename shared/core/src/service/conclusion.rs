@@ -164,7 +164,9 @@ impl Platform {
                         )));
                     }
                     let now = self.now();
-                    let mut next = self.start_in_freed_slot(&loaded.value, status, now).await;
+                    let mut next = self
+                        .start_in_freed_slot(&loaded.value, conclusion.status, now)
+                        .await;
                     let next_ops = next
                         .as_mut()
                         .map(|(start, _)| std::mem::take(&mut start.ops));
@@ -501,8 +503,8 @@ impl Platform {
     /// dispatch finds its deployment started by another (two endings close together
     /// named the same one), and where this process launches sandboxes when a phase
     /// starts (a slot may still be free). So every free slot finds its deployment, one
-    /// at a time. A failure is logged:
-    /// what ended stays ended, and the watchdog sends a lost deployment's message again.
+    /// at a time. A failure is logged: what ended stays ended, and the watchdog sends a
+    /// lost deployment's message again.
     pub(super) async fn hand_on_slot(&self, change: SlotChange) {
         if let Err(error) = self.start_oldest_ready(change).await {
             tracing::error!(%error, "handing the sandbox slot on failed");
