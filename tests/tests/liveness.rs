@@ -128,6 +128,19 @@ impl Kit {
         }
     }
 
+    /// One sandbox slot, started in process (as `envplane serve` does), and two
+    /// environments, `a` and `b`.
+    async fn one_slot_in_process() -> (Self, String, String) {
+        let kit = Self::with_settings(Settings {
+            max_parallel_deployments: 1,
+            start_next_inline: true,
+            ..Settings::default()
+        })
+        .await;
+        let (a, b) = (kit.environment("a").await, kit.environment("b").await);
+        (kit, a, b)
+    }
+
     async fn environment(&self, name: &str) -> String {
         let body =
             json!({"name": name, "project_id": self.project_id, "template_id": self.template_id});
@@ -466,13 +479,7 @@ async fn a_slot_two_endings_named_the_same_deployment_for_is_handed_on_by_the_se
 
 #[tokio::test]
 async fn where_sandboxes_start_in_process_a_freed_slot_starts_its_next_within_the_ending() {
-    let kit = Kit::with_settings(Settings {
-        max_parallel_deployments: 1,
-        start_next_inline: true,
-        ..Settings::default()
-    })
-    .await;
-    let (a, b) = (kit.environment("a").await, kit.environment("b").await);
+    let (kit, a, b) = Kit::one_slot_in_process().await;
     let first = kit.deploy(&a).await;
     let other = kit.deploy(&b).await;
     let second = kit.deploy(&a).await;
@@ -506,13 +513,7 @@ async fn where_sandboxes_start_in_process_a_freed_slot_starts_its_next_within_th
 
 #[tokio::test]
 async fn where_sandboxes_start_in_process_an_environments_own_next_takes_its_freed_slot() {
-    let kit = Kit::with_settings(Settings {
-        max_parallel_deployments: 1,
-        start_next_inline: true,
-        ..Settings::default()
-    })
-    .await;
-    let (a, b) = (kit.environment("a").await, kit.environment("b").await);
+    let (kit, a, b) = Kit::one_slot_in_process().await;
     let first = kit.deploy(&a).await;
     let second = kit.deploy(&a).await;
     let later = kit.deploy(&b).await;
@@ -533,13 +534,7 @@ async fn where_sandboxes_start_in_process_an_environments_own_next_takes_its_fre
 
 #[tokio::test]
 async fn where_sandboxes_start_in_process_an_ending_hands_its_slot_on_in_its_own_commit() {
-    let kit = Kit::with_settings(Settings {
-        max_parallel_deployments: 1,
-        start_next_inline: true,
-        ..Settings::default()
-    })
-    .await;
-    let (a, b) = (kit.environment("a").await, kit.environment("b").await);
+    let (kit, a, b) = Kit::one_slot_in_process().await;
     let first = kit.deploy(&a).await;
     let waiting = kit.deploy(&b).await;
     assert_eq!(

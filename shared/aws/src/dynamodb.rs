@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
@@ -610,9 +611,29 @@ impl DynamoDbStore {
         want: usize,
     ) -> Result<Vec<Record>, StoreError> {
         let mut records = Vec::new();
+        self.follow_pages(request, want, |output| {
+            for item in output.items() {
+                records.push(record_from_item(item)?);
+            }
+            Ok(output.items().len())
+        })
+        .await?;
+        Ok(records)
+    }
+
+    /// Sends `request` page after page, each asking for what is still wanted of `want`,
+    /// until `take` (which returns how many items a page gave) has had `want` or the
+    /// query ends.
+    async fn follow_pages(
+        &self,
+        request: QueryFluentBuilder,
+        want: usize,
+        mut take: impl FnMut(&QueryOutput) -> Result<usize, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut taken = 0;
         let mut start = None;
-        loop {
-            let remaining = i32::try_from(want - records.len()).unwrap_or(i32::MAX);
+        while taken < want {
+            let remaining = i32::try_from(want - taken).unwrap_or(i32::MAX);
             let output = request
                 .clone()
                 .limit(remaining)
@@ -620,17 +641,22 @@ impl DynamoDbStore {
                 .send()
                 .await
                 .map_err(|e| sdk_error("Query", e))?;
-            for item in output.items() {
-                records.push(record_from_item(item)?);
-                if records.len() >= want {
-                    return Ok(records);
-                }
-            }
+            taken += take(&output)?;
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(records),
+                _ => break,
             }
         }
+        Ok(())
+    }
+
+    /// A query of GSI2 for the records of `kind` under `index_key`: eventually
+    /// consistent on real AWS (see the module comment).
+    fn index_query(&self, kind: Kind, index_key: &str) -> QueryFluentBuilder {
+        self.query()
+            .index_name(GSI2)
+            .expression_attribute_names("#pk", GSI2PK)
+            .expression_attribute_values(":pk", s(index_pk(kind, index_key)))
     }
 
     fn query(&self) -> QueryFluentBuilder {
@@ -811,13 +837,8 @@ impl Store for DynamoDbStore {
     }
 
     async fn list_indexed(&self, query: IndexQuery) -> Result<Page, StoreError> {
-        // GSI2 is eventually consistent on real AWS (see the module comment).
-        let mut request = self
-            .query()
-            .index_name(GSI2)
-            .expression_attribute_names("#pk", GSI2PK)
-            .expression_attribute_values(":pk", s(index_pk(query.kind, &query.index_key)));
-        request = match &query.after {
+        let request = self.index_query(query.kind, &query.index_key);
+        let request = match &query.after {
             None => request.key_condition_expression("#pk = :pk"),
             Some(after) => request
                 .key_condition_expression("#pk = :pk AND #sk > :after")
@@ -844,29 +865,16 @@ impl Store for DynamoDbStore {
         limit: usize,
     ) -> Result<usize, StoreError> {
         let request = self
-            .query()
-            .index_name(GSI2)
+            .index_query(kind, index_key)
             .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", GSI2PK)
-            .expression_attribute_values(":pk", s(index_pk(kind, index_key)))
             .select(Select::Count);
         let mut counted = 0;
-        let mut start = None;
-        while counted < limit {
-            let remaining = i32::try_from(limit - counted).unwrap_or(i32::MAX);
-            let output = request
-                .clone()
-                .limit(remaining)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query", e))?;
-            counted += usize::try_from(output.count).unwrap_or_default();
-            match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+        self.follow_pages(request, limit, |output| {
+            let count = usize::try_from(output.count).unwrap_or_default();
+            counted += count;
+            Ok(count)
+        })
+        .await?;
         Ok(counted.min(limit))
     }
 

@@ -206,9 +206,9 @@ impl LocalLauncher {
             .kill_on_drop(false);
         // SAFETY: setsid, setpriority, fcntl and dup2 are async-signal-safe. A session of
         // its own: no controlling terminal (nothing to inject keystrokes into with
-        // TIOCSTI), and its own process group, which `stop` signals as a whole. The seccomp filters' files
-        // go to SECCOMP_FDS (all copied above them first, so no dup2 overwrites a file
-        // not yet moved).
+        // TIOCSTI), and its own process group, which `stop` signals as a whole. The
+        // seccomp filters' files go to SECCOMP_FDS (all copied above them first, so no
+        // dup2 overwrites a file not yet moved).
         let seccomp: Vec<i32> = dirs.seccomp.iter().map(|file| file.as_raw_fd()).collect();
         unsafe {
             command.pre_exec(move || {

@@ -164,21 +164,22 @@ impl Platform {
                         )));
                     }
                     let now = self.now();
-                    let mut next = self
+                    let next = self
                         .start_in_freed_slot(&loaded.value, conclusion.status, now)
                         .await;
-                    let next_ops = next
-                        .as_mut()
-                        .map(|(start, _)| std::mem::take(&mut start.ops));
-                    self.try_conclude(&mut loaded, &conclusion, now, next_ops.unwrap_or_default())
+                    let (also, next) = match next {
+                        Some((Start { ops, launch }, taken)) => (ops, Some((launch, taken))),
+                        None => (Vec::new(), None),
+                    };
+                    self.try_conclude(&mut loaded, &conclusion, now, also)
                         .await?;
                     Ok((loaded.value, next))
                 }
             })
             .await?;
         match next {
-            Some((start, taken)) => {
-                if let Err(error) = self.launch_started_boxed(start.launch, Some(taken)).await {
+            Some((launch, taken)) => {
+                if let Err(error) = self.launch_started_boxed(launch, Some(taken)).await {
                     tracing::error!(%error, "launching the sandbox of the deployment that took the freed slot failed");
                 }
             }

@@ -54,8 +54,8 @@ pub struct Settings {
     /// the store (local mode), so that every revoke passes through it.
     pub cache_api_keys: bool,
     /// This process's launcher starts sandboxes itself (local mode): a freed slot's
-    /// next deployment is dispatched within the request that freed it, not through the
-    /// queue, so the slot is not left idle while a message travels.
+    /// next deployment starts in the commit that freed it and is launched within the
+    /// same request, not through the queue, so the slot is never left idle.
     pub start_next_inline: bool,
     pub quotas: Quotas,
 }
