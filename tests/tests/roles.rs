@@ -419,3 +419,89 @@ async fn viewers_read_but_only_admins_read_the_audit_log() {
         .await
         .expect_error(403, "forbidden");
 }
+
+/// The id of `key` itself, among the keys it administers.
+async fn own_key_id(app: &TestApp, key: &str) -> String {
+    let hint = &key[..12];
+    let keys = app.get("/v1/api-keys", key).await.expect(200);
+    let own = keys["items"].as_array().unwrap().iter().find(|item| {
+        hint.starts_with(item["hint"].as_str().unwrap()) && item["revoked_at"].is_null()
+    });
+    own.expect("a key lists itself")["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_last_admin_key_and_the_operators_key_cannot_be_revoked() {
+    let app = spawn_app().await;
+    let operator_key_id = own_key_id(&app, &app.admin_key).await;
+    let message = app
+        .delete(&format!("/v1/api-keys/{operator_key_id}"), &app.admin_key)
+        .await
+        .expect_error(409, "conflict");
+    assert!(message.contains("operator"), "{message}");
+
+    let first = app.organization("tenant").await;
+    let first_id = own_key_id(&app, &first).await;
+    let message = app
+        .delete(&format!("/v1/api-keys/{first_id}"), &first)
+        .await
+        .expect_error(409, "conflict");
+    assert!(
+        message.contains("create a new admin key first"),
+        "{message}"
+    );
+
+    // A project's admin does not administer the organization: it does not count.
+    let project = app.post("/v1/projects", &first, json!({"name": "p"})).await;
+    let project_id = project.expect(201)["id"].as_str().unwrap().to_string();
+    app.key(&first, "admin", Some(&project_id)).await;
+    app.delete(&format!("/v1/api-keys/{first_id}"), &first)
+        .await
+        .expect_error(409, "conflict");
+
+    let second = app.key(&first, "admin", None).await;
+    let revoked = app
+        .delete(&format!("/v1/api-keys/{first_id}"), &second)
+        .await
+        .expect(200);
+    assert!(!revoked["revoked_at"].is_null());
+    let second_id = own_key_id(&app, &second).await;
+    app.delete(&format!("/v1/api-keys/{second_id}"), &second)
+        .await
+        .expect_error(409, "conflict");
+    app.get("/v1/organization", &second).await.expect(200);
+}
+
+#[tokio::test]
+async fn two_admins_revoking_each_other_at_once_leave_one() {
+    let app = spawn_app().await;
+    for round in 0..5 {
+        let first = app.organization(&format!("pair-{round}")).await;
+        let second = app.key(&first, "admin", None).await;
+        let (first_id, second_id) = (
+            own_key_id(&app, &first).await,
+            own_key_id(&app, &second).await,
+        );
+        let (revoke_second, revoke_first) = (
+            format!("/v1/api-keys/{second_id}"),
+            format!("/v1/api-keys/{first_id}"),
+        );
+        let (a, b) = tokio::join!(
+            app.delete(&revoke_second, &first),
+            app.delete(&revoke_first, &second),
+        );
+        let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+        statuses.sort_unstable();
+        // Either one revocation wins and the other is refused (as the last admin, or
+        // because its own key was revoked first), never both.
+        assert!(
+            statuses == [200, 401] || statuses == [200, 409],
+            "round {round}: {statuses:?}: {} / {}",
+            a.text,
+            b.text
+        );
+    }
+}
