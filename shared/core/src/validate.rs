@@ -1,10 +1,18 @@
 //! Parse, don't validate: each input that has rules becomes a type on the way in.
 
 use std::path::Path;
+use std::sync::OnceLock;
+
+use regex::Regex;
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::{Object, RefOr, Schema};
 
 use crate::{Error, Result};
 
 pub const MAX_NAME_LEN: usize = 128;
+/// The longest project description, in characters.
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+/// The longest variable value, in characters.
 pub const MAX_VARIABLE_VALUE_LEN: usize = 64 * 1024;
 /// Sensitive values are masked wherever they appear in a deployment's log, so a very
 /// short one would blank out ordinary text (and tell what it is by where it is).
@@ -26,23 +34,178 @@ pub fn deployment_timeout_minutes(value: u32) -> Result<u32> {
     }
 }
 
-/// A display name: 1 to 128 characters, trimmed, no control characters.
+/// A text input's rule, written once: validation matches `pattern` and counts characters
+/// against `max_chars`, and the OpenAPI document publishes the same `pattern` and
+/// `maxLength`, so what a generated client checks and what the API refuses cannot drift
+/// apart. Patterns use only what every JSON Schema tool reads alike: no look-around,
+/// `\uXXXX` escapes, `^...$` around the whole.
+pub struct TextRule {
+    pub pattern: &'static str,
+    pub max_chars: usize,
+    regex: OnceLock<Regex>,
+}
+
+impl TextRule {
+    const fn new(pattern: &'static str, max_chars: usize) -> Self {
+        TextRule {
+            pattern,
+            max_chars,
+            regex: OnceLock::new(),
+        }
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        let regex = self
+            .regex
+            .get_or_init(|| Regex::new(self.pattern).expect("a rule's pattern compiles"));
+        value.chars().count() <= self.max_chars && regex.is_match(value)
+    }
+
+    /// `value`, or a 422 naming `field` and saying `rule` (what the pattern means).
+    fn check(&self, field: &str, value: &str, rule: &str) -> Result<String> {
+        if self.matches(value) {
+            Ok(value.to_string())
+        } else {
+            Err(Error::invalid(format!("{field} must be {rule}")))
+        }
+    }
+
+    /// The rule as a JSON Schema string.
+    pub fn schema(&self) -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(self.pattern))
+            .max_length(Some(self.max_chars))
+            .build()
+    }
+
+    /// [`Self::schema`], with `null` allowed too (an optional field of a change).
+    pub fn nullable_schema(&self) -> RefOr<Schema> {
+        let mut schema = self.schema();
+        schema.schema_type = SchemaType::Array(vec![Type::String, Type::Null]);
+        schema.into()
+    }
+}
+
+/// One character class of everything but control characters (`char::is_control`), the
+/// given characters, and, with `visible_except!`, white space (`char::is_whitespace`).
+macro_rules! printable_except {
+    ($extra:literal) => {
+        concat!("[^", $extra, r"\u0000-\u001F\u007F-\u009F]")
+    };
+}
+macro_rules! visible_except {
+    ($extra:literal) => {
+        concat!(
+            "[^",
+            $extra,
+            r"\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+        )
+    };
+}
+/// A path component other than `..`.
+macro_rules! path_component {
+    () => {
+        concat!(
+            "(?:",
+            printable_except!("/."),
+            printable_except!("/"),
+            r"*|\.(?:",
+            printable_except!("/."),
+            printable_except!("/"),
+            r"*)?|\.\.",
+            printable_except!("/"),
+            "+)"
+        )
+    };
+}
+
+/// A display name: 1 to 128 characters, no control characters, neither starting nor
+/// ending with white space.
+pub static NAME: TextRule = TextRule::new(
+    concat!(
+        "^",
+        visible_except!(""),
+        "(?:",
+        printable_except!(""),
+        "*",
+        visible_except!(""),
+        ")?$"
+    ),
+    MAX_NAME_LEN,
+);
+
+/// A branch, tag or commit: letters, digits and `_/+@-`, single dots between them; never
+/// starting with `-` (a command flag) or `.`, never `..`.
+pub static REVISION: TextRule = TextRule::new(r"^[A-Za-z0-9_/+@](?:\.?[A-Za-z0-9_/+@-])*$", 256);
+
+/// `https://`, `ssh://` or `git@host:path`, without white space or control characters.
+pub static REPOSITORY: TextRule = TextRule::new(
+    concat!(
+        "^(?:(?:https|ssh)://",
+        visible_except!("/"),
+        visible_except!(""),
+        "*|git@",
+        visible_except!(":"),
+        "+:",
+        visible_except!(""),
+        "+)$"
+    ),
+    2048,
+);
+
+/// A relative directory inside the repository: no leading `/`, no `..` component, no
+/// control characters; empty for the root.
+pub static REPOSITORY_PATH: TextRule = TextRule::new(
+    concat!(
+        "^(?:",
+        path_component!(),
+        "(?:/+",
+        path_component!(),
+        ")*/*)?$"
+    ),
+    1024,
+);
+
+/// An exact version such as `1.0.3` or `1.6.0-rc1`.
+pub static IAC_VERSION: TextRule = TextRule::new(
+    r"^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}(?:-[A-Za-z0-9.]{1,32})?$",
+    47,
+);
+
+/// A Terraform variable's name; an environment variable's has no `-`.
+pub static VARIABLE_NAME: TextRule = TextRule::new(r"^[A-Za-z_][A-Za-z0-9_-]*$", MAX_NAME_LEN);
+static ENVIRONMENT_VARIABLE_NAME: TextRule =
+    TextRule::new(r"^[A-Za-z_][A-Za-z0-9_]*$", MAX_NAME_LEN);
+
+/// A time to live: 1 to 999 minutes or hours (`30m`, `8h`), or 1 to 366 days (`7d`).
+pub static TTL: TextRule = TextRule::new(
+    r"^(?:[1-9][0-9]{0,2}[mh]|(?:[1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d)$",
+    4,
+);
+
+/// A listing's position: the `next` of the page before.
+pub static CURSOR: TextRule = TextRule::new(r"^[A-Za-z0-9_/-]+$", 512);
+
+/// A listing's cursor, as the store takes it.
+pub fn cursor(value: &str) -> Result<String> {
+    CURSOR.check(
+        "cursor",
+        value,
+        "the `next` of a previous page (letters, digits and _/-)",
+    )
+}
+
+/// A display name (see [`NAME`]).
 pub fn name(field: &str, value: &str) -> Result<String> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(Error::invalid(format!("{field} must not be empty")));
-    }
-    if trimmed.chars().count() > MAX_NAME_LEN {
-        return Err(Error::invalid(format!(
-            "{field} must be at most {MAX_NAME_LEN} characters"
-        )));
-    }
-    if trimmed.chars().any(char::is_control) {
-        return Err(Error::invalid(format!(
-            "{field} must not contain control characters"
-        )));
-    }
-    Ok(trimmed.to_string())
+    NAME.check(
+        field,
+        value,
+        &format!(
+            "1 to {MAX_NAME_LEN} characters without control characters, not starting or \
+             ending with white space"
+        ),
+    )
 }
 
 /// Where a template's code lives. Plain `http://` and `git://` are refused: code is only
@@ -50,23 +213,10 @@ pub fn name(field: &str, value: &str) -> Result<String> {
 /// `local_repositories`, the directory an operator of local mode chose to share with
 /// sandboxes (`envplane serve --local-repos`); none otherwise.
 pub fn repository_url(value: &str, local_repositories: Option<&Path>) -> Result<String> {
-    let value = value.trim();
-    if value.len() > 2048 || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Error::invalid("repository must be a URL without spaces"));
-    }
     if let Some(path) = value.strip_prefix("file://") {
         return local_repository(path, local_repositories).map(|_| value.to_string());
     }
-    let has_host_after = |prefix: &str| {
-        value
-            .strip_prefix(prefix)
-            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
-    };
-    let scp_like = value.strip_prefix("git@").is_some_and(|rest| {
-        rest.split_once(':')
-            .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty())
-    });
-    if has_host_after("https://") || has_host_after("ssh://") || scp_like {
+    if REPOSITORY.matches(value) {
         return Ok(value.to_string());
     }
     let allowed = if local_repositories.is_some() {
@@ -74,7 +224,10 @@ pub fn repository_url(value: &str, local_repositories: Option<&Path>) -> Result<
     } else {
         "https://, ssh:// or git@host:path"
     };
-    Err(Error::invalid(format!("repository must use {allowed}")))
+    Err(Error::invalid(format!(
+        "repository must use {allowed}, without spaces, at most {} characters",
+        REPOSITORY.max_chars
+    )))
 }
 
 /// A `file://` repository's path: absolute, without `.` or `..` parts, inside `root`.
@@ -98,37 +251,26 @@ pub fn local_repository<'a>(path: &'a str, root: Option<&Path>) -> Result<&'a Pa
     }
 }
 
-/// A Git revision (branch, tag or commit). Refuses what could be read as a command flag.
+/// A Git revision (see [`REVISION`]). Refuses what could be read as a command flag.
 pub fn revision(value: &str) -> Result<String> {
-    let value = value.trim();
-    let ok = !value.is_empty()
-        && value.len() <= 256
-        && !value.starts_with('-')
-        && !value.contains("..")
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/-+@".contains(c));
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err(Error::invalid(
-            "revision must be a branch, tag or commit (letters, digits and ._/-+@, not starting with -)",
-        ))
-    }
+    REVISION.check(
+        "revision",
+        value,
+        "a branch, tag or commit (letters, digits and _/+@-, single dots between them, not \
+         starting with - or .), at most 256 characters",
+    )
 }
 
-/// A relative directory inside the repository; never escapes it.
+/// A relative directory inside the repository (see [`REPOSITORY_PATH`]); never escapes
+/// it. Trailing slashes go; the root is `.`.
 pub fn repository_path(value: &str) -> Result<String> {
-    let trimmed = value.trim().trim_matches('/');
-    let escapes = trimmed.split('/').any(|part| part == "..");
-    if value.trim().starts_with('/') || escapes || trimmed.len() > 1024 {
-        return Err(Error::invalid(
-            "path must be a relative directory inside the repository",
-        ));
-    }
-    if trimmed.chars().any(|c| c.is_control()) {
-        return Err(Error::invalid("path must not contain control characters"));
-    }
+    let path = REPOSITORY_PATH.check(
+        "path",
+        value,
+        "a relative directory inside the repository (no leading /, no .., no control \
+         characters), at most 1024 characters",
+    )?;
+    let trimmed = path.trim_end_matches('/');
     Ok(if trimmed.is_empty() {
         ".".to_string()
     } else {
@@ -138,33 +280,22 @@ pub fn repository_path(value: &str) -> Result<String> {
 
 /// An exact IaC version such as `1.0.3` (release candidates like `1.6.0-rc1` allowed).
 pub fn iac_version(value: &str) -> Result<String> {
-    let value = value.trim();
-    let (core, pre) = value.split_once('-').unwrap_or((value, ""));
-    let numbers: Vec<&str> = core.split('.').collect();
-    let ok = numbers.len() == 3
-        && numbers
-            .iter()
-            .all(|n| !n.is_empty() && n.len() <= 4 && n.chars().all(|c| c.is_ascii_digit()))
-        && pre.len() <= 32
-        && pre.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err(Error::invalid(
-            "iac_version must be an exact version such as 1.0.3",
-        ))
-    }
+    IAC_VERSION.check(
+        "iac_version",
+        value,
+        "an exact version such as 1.0.3 or 1.6.0-rc1",
+    )
 }
 
 /// A variable name: a letter or underscore, then letters, digits, underscores (and, for
 /// Terraform variables, dashes), at most 128 characters.
 pub fn variable_name(value: &str, allow_dash: bool) -> Result<String> {
-    let mut chars = value.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (allow_dash && c == '-'));
-    if first_ok && rest_ok && value.len() <= MAX_NAME_LEN {
+    let rule = if allow_dash {
+        &VARIABLE_NAME
+    } else {
+        &ENVIRONMENT_VARIABLE_NAME
+    };
+    if rule.matches(value) {
         Ok(value.to_string())
     } else {
         Err(Error::invalid(format!(
@@ -240,6 +371,19 @@ const RESERVED_ENVIRONMENT_NAMES: [(&str, &str); 20] = [
     ),
 ];
 
+/// The reserved names, as a list for people (`*` stands for any text).
+pub fn reserved_environment_names() -> String {
+    let names: Vec<&str> = RESERVED_ENVIRONMENT_NAMES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    format!(
+        "{}, except {}",
+        names.join(", "),
+        CLONE_VARIABLES.join(", ")
+    )
+}
+
 /// Why an environment variable of this name is refused, if it is: one of
 /// [`RESERVED_ENVIRONMENT_NAMES`], except the documented clone credentials. Proxy names
 /// count in any case (`https_proxy` is read too).
@@ -272,26 +416,21 @@ pub fn environment_variable_name(value: &str) -> Result<String> {
     }
 }
 
-/// A time to live such as `30m`, `8h` or `7d`, returned in seconds (1 minute to 1 year).
+/// A time to live (see [`TTL`]), in seconds.
 pub fn ttl_seconds(value: &str) -> Result<u64> {
-    let value = value.trim();
-    let invalid = || Error::invalid("ttl must be a duration such as 30m, 8h or 7d");
-    let unit = value.chars().last().ok_or_else(invalid)?;
-    let amount: u64 = value[..value.len() - unit.len_utf8()]
-        .parse()
-        .map_err(|_| invalid())?;
-    let seconds = match unit {
-        'm' => amount.checked_mul(60),
-        'h' => amount.checked_mul(3600),
-        'd' => amount.checked_mul(86_400),
-        _ => None,
+    if !TTL.matches(value) {
+        return Err(Error::invalid(
+            "ttl must be 1 to 999 minutes or hours, or 1 to 366 days, such as 30m, 8h or 7d",
+        ));
     }
-    .ok_or_else(invalid)?;
-    if (60..=366 * 86_400).contains(&seconds) {
-        Ok(seconds)
-    } else {
-        Err(Error::invalid("ttl must be between 1 minute and 366 days"))
-    }
+    let (amount, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = amount.parse().expect("the pattern admits digits only");
+    Ok(amount
+        * match unit {
+            "m" => 60,
+            "h" => 3600,
+            _ => 86_400,
+        })
 }
 
 fn truncate(value: &str, max: usize) -> String {
@@ -354,11 +493,22 @@ mod tests {
     }
 
     #[test]
-    fn names_are_trimmed_and_bounded() {
-        assert_eq!(name("name", "  web  ").unwrap(), "web");
-        assert!(name("name", "").is_err());
-        assert!(name("name", "a\nb").is_err());
+    fn names_are_bounded_and_not_padded() {
+        assert_eq!(name("name", "web app").unwrap(), "web app");
+        assert_eq!(name("name", "é").unwrap(), "é");
+        for bad in [
+            "",
+            " web",
+            "web ",
+            "web\u{a0}",
+            "a\nb",
+            "a\u{85}b",
+            "\u{3000}x",
+        ] {
+            assert!(name("name", bad).is_err(), "{bad:?}");
+        }
         assert!(name("name", &"x".repeat(128)).is_ok());
+        assert!(name("name", &"é".repeat(128)).is_ok());
         assert!(name("name", &"x".repeat(129)).is_err());
     }
 
@@ -410,6 +560,9 @@ mod tests {
         assert!(revision("--upload-pack=x").is_err());
         assert!(revision("a..b").is_err());
         assert!(revision("").is_err());
+        assert!(revision(".hidden").is_err());
+        assert!(revision(" main").is_err());
+        assert!(revision("a.b.c").is_ok());
     }
 
     #[test]
@@ -418,6 +571,10 @@ mod tests {
         assert_eq!(repository_path("envs/dev/").unwrap(), "envs/dev");
         assert!(repository_path("/etc").is_err());
         assert!(repository_path("a/../../b").is_err());
+        assert!(repository_path("..").is_err());
+        assert_eq!(repository_path("./x/..y/.../z").unwrap(), "./x/..y/.../z");
+        assert_eq!(repository_path("a//b/").unwrap(), "a//b");
+        assert!(repository_path("a\tb").is_err());
     }
 
     #[test]
@@ -427,6 +584,8 @@ mod tests {
         assert!(iac_version("1.0").is_err());
         assert!(iac_version("latest").is_err());
         assert!(iac_version("1.0.3; rm -rf /").is_err());
+        assert!(iac_version("1.0.3-").is_err());
+        assert!(iac_version(" 1.0.3").is_err());
     }
 
     #[test]
@@ -445,8 +604,45 @@ mod tests {
         assert_eq!(ttl_seconds("30m").unwrap(), 1800);
         assert_eq!(ttl_seconds("8h").unwrap(), 28_800);
         assert_eq!(ttl_seconds("7d").unwrap(), 604_800);
-        for bad in ["", "h", "0m", "10s", "999999999999999999d", "1.5h", "400d"] {
-            assert!(ttl_seconds(bad).is_err(), "{bad}");
+        assert_eq!(ttl_seconds("999h").unwrap(), 999 * 3600);
+        assert_eq!(ttl_seconds("366d").unwrap(), 366 * 86_400);
+        for bad in [
+            "", "h", "0m", "07m", "10s", "1000m", "367d", "400d", "1.5h", " 8h", "8h\n",
+        ] {
+            assert!(ttl_seconds(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The day bound is written out digit by digit in the pattern: every number agrees.
+    #[test]
+    fn the_ttl_pattern_admits_exactly_1_to_366_days() {
+        for days in 0..2000 {
+            assert_eq!(
+                TTL.matches(&format!("{days}d")),
+                (1..=366).contains(&days),
+                "{days}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_rule_compiles_and_bounds_its_length() {
+        for rule in [
+            &NAME,
+            &REVISION,
+            &REPOSITORY,
+            &REPOSITORY_PATH,
+            &IAC_VERSION,
+            &VARIABLE_NAME,
+            &ENVIRONMENT_VARIABLE_NAME,
+            &TTL,
+            &CURSOR,
+        ] {
+            assert!(
+                !rule.matches(&"a".repeat(rule.max_chars + 1)),
+                "{}",
+                rule.pattern
+            );
         }
     }
 }

@@ -3,22 +3,61 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use envplane_core::auth::Caller;
 use envplane_core::ids::new_id;
 use envplane_core::{Error, Platform};
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body (at most 1 MiB, unknown fields refused by the input types).
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body (at most 1 MiB, unknown fields refused by the input types).
 pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request<Body>, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be sent with Content-Type: application/json",
+            ));
+        }
+        let body = Bytes::from_request(request, state).await?;
+        // serde reads a struct from an array too (`[null, null]` sets its fields in
+        // order); every input of this API is an object.
+        if body.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+            // Not JSON at all stays a 400, as for any body that cannot be read.
+            let axum::Json(_) = axum::Json::<serde_json::Value>::from_bytes(&body)?;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "the body must be a JSON object",
+            ));
+        }
+        let axum::Json(value) = axum::Json::from_bytes(&body)?;
+        Ok(Json(value))
+    }
+}
+
+/// `application/json`, or a `+json` type of it, parameters aside.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(Ok(content_type)) = headers.get(CONTENT_TYPE).map(HeaderValue::to_str) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let essence = essence.to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

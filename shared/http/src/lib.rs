@@ -1,6 +1,7 @@
 //! The axum routers over the core use cases. The same `Router` serves API Gateway (via
 //! `lambda_http`) and `envplane serve`.
 
+mod contract;
 mod error;
 mod extract;
 mod routes;
@@ -77,7 +78,7 @@ fn public_routes(router: Router<Arc<Platform>>) -> Router<Arc<Platform>> {
 /// code would make up a good part of the api binary: what the API serves is this
 /// document as generated and committed (`openapi.json`; a test keeps the two equal).
 pub fn openapi() -> OpenApiDocument {
-    OpenApiRouter::<Arc<Platform>>::with_openapi(ApiDoc::openapi())
+    let mut document = OpenApiRouter::<Arc<Platform>>::with_openapi(ApiDoc::openapi())
         .merge(routes::organizations::documented())
         .merge(routes::api_keys::documented())
         .merge(routes::projects::documented())
@@ -86,7 +87,9 @@ pub fn openapi() -> OpenApiDocument {
         .merge(routes::variables::documented())
         .merge(routes::audit::documented())
         .merge(routes::deployments::documented())
-        .into_openapi()
+        .into_openapi();
+    contract::Contract.modify(&mut document);
+    document
 }
 
 /// The public API: `/health`, `/v1/...` and `/v1/openapi.json`.

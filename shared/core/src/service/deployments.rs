@@ -156,7 +156,7 @@ impl Platform {
     ) -> Result<LogPage> {
         let deployment = self.get_deployment(caller, id).await?;
         let page = PageRequest {
-            cursor: after.map(|seq| super::encode_cursor(&log_chunk_id(id, seq))),
+            cursor: after.map(|seq| log_chunk_id(id, seq)),
             limit,
         };
         let mut listing: Listing<LogChunk> =

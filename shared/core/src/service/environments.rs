@@ -26,7 +26,7 @@ fn no_drift_settings(drift: Option<serde_json::Value>) -> Result<()> {
 
 fn ttl(value: Option<String>) -> Result<Option<String>> {
     value
-        .map(|text| validate::ttl_seconds(&text).map(|_| text.trim().to_string()))
+        .map(|text| validate::ttl_seconds(&text).map(|_| text))
         .transpose()
 }
 
@@ -57,10 +57,9 @@ impl Platform {
         let template = self
             .load::<Template>(&caller.org_id, &input.template_id)
             .await?;
+        // A template of another project is not one this environment can name.
         if template.value.project_id != input.project_id {
-            return Err(Error::invalid(
-                "template_id names a template of another project",
-            ));
+            return Err(Error::NotFound("template of this project"));
         }
         let now = self.now();
         let environment = Environment {

@@ -18,8 +18,6 @@ mod watchdog;
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,7 +28,7 @@ use crate::ports::{
     Artifacts, Clock, KeyRing, Kind, Launcher, ListQuery, Queue, Record, RecordKey, Store,
     StoreError, WriteOp,
 };
-use crate::{Error, Result};
+use crate::{validate, Error, Result};
 
 pub use credentials::TokenScope;
 pub use dispatch::DispatchOutcome;
@@ -304,7 +302,7 @@ impl Platform {
                 )))
             }
         };
-        let after = page.cursor.as_deref().map(decode_cursor).transpose()?;
+        let after = page.cursor.as_deref().map(validate::cursor).transpose()?;
         let result = self
             .store
             .list(ListQuery {
@@ -326,7 +324,7 @@ impl Platform {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok((items, result.next.as_deref().map(encode_cursor)))
+        Ok((items, result.next))
     }
 
     /// Every `T` under one parent, page after page.
@@ -400,18 +398,6 @@ fn decode<T: Stored>(record: &Record) -> Result<T> {
     })
 }
 
-fn encode_cursor(id: &str) -> String {
-    URL_SAFE_NO_PAD.encode(id)
-}
-
-fn decode_cursor(cursor: &str) -> Result<String> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| Error::invalid("cursor is not one this API returned"))
-}
-
 /// A unique-key collision on insert means the name is taken; anything else passes through.
 fn name_taken(error: StoreError, what: &str, name: &str) -> Error {
     match error {
@@ -450,19 +436,5 @@ fn changed_meanwhile(error: StoreError) -> Error {
             Error::conflict("the object was changed by another request; read it again and retry")
         }
         other => Error::Store(other),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        assert_eq!(
-            decode_cursor(&encode_cursor("env_01abc")).unwrap(),
-            "env_01abc"
-        );
-        assert!(decode_cursor("!!!").is_err());
     }
 }

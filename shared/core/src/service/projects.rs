@@ -2,7 +2,8 @@ use crate::auth::{Caller, Role};
 use crate::ids::new_id;
 use crate::model::{CreateProject, Environment, Listing, Project, Template, UpdateProject};
 use crate::ports::{Kind, WriteOp};
-use crate::{validate, Error, Result};
+use crate::validate::{self, MAX_DESCRIPTION_LEN};
+use crate::{Error, Result};
 
 use super::{changed_meanwhile, name_taken, record, PageRequest, Platform, Stored};
 
@@ -10,8 +11,6 @@ impl Stored for Project {
     const KIND: Kind = Kind::Project;
     const NOUN: &'static str = "project";
 }
-
-const MAX_DESCRIPTION_LEN: usize = 1024;
 
 fn project_name_key(org_id: &str, name: &str) -> String {
     format!("{org_id}/{name}")

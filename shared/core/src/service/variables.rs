@@ -86,9 +86,9 @@ impl Platform {
             VariableKind::Terraform => validate::variable_name(name, true)?,
             VariableKind::Env => validate::environment_variable_name(name)?,
         };
-        if input.value.expose_secret().len() > MAX_VARIABLE_VALUE_LEN {
+        if input.value.expose_secret().chars().count() > MAX_VARIABLE_VALUE_LEN {
             return Err(Error::invalid(format!(
-                "value must be at most {MAX_VARIABLE_VALUE_LEN} bytes"
+                "value must be at most {MAX_VARIABLE_VALUE_LEN} characters"
             )));
         }
         if input.sensitive && input.value.expose_secret().chars().count() < MIN_SENSITIVE_VALUE_LEN

@@ -116,9 +116,10 @@ macro_rules! scope_with_id {
         pub mod $module {
             use super::*;
 
-            scope_with_id!(@list $with_list, $variant, $collection);
+            scope_with_id!(@list $with_list, $module, $variant, $collection);
 
             #[utoipa::path(get, path = $item, tag = "variables",
+                operation_id = concat!("get_", stringify!($module), "_variable"),
                 params(("id" = String, Path), ("name" = String, Path)),
                 responses((status = 200, body = Variable), (status = 404, body = ErrorBody)))]
             pub async fn get(
@@ -131,6 +132,7 @@ macro_rules! scope_with_id {
 
             /// Set a variable. A sensitive value is encrypted and never shown again.
             #[utoipa::path(put, path = $item, tag = "variables",
+                operation_id = concat!("put_", stringify!($module), "_variable"),
                 params(("id" = String, Path), ("name" = String, Path)), request_body = PutVariable,
                 responses((status = 200, body = Variable), (status = 201, body = Variable), (status = 422, body = ErrorBody)))]
             pub async fn put(
@@ -143,6 +145,7 @@ macro_rules! scope_with_id {
             }
 
             #[utoipa::path(delete, path = $item, tag = "variables",
+                operation_id = concat!("delete_", stringify!($module), "_variable"),
                 params(("id" = String, Path), ("name" = String, Path)),
                 responses((status = 204), (status = 404, body = ErrorBody)))]
             pub async fn delete(
@@ -154,8 +157,9 @@ macro_rules! scope_with_id {
             }
         }
     };
-    (@list true, $variant:ident, $collection:literal) => {
+    (@list true, $module:ident, $variant:ident, $collection:literal) => {
         #[utoipa::path(get, path = $collection, tag = "variables",
+            operation_id = concat!("list_", stringify!($module), "_variables"),
             params(("id" = String, Path), PageParams),
             responses((status = 200, body = Listing<Variable>), (status = 404, body = ErrorBody)))]
         pub async fn list(
@@ -167,7 +171,7 @@ macro_rules! scope_with_id {
             super::list(&platform, &caller, Scope::$variant(id), page).await
         }
     };
-    (@list false, $variant:ident, $collection:literal) => {};
+    (@list false, $module:ident, $variant:ident, $collection:literal) => {};
 }
 
 scope_with_id!(
@@ -195,7 +199,8 @@ scope_with_id!(
 pub mod organization {
     use super::*;
 
-    #[utoipa::path(get, path = "/v1/organization/variables", tag = "variables", params(PageParams),
+    #[utoipa::path(get, path = "/v1/organization/variables", tag = "variables",
+        operation_id = "list_organization_variables", params(PageParams),
         responses((status = 200, body = Listing<Variable>)))]
     pub async fn list(
         State(platform): State<App>,
@@ -206,6 +211,7 @@ pub mod organization {
     }
 
     #[utoipa::path(get, path = "/v1/organization/variables/{name}", tag = "variables",
+        operation_id = "get_organization_variable",
         params(("name" = String, Path)),
         responses((status = 200, body = Variable), (status = 404, body = ErrorBody)))]
     pub async fn get(
@@ -218,6 +224,7 @@ pub mod organization {
 
     /// Set an organization-wide variable. A sensitive value is encrypted and never shown again.
     #[utoipa::path(put, path = "/v1/organization/variables/{name}", tag = "variables",
+        operation_id = "put_organization_variable",
         params(("name" = String, Path)), request_body = PutVariable,
         responses((status = 200, body = Variable), (status = 201, body = Variable), (status = 422, body = ErrorBody)))]
     pub async fn put(
@@ -230,6 +237,7 @@ pub mod organization {
     }
 
     #[utoipa::path(delete, path = "/v1/organization/variables/{name}", tag = "variables",
+        operation_id = "delete_organization_variable",
         params(("name" = String, Path)),
         responses((status = 204), (status = 404, body = ErrorBody)))]
     pub async fn delete(
