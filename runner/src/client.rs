@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use envplane_core::deployment::{LogChunkInput, PhaseReport, Session, StepReport, StepStatus};
+use envplane_core::deployment::{
+    LogChunkInput, PhaseReport, PlanView, Session, StepReport, StepStatus,
+};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 
@@ -119,6 +121,12 @@ impl ApiClient {
         })
         .await
         .map(drop)
+    }
+
+    pub async fn put_plan_view(&self, view: &PlanView) -> Result<(), ClientError> {
+        self.send(|| self.request(Method::PUT, "/v1/runner/plan-view").json(view))
+            .await
+            .map(drop)
     }
 
     pub async fn get_plan(&self) -> Result<Vec<u8>, ClientError> {

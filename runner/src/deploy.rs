@@ -277,6 +277,15 @@ async fn plan(context: &Context, terraform: &Terraform) -> Result<PlanSummary, F
             .map_err(|error| explain(&log, "the plan could not be read", &error))?;
         let summary = terraform::plan_summary(&shown)
             .map_err(|e| Failure(format!("the plan could not be read: {e}")))?;
+        let text = run_captured(
+            terraform.command(&["show", "-no-color", PLAN_FILE]),
+            &mut log,
+        )
+        .await
+        .map_err(|error| explain(&log, "the plan could not be read", &error))?;
+        let view = terraform::plan_view(&text, &shown, &context.secrets)
+            .map_err(|e| Failure(format!("the plan could not be read: {e}")))?;
+        context.client.put_plan_view(&view).await?;
         log.push(
             format!(
                 "Plan summary: {} to add, {} to change, {} to destroy{}.\n",

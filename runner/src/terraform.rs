@@ -3,9 +3,11 @@
 
 use std::path::Path;
 
-use envplane_core::deployment::PlanSummary;
+use envplane_core::deployment::{PlanSummary, PlanView};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use crate::mask::Masker;
 
 /// The file the runner adds when the template declares no backend of its own.
 pub const BACKEND_FILE: &str = "envplane_backend.tf";
@@ -89,6 +91,116 @@ pub fn plan_summary(shown: &[u8]) -> Result<PlanSummary, serde_json::Error> {
     Ok(summary)
 }
 
+/// What replaces a value Terraform marks sensitive, as `terraform show` writes it.
+const SENSITIVE: &str = "(sensitive value)";
+
+/// The members of `terraform show -json <plan>` that describe the change; the others
+/// (`planned_values`, `prior_state`, `configuration`, ...) repeat values or code.
+const PLAN_VIEW_MEMBERS: [&str; 7] = [
+    "format_version",
+    "terraform_version",
+    "variables",
+    "resource_changes",
+    "resource_drift",
+    "output_changes",
+    "errored",
+];
+
+/// The plan as people read it, made here in the sandbox so that no sensitive value
+/// leaves it: `text` is `terraform show`'s, `shown` is `terraform show -json`'s. Every
+/// value Terraform marks sensitive (by its `*_sensitive` twins, or a variable declared
+/// `sensitive`) becomes "(sensitive value)", and both are masked of `secrets` (with
+/// their encoded forms, as the log is). JSON whose masking breaks it is left out (null).
+pub fn plan_view(
+    text: &[u8],
+    shown: &[u8],
+    secrets: &[String],
+) -> Result<PlanView, serde_json::Error> {
+    let mut plan: Map<String, Value> = serde_json::from_slice(shown)?;
+    let sensitive_variables = sensitive_variable_names(&plan);
+    plan.retain(|member, _| PLAN_VIEW_MEMBERS.contains(&member.as_str()));
+    if let Some(Value::Object(variables)) = plan.get_mut("variables") {
+        for (name, variable) in variables.iter_mut() {
+            if sensitive_variables.contains(name) {
+                variable["value"] = Value::String(SENSITIVE.into());
+            }
+        }
+    }
+    for member in ["resource_changes", "resource_drift"] {
+        if let Some(Value::Array(changes)) = plan.get_mut(member) {
+            for change in changes
+                .iter_mut()
+                .filter_map(|change| change.get_mut("change"))
+            {
+                redact_change(change);
+            }
+        }
+    }
+    if let Some(Value::Object(outputs)) = plan.get_mut("output_changes") {
+        outputs.values_mut().for_each(redact_change);
+    }
+    let json = mask_strings(Value::Object(plan), secrets);
+    let json =
+        serde_json::from_slice(&mask(&serde_json::to_vec(&json)?, secrets)).unwrap_or(Value::Null);
+    let text = String::from_utf8_lossy(&mask(text, secrets)).into_owned();
+    Ok(PlanView { text, json })
+}
+
+fn sensitive_variable_names(plan: &Map<String, Value>) -> Vec<String> {
+    plan.get("configuration")
+        .and_then(|configuration| configuration["root_module"]["variables"].as_object())
+        .map(|variables| {
+            variables
+                .iter()
+                .filter(|(_, declared)| declared["sensitive"] == Value::Bool(true))
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A change's `before` and `after`, with what its `before_sensitive` and
+/// `after_sensitive` mark replaced.
+fn redact_change(change: &mut Value) {
+    for (value, marks) in [("before", "before_sensitive"), ("after", "after_sensitive")] {
+        let marks = change.get(marks).cloned().unwrap_or(Value::Null);
+        if let Some(value) = change.get_mut(value) {
+            *value = redact(value.take(), &marks);
+        }
+    }
+}
+
+fn redact(value: Value, marks: &Value) -> Value {
+    match (value, marks) {
+        (_, Value::Bool(true)) => Value::String(SENSITIVE.into()),
+        (Value::Object(fields), Value::Object(marks)) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(name, field)| {
+                    let marks = marks.get(&name).unwrap_or(&Value::Null);
+                    (name, redact(field, marks))
+                })
+                .collect(),
+        ),
+        (Value::Array(items), Value::Array(marks)) => Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(at, item)| redact(item, marks.get(at).unwrap_or(&Value::Null)))
+                .collect(),
+        ),
+        (value, _) => value,
+    }
+}
+
+/// `bytes` through the log's masker: each secret and its encoded forms become `***`.
+fn mask(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
+    let mut masker = Masker::new(secrets);
+    let mut masked = masker.push(bytes);
+    masked.extend(masker.finish());
+    masked
+}
+
 /// Outputs from `terraform output -json`, sensitive ones replaced by `null` here, in
 /// the sandbox, so their values never leave it; any secret inside the others (say a
 /// `nonsensitive()` connection string) is masked.
@@ -159,6 +271,56 @@ mod tests {
         assert!(!declares_backend(dir.path()).unwrap());
         add_backend(dir.path()).unwrap();
         assert!(declares_backend(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_plan_view_keeps_no_sensitive_value() {
+        let shown = br#"{
+            "format_version": "0.2",
+            "terraform_version": "1.0.3",
+            "variables": {"password": {"value": "p4ssw0rd!"}, "region": {"value": "eu-west-1"}},
+            "planned_values": {"outputs": {"token": {"value": "t0ken-value"}}},
+            "prior_state": {"values": {}},
+            "configuration": {"root_module": {"variables": {"password": {"sensitive": true}, "region": {}}}},
+            "resource_changes": [{
+                "address": "aws_db_instance.db",
+                "change": {
+                    "actions": ["create"],
+                    "before": null,
+                    "after": {"username": "admin", "password": "p4ssw0rd!", "tags": ["a", "hunter2-tag"]},
+                    "after_sensitive": {"password": true, "tags": [false, true]}
+                }
+            }],
+            "output_changes": {
+                "token": {"actions": ["create"], "before": null, "after": "t0ken-value", "after_sensitive": true},
+                "url": {"actions": ["create"], "before": null, "after": "https://x/?k=c2VjcmV0LWtleQ", "after_sensitive": false}
+            }
+        }"#;
+        let text = b"  + password = (sensitive value)\n  + url = \"https://x/?k=c2VjcmV0LWtleQ\"\n";
+        let view = plan_view(text, shown, &["secret-key".to_string()]).unwrap();
+        let json = view.json.to_string();
+        for leaked in [
+            "p4ssw0rd!",
+            "hunter2-tag",
+            "t0ken-value",
+            "c2VjcmV0LWtleQ",
+            "secret-key",
+        ] {
+            assert!(!json.contains(leaked), "{leaked} in {json}");
+            assert!(!view.text.contains(leaked), "{leaked} in {}", view.text);
+        }
+        assert_eq!(view.json["variables"]["region"]["value"], "eu-west-1");
+        assert_eq!(view.json["variables"]["password"]["value"], SENSITIVE);
+        let after = &view.json["resource_changes"][0]["change"]["after"];
+        assert_eq!(after["username"], "admin");
+        assert_eq!(after["tags"], serde_json::json!(["a", SENSITIVE]));
+        assert!(view.json.get("planned_values").is_none());
+        assert!(view.json.get("configuration").is_none());
+        assert!(
+            view.text.contains("+ url = \"https://x/?k=***"),
+            "{}",
+            view.text
+        );
     }
 
     #[test]

@@ -31,6 +31,12 @@ fn deploy_follow_logs_list_and_state() {
     let plan = server.json(&["deploy", &environment, "--plan-only", "--wait"]);
     assert_eq!(plan["status"], "succeeded", "{plan}");
     assert_eq!(plan["action"], "plan");
+    let plan_id = plan["id"].as_str().unwrap();
+    let text = server.ok(&["plan", "show", plan_id]);
+    assert!(text.contains("No changes."), "{text}");
+    let shown = server.json(&["plan", "show", plan_id]);
+    assert_eq!(shown["plan_summary"], plan["plan_summary"], "{shown}");
+    assert_eq!(shown["json"]["terraform_version"], "1.0.3", "{shown}");
 
     let listing = server.ok(&["deployments", &environment]);
     assert!(listing.contains(&deployment), "{listing}");

@@ -54,6 +54,61 @@ async fn a_plan_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_plan_can_be_read_without_its_sensitive_values() {
+    let app = spawn_app().await;
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = app.environment_on(&repository, "read-plan", false).await;
+    let secret = "hunter2-plan-secret";
+    app.put(
+        &format!(
+            "/v1/environments/{}/variables/password",
+            seeded.environment_id
+        ),
+        &app.admin_key,
+        json!({"value": secret, "sensitive": true}),
+    )
+    .await
+    .expect(201);
+    app.put(
+        &format!(
+            "/v1/environments/{}/variables/greeting",
+            seeded.environment_id
+        ),
+        &app.admin_key,
+        json!({"value": format!("hi {secret}")}),
+    )
+    .await
+    .expect(201);
+    let id = app.deploy(&seeded.environment_id, "plan").await;
+    let deployment = app.wait_for(&id, &["succeeded", "failed"]).await;
+    assert_eq!(deployment["status"], "succeeded", "{deployment}");
+
+    let viewer = app.key(&app.admin_key, "viewer", None).await;
+    let plan = app
+        .get(&format!("/v1/deployments/{id}/plan"), &viewer)
+        .await
+        .expect(200);
+    assert_eq!(plan["deployment_id"], id.as_str());
+    assert_eq!(plan["plan_summary"], deployment["plan_summary"]);
+    let text = plan["text"].as_str().unwrap();
+    assert!(text.contains("message"), "{text}");
+    assert!(text.contains("(sensitive value)"), "{text}");
+    let outputs = &plan["json"]["output_changes"];
+    assert_eq!(outputs["message"]["after"], "hi *** world", "{plan}");
+    assert_eq!(outputs["password"]["after"], "(sensitive value)", "{plan}");
+    assert_eq!(
+        plan["json"]["variables"]["password"]["value"],
+        "(sensitive value)"
+    );
+    assert!(!plan.to_string().contains(secret), "{plan}");
+
+    let other = app.organization("plan-readers").await;
+    app.get(&format!("/v1/deployments/{id}/plan"), &other)
+        .await
+        .expect_error(404, "not_found");
+}
+
+#[tokio::test]
 async fn apply_keeps_state_across_sandboxes_and_destroy_empties_it() {
     let app = spawn_app().await;
     let key = app.admin_key.clone();

@@ -10,6 +10,7 @@ mod environments;
 mod http;
 mod organization;
 mod output;
+mod plans;
 mod projects;
 mod state;
 mod templates;
@@ -126,6 +127,13 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: deployments::Command,
     },
+    /// A deployment's plan, as people read it.
+    Plan {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: plans::Command,
+    },
     /// An environment's saved Terraform states.
     State {
         #[command(flatten)]
@@ -221,6 +229,10 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Deployment { globals, command } => {
             let (api, format) = globals.connect()?;
             deployments::run(&api, format, command).await
+        }
+        ClientCommand::Plan { globals, command } => {
+            let (api, format) = globals.connect()?;
+            plans::run(&api, format, command).await
         }
         ClientCommand::State { globals, command } => {
             let (api, format) = globals.connect()?;

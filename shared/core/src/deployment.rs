@@ -107,6 +107,30 @@ impl PlanSummary {
     }
 }
 
+/// A plan as people read it, as the sandbox that made it sends it: Terraform's text
+/// (`terraform show`) and its JSON (`terraform show -json`) without the values Terraform
+/// marks sensitive, both masked of the deployment's sensitive variables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanView {
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+/// A deployment's latest plan (`GET /v1/deployments/{id}/plan`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentPlan {
+    pub deployment_id: String,
+    pub plan_summary: Option<PlanSummary>,
+    /// What `terraform show` prints, sensitive values masked.
+    pub text: String,
+    /// `terraform show -json`: its format version, variables, resource and output
+    /// changes and drift, with every value Terraform marks sensitive replaced by
+    /// `"(sensitive value)"` and the deployment's sensitive variables masked.
+    #[schema(value_type = Object)]
+    pub json: serde_json::Value,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Deployment {
     pub id: String,

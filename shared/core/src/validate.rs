@@ -139,15 +139,25 @@ pub static NAME: TextRule = TextRule::new(
 /// starting with `-` (a command flag) or `.`, never `..`.
 pub static REVISION: TextRule = TextRule::new(r"^[A-Za-z0-9_/+@](?:\.?[A-Za-z0-9_/+@-])*$", 256);
 
-/// `https://`, `ssh://` or `git@host:path`, without white space or control characters.
+/// A host name or IPv4 address, as a repository URL names it.
+macro_rules! host {
+    () => {
+        r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+    };
+}
+
+/// `https://` or `ssh://` with a host (a user name and a port allowed, a password not:
+/// credentials go in `ENVPLANE_GIT_TOKEN`), or `git@host:path`; no white space or control
+/// characters anywhere.
 pub static REPOSITORY: TextRule = TextRule::new(
     concat!(
-        "^(?:(?:https|ssh)://",
-        visible_except!("/"),
+        r"^(?:(?:https|ssh)://(?:[A-Za-z0-9._~-]+@)?",
+        host!(),
+        r"(?::[0-9]{1,5})?(?:/",
         visible_except!(""),
-        "*|git@",
-        visible_except!(":"),
-        "+:",
+        "*)?|git@",
+        host!(),
+        ":",
         visible_except!(""),
         "+)$"
     ),
@@ -225,7 +235,8 @@ pub fn repository_url(value: &str, local_repositories: Option<&Path>) -> Result<
         "https://, ssh:// or git@host:path"
     };
     Err(Error::invalid(format!(
-        "repository must use {allowed}, without spaces, at most {} characters",
+        "repository must use {allowed}, name its host by name or IPv4 address, hold no \
+         password (use ENVPLANE_GIT_TOKEN) and no spaces, at most {} characters",
         REPOSITORY.max_chars
     )))
 }
@@ -518,6 +529,10 @@ mod tests {
             "https://github.com/acme/infra.git",
             "ssh://git@github.com/acme/infra.git",
             "git@github.com:acme/infra.git",
+            "https://git.example.com:8443/acme/infra",
+            "https://ci-bot@github.com/acme/infra.git",
+            "ssh://git@10.1.2.3:2222/infra",
+            "https://github.com",
         ] {
             assert_eq!(repository_url(ok, None).unwrap(), ok);
         }
@@ -530,6 +545,11 @@ mod tests {
             "ftp://x",
             "/tmp/repo",
             "https://x/ y",
+            "https://[::1]/x",
+            "https://[x",
+            "https://user:token@github.com/acme/infra.git",
+            "https://-host/x",
+            "git@ho st:x",
         ] {
             assert!(
                 repository_url(bad, Some(Path::new("/srv/repos"))).is_err(),

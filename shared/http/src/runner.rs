@@ -1,5 +1,5 @@
 //! The sandbox-facing API: the trade of the launch credential for the job, logs, steps,
-//! the saved plan, the result, and the Terraform HTTP state backend. Each route takes
+//! the saved plan and its readable view, the result, and the Terraform HTTP state backend. Each route takes
 //! the one kind of sandbox credential meant for it (bearer, or as the basic-auth
 //! password Terraform's http backend sends): the launch credential only the trade, the
 //! runner's the runner's calls, the state credential (Terraform's) only the state.
@@ -13,7 +13,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -36,6 +36,7 @@ pub fn routes(router: Router<App>) -> Router<App> {
         .route("/v1/runner/heartbeat", post(heartbeat))
         .route("/v1/runner/finish", post(finish))
         .route("/v1/runner/plan", get(get_plan).put(put_plan))
+        .route("/v1/runner/plan-view", put(put_plan_view))
         .route(
             "/v1/state/{environment_id}",
             get(read_state).post(write_state),
@@ -163,10 +164,23 @@ async fn put_plan(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// What a sandbox uploads whole: a plan or a state.
+/// The plan as people read it: text and JSON, for `GET /v1/deployments/{id}/plan`.
+async fn put_plan_view(
+    State(platform): State<App>,
+    RunnerAuth(runner): RunnerAuth,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let limit = platform.quotas().plan_bytes;
+    let (view, _slot) = read_upload(&runner, Upload::PlanView, limit, body).await?;
+    platform.put_plan_view(&runner, view).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a sandbox uploads whole: a plan, its view or a state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Upload {
     Plan,
+    PlanView,
     State,
 }
 
@@ -174,6 +188,7 @@ impl Upload {
     fn noun(self) -> &'static str {
         match self {
             Upload::Plan => "plan",
+            Upload::PlanView => "plan view",
             Upload::State => "state",
         }
     }

@@ -2,13 +2,15 @@
 
 use crate::auth::{Caller, Role};
 use crate::deployment::{
-    Action, CreateDeployment, Deployment, DeploymentStatus, LogChunk, LogPage,
+    Action, CreateDeployment, Deployment, DeploymentPlan, DeploymentStatus, LogChunk, LogPage,
+    PlanView,
 };
 use crate::ids::new_id;
 use crate::model::{Environment, Listing, Template};
-use crate::ports::{DeploymentMessage, Kind, WriteOp};
+use crate::ports::{DeploymentMessage, Kind, StoreError, WriteOp};
 use crate::{Error, Result};
 
+use super::runner::plan_view_key;
 use super::{
     changed_meanwhile, record, retrying_conflicts, Loaded, PageRequest, Platform, Stored,
     MAX_LOG_PAGE_BYTES,
@@ -118,6 +120,27 @@ impl Platform {
         let deployment = self.load::<Deployment>(&caller.org_id, id).await?.value;
         caller.require(Role::Viewer, Some(&deployment.project_id))?;
         Ok(deployment)
+    }
+
+    /// The deployment's latest plan, for whoever may read the deployment; 404 until a
+    /// sandbox has planned.
+    pub async fn deployment_plan(&self, caller: &Caller, id: &str) -> Result<DeploymentPlan> {
+        let deployment = self.get_deployment(caller, id).await?;
+        let sealed = self
+            .artifacts
+            .get(&caller.org_id, &plan_view_key(id))
+            .await?
+            .ok_or(Error::NotFound("plan of this deployment"))?;
+        let opened = self.key_ring.open_bytes(&caller.org_id, &sealed).await?;
+        let view: PlanView = serde_json::from_slice(&opened).map_err(|e| {
+            Error::Store(StoreError::Corrupt(format!("the plan view of {id}: {e}")))
+        })?;
+        Ok(DeploymentPlan {
+            deployment_id: deployment.id,
+            plan_summary: deployment.plan_summary,
+            text: view.text,
+            json: view.json,
+        })
     }
 
     /// An environment's deployments, newest first.

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{generate_runner_token, hash_key};
 use crate::deployment::{
     Deployment, DeploymentStatus, Job, JobVariable, LogChunk, LogChunkInput, Phase, PhaseReport,
-    PhaseResult, Session, Step, StepReport, StepStatus,
+    PhaseResult, PlanView, Session, Step, StepReport, StepStatus,
 };
 use crate::model::{Environment, Template};
 use crate::ports::{Kind, StoreError, WriteOp};
@@ -35,6 +35,10 @@ pub struct Runner {
 
 fn plan_key(deployment_id: &str) -> String {
     format!("plans/{deployment_id}")
+}
+
+pub(super) fn plan_view_key(deployment_id: &str) -> String {
+    format!("plan-views/{deployment_id}")
 }
 
 impl Platform {
@@ -335,6 +339,29 @@ impl Platform {
     /// Keeps the saved plan, sealed, for the approved apply: once, and only from the
     /// phase that plans for approval. Its SHA-256 goes on the deployment; an approval
     /// approves that hash.
+    /// Keeps the plan as people read it (a [`PlanView`] in JSON), from whichever phase
+    /// planned; a later attempt's replaces an earlier one's. Sealed like the plan itself:
+    /// it shows the infrastructure's values.
+    pub async fn put_plan_view(&self, runner: &Runner, view: Vec<u8>) -> Result<()> {
+        let quota = self.settings.quotas.plan_bytes;
+        if view.len() > quota {
+            return Err(Error::TooLarge(format!(
+                "the plan view is over the quota of {quota} bytes"
+            )));
+        }
+        serde_json::from_slice::<PlanView>(&view)
+            .map_err(|_| Error::invalid("a plan view is {\"text\": ..., \"json\": ...}"))?;
+        let sealed = self.key_ring.seal_bytes(&runner.org_id, &view).await?;
+        self.artifacts
+            .put(
+                &runner.org_id,
+                &plan_view_key(&runner.deployment_id),
+                sealed,
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn put_plan(&self, runner: &Runner, plan: Vec<u8>) -> Result<()> {
         let quota = self.settings.quotas.plan_bytes;
         if plan.len() > quota {

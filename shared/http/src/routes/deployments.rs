@@ -1,6 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use envplane_core::deployment::{CreateDeployment, Deployment, LogPage};
+use envplane_core::deployment::{CreateDeployment, Deployment, DeploymentPlan, LogPage};
 use envplane_core::model::Listing;
 use envplane_core::service::StateVersion;
 use serde::Deserialize;
@@ -15,6 +15,7 @@ handlers!(
     list_deployments,
     get_deployment,
     deployment_logs,
+    deployment_plan,
     approve_deployment,
     reject_deployment,
     cancel_deployment,
@@ -90,6 +91,19 @@ async fn deployment_logs(
         .deployment_logs(&caller, &id, params.after, params.limit)
         .await?;
     Ok(Json(logs))
+}
+
+/// The deployment's latest plan: Terraform's text and JSON, sensitive values removed
+/// and masked. 404 until a sandbox has planned.
+#[utoipa::path(get, path = "/v1/deployments/{id}/plan", tag = "deployments",
+    params(("id" = String, Path)),
+    responses((status = 200, body = DeploymentPlan), (status = 404, body = ErrorBody)))]
+async fn deployment_plan(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentPlan>, ApiError> {
+    Ok(Json(platform.deployment_plan(&caller, &id).await?))
 }
 
 /// Approve the saved plan; a new sandbox applies exactly it. 409 unless waiting.
