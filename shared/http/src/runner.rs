@@ -1,8 +1,9 @@
 //! The sandbox-facing API: the trade of the launch credential for the job, logs, steps,
-//! the saved plan and its readable view, the result, and the Terraform HTTP state backend. Each route takes
-//! the one kind of sandbox credential meant for it (bearer, or as the basic-auth
-//! password Terraform's http backend sends): the launch credential only the trade, the
-//! runner's the runner's calls, the state credential (Terraform's) only the state.
+//! the saved plan and its readable view, the result, and the Terraform HTTP state
+//! backend. Each route takes the one kind of sandbox credential meant for it (bearer, or
+//! as the basic-auth password Terraform's http backend sends): the launch credential
+//! only the trade, the runner's the runner's calls, the state credential (Terraform's)
+//! only the state.
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
