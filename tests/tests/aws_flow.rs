@@ -58,11 +58,18 @@ async fn a_deployment_plans_waits_applies_and_destroys_through_sqs_fargate_and_s
         .map(|key| key.split_once('/').unwrap().1.to_string())
         .collect();
     keys.sort();
-    assert_eq!(keys.len(), 2, "{keys:?}");
-    assert_eq!(keys[0], format!("plans/{id}"));
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(keys[0], format!("plan-views/{id}"));
+    assert_eq!(keys[1], format!("plans/{id}"));
     // Every save has a key of its own: `state/<env>/<version>-<unique>`.
     let state_prefix = format!("state/{}/1-", seeded.environment_id);
-    assert!(keys[1].starts_with(&state_prefix), "{keys:?}");
+    assert!(keys[2].starts_with(&state_prefix), "{keys:?}");
+    let plan = app
+        .get(&format!("/v1/deployments/{id}/plan"), &key)
+        .await
+        .expect(200);
+    assert!(plan["text"].as_str().unwrap().contains("message"), "{plan}");
+    assert!(!plan.to_string().contains(PASSWORD), "{plan}");
 
     let destroy = app.deploy(&seeded.environment_id, "destroy").await;
     let approval = app
