@@ -64,6 +64,16 @@ async fn malformed_bodies_are_refused() {
         !message.contains("123456789"),
         "the error echoes the value: {message}"
     );
+    // Every variable reaches the sandbox as an environment variable, which cannot hold NUL.
+    let nul = app
+        .put(
+            &format!("/v1/environments/{}/variables/x", seeded.environment_id),
+            &key,
+            json!({"value": "a\u{0}b"}),
+        )
+        .await
+        .expect_error(422, "validation_failed");
+    assert!(nul.contains("NUL"), "{nul}");
 
     assert_eq!(before, snapshot(&app).await);
 }

@@ -56,6 +56,30 @@ async fn nearer_scopes_win() {
         assert_eq!(variable["scope"], *scope_name);
         assert_eq!(variable["kind"], "env");
     }
+    // The merged listing pages by name like any other.
+    let effective_path = format!(
+        "/v1/environments/{}/variables?effective=true&limit=3",
+        seeded.environment_id
+    );
+    let first = app.get(&effective_path, key).await.expect(200);
+    let names = |page: &Value| -> Vec<String> {
+        let items = page["items"].as_array().unwrap();
+        items
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&first), ["level_0", "level_1", "level_2"]);
+    assert_eq!(first["next"], "level_2");
+    let rest = app
+        .get(&format!("{effective_path}&cursor=level_2"), key)
+        .await
+        .expect(200);
+    assert_eq!(names(&rest), ["level_3"]);
+    assert!(rest["next"].is_null());
+    app.get(&format!("{effective_path}&cursor=%C2%8C"), key)
+        .await
+        .expect_error(422, "validation_failed");
     // Another environment of the same template does not see this environment's values.
     let other = app
         .post(

@@ -330,7 +330,8 @@ impl PartialSchema for PutVariable {
                     ObjectBuilder::new()
                         .schema_type(Type::String)
                         .min_length(Some(min_chars))
-                        .max_length(Some(MAX_VARIABLE_VALUE_LEN)),
+                        .max_length(Some(MAX_VARIABLE_VALUE_LEN))
+                        .pattern(Some(r"^[^\u0000]*$")),
                 )
                 .required("value")
                 .property(
@@ -349,7 +350,8 @@ impl PartialSchema for PutVariable {
         };
         OneOfBuilder::new()
             .description(Some(format!(
-                "A variable's value; a sensitive one is sealed and masked, so it has at least \
+                "A variable's value (no NUL: it reaches the sandbox as an environment \
+                 variable); a sensitive one is sealed and masked, so it has at least \
                  {MIN_SENSITIVE_VALUE_LEN} characters. `kind` is `terraform` when left out."
             )))
             .item(variant(false, 0))

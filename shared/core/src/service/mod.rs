@@ -125,6 +125,24 @@ pub struct PageRequest {
     pub limit: Option<usize>,
 }
 
+impl PageRequest {
+    /// The page size (the default when none was asked for) and the position to start
+    /// after, each checked against its rule.
+    fn checked(&self) -> Result<(usize, Option<String>)> {
+        let limit = match self.limit {
+            None => DEFAULT_PAGE_SIZE,
+            Some(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "limit must be between 1 and {MAX_PAGE_SIZE}"
+                )))
+            }
+        };
+        let after = self.cursor.as_deref().map(validate::cursor).transpose()?;
+        Ok((limit, after))
+    }
+}
+
 /// A domain object as the store keeps it.
 trait Stored: Serialize + DeserializeOwned {
     const KIND: Kind;
@@ -293,16 +311,7 @@ impl Platform {
         page: &PageRequest,
         newest_first: bool,
     ) -> Result<(Vec<Loaded<T>>, Option<String>)> {
-        let limit = match page.limit {
-            None => DEFAULT_PAGE_SIZE,
-            Some(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
-            Some(_) => {
-                return Err(Error::invalid(format!(
-                    "limit must be between 1 and {MAX_PAGE_SIZE}"
-                )))
-            }
-        };
-        let after = page.cursor.as_deref().map(validate::cursor).transpose()?;
+        let (limit, after) = page.checked()?;
         let result = self
             .store
             .list(ListQuery {

@@ -86,6 +86,12 @@ impl Platform {
             VariableKind::Terraform => validate::variable_name(name, true)?,
             VariableKind::Env => validate::environment_variable_name(name)?,
         };
+        if input.value.expose_secret().contains('\0') {
+            return Err(Error::invalid(
+                "value must not contain the NUL character: every variable reaches the \
+                 sandbox as an environment variable",
+            ));
+        }
         if input.value.expose_secret().chars().count() > MAX_VARIABLE_VALUE_LEN {
             return Err(Error::invalid(format!(
                 "value must be at most {MAX_VARIABLE_VALUE_LEN} characters"
@@ -193,13 +199,23 @@ impl Platform {
         &self,
         caller: &Caller,
         environment_id: &str,
+        page: &PageRequest,
     ) -> Result<Listing<Variable>> {
+        let (limit, after) = page.checked()?;
         let environment = self.get_environment(caller, environment_id).await?;
         let merged = self.merged_variables(&caller.org_id, &environment).await?;
-        Ok(Listing {
-            items: merged.iter().map(StoredVariable::public).collect(),
-            next: None,
-        })
+        // By name, as merged; the cursor is the last name of the page before.
+        let mut items: Vec<Variable> = merged
+            .iter()
+            .filter(|variable| after.as_ref().is_none_or(|after| variable.name > *after))
+            .take(limit + 1)
+            .map(StoredVariable::public)
+            .collect();
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items[limit - 1].name.clone()
+        });
+        Ok(Listing { items, next })
     }
 
     /// The environment's variables from all four scopes, by name, the nearer scope winning.

@@ -84,7 +84,8 @@ async fn delete(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct EnvironmentVariablesParams {
-    /// Merge organization, project, template and environment variables (nearer wins).
+    /// Merge organization, project, template and environment variables (nearer wins),
+    /// listed by name.
     #[serde(default)]
     effective: bool,
     cursor: Option<String>,
@@ -100,13 +101,16 @@ async fn list_environment_variables(
     Path(id): Path<String>,
     Query(params): Query<EnvironmentVariablesParams>,
 ) -> Result<Json<Listing<Variable>>, ApiError> {
-    if params.effective {
-        return Ok(Json(platform.effective_variables(&caller, &id).await?));
-    }
     let page = PageParams {
         cursor: params.cursor,
         limit: params.limit,
     };
+    if params.effective {
+        let page = page.into();
+        return Ok(Json(
+            platform.effective_variables(&caller, &id, &page).await?,
+        ));
+    }
     list(&platform, &caller, Scope::Environment(id), page).await
 }
 
