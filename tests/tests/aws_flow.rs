@@ -628,7 +628,11 @@ async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
         watchdog.platform.run_watchdog(),
         watchdog.platform.run_watchdog()
     );
-    assert_eq!(first.unwrap().timed_out + second.unwrap().timed_out, 1);
+    // Each count is what that watchdog believes it did. One whose commit had to be sent
+    // again (a lost answer from a loaded emulator) finds the deployment ended and counts
+    // it as another's: once, in a fresh-clone run, both counted none. Never twice; that
+    // it ended, and how, is checked below.
+    assert!(first.unwrap().timed_out + second.unwrap().timed_out <= 1);
 
     let failed = app
         .get(&format!("/v1/deployments/{slow}"), &admin)
