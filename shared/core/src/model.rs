@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
-use utoipa::openapi::{RefOr, Schema};
+use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::auth::Role;
@@ -340,7 +340,7 @@ impl PartialSchema for PutVariable {
                         .schema_type(Type::Boolean)
                         .enum_values(Some([sensitive])),
                 )
-                .property("kind", VariableKind::schema())
+                .property("kind", Ref::from_schema_name(VariableKind::name()))
                 .additional_properties(Some(AdditionalProperties::FreeForm(false)));
             if sensitive {
                 object.required("sensitive")

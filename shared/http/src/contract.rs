@@ -188,12 +188,14 @@ fn constrain(parameter: &mut Parameter) {
 
 /// A `true`/`false` query parameter (`force`, `effective`): never `null` in a query.
 fn is_flag(parameter: &Parameter) -> bool {
-    matches!(
-        &parameter.schema,
-        Some(RefOr::T(Schema::Object(object)))
-            if matches!(&object.schema_type, SchemaType::Type(Type::Boolean))
-                || matches!(&object.schema_type, SchemaType::Array(types) if types.contains(&Type::Boolean))
-    )
+    let Some(RefOr::T(Schema::Object(object))) = &parameter.schema else {
+        return false;
+    };
+    match &object.schema_type {
+        SchemaType::Type(kind) => *kind == Type::Boolean,
+        SchemaType::Array(kinds) => kinds.contains(&Type::Boolean),
+        SchemaType::AnyValue => false,
+    }
 }
 
 /// Every error answer the operation can give, each with the error body: what the
