@@ -97,7 +97,9 @@ resource "aws_kms_alias" "secondary" {
 #   PK (S) / SK (S)
 #   GSI1: GSI1PK (S) / GSI1SK (S), projection ALL  (records with a parent)
 #   GSI2: GSI2PK (S) / GSI2SK (S), projection ALL  (records with an index key)
-# No TTL attribute: the code writes none (expiry goes through the Clock port).
+# TTL on `expires_at` (Unix seconds): only records that may be forgotten carry it (handled
+# webhook deliveries); nothing the platform decides by reads it, expiry of locks and
+# tokens goes through the Clock port.
 # Streams (NEW_AND_OLD_IMAGES) are what global tables version 2019.11.21 replicate from.
 
 resource "aws_dynamodb_table" "main" {
@@ -162,6 +164,11 @@ resource "aws_dynamodb_table" "main" {
 
   point_in_time_recovery {
     enabled = true
+  }
+
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
   }
 
   replica {

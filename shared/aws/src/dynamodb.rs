@@ -61,6 +61,9 @@ const ID: &str = "id";
 const PARENT_ID: &str = "parent_id";
 const UNIQUE_KEY: &str = "unique_key";
 const INDEX_KEY: &str = "index_key";
+/// The table's time-to-live attribute (Unix seconds): DynamoDB deletes the item some
+/// time after it.
+const EXPIRES_AT: &str = "expires_at";
 const VERSION: &str = "version";
 const BODY: &str = "body";
 
@@ -246,6 +249,9 @@ fn record_item(record: &Record, version: u64) -> Result<Item, StoreError> {
         item.insert(GSI2PK.into(), s(index_pk(kind, index_key)));
         item.insert(GSI2SK.into(), s(&record.id));
     }
+    if let Some(expires_at) = record.expires_at {
+        item.insert(EXPIRES_AT.into(), AttributeValue::N(expires_at.to_string()));
+    }
     item.insert(VERSION.into(), AttributeValue::N(version.to_string()));
     item.insert(BODY.into(), s(record.body.to_string()));
     let size = approximate_size(&item);
@@ -310,6 +316,17 @@ fn version(item: &Item) -> Result<u64, StoreError> {
     }
 }
 
+fn expires_at(item: &Item) -> Result<Option<i64>, StoreError> {
+    match item.get(EXPIRES_AT) {
+        None => Ok(None),
+        Some(AttributeValue::N(value)) => value
+            .parse()
+            .map(Some)
+            .map_err(|_| corrupt("has an `expires_at` that is not a whole number")),
+        Some(_) => Err(corrupt("has an `expires_at` that is not a number")),
+    }
+}
+
 fn parse_kind(item: &Item) -> Result<Kind, StoreError> {
     let name = string(item, KIND)?;
     Kind::ALL
@@ -341,6 +358,7 @@ fn record_from_item(item: &Item) -> Result<Record, StoreError> {
         parent_id: optional_string(item, PARENT_ID)?,
         unique_key: optional_string(item, UNIQUE_KEY)?,
         index_key: optional_string(item, INDEX_KEY)?,
+        expires_at: expires_at(item)?,
         version: version(item)?,
         body,
     })
@@ -1032,6 +1050,7 @@ mod tests {
             parent_id: None,
             unique_key: unique_key.map(str::to_string),
             index_key: None,
+            expires_at: None,
             version: 1,
             body: json!({ "id": id }),
         }

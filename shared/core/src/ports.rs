@@ -32,10 +32,17 @@ pub enum Kind {
     /// What stays of an environment deleted by force while it held state: enough to
     /// read its state versions for a while.
     RetiredEnvironment,
+    /// An organization's connection to a version control host (GitHub).
+    VcsConnection,
+    /// A webhook delivery already handled: its id, kept for a while so a redelivery
+    /// or a replay does nothing.
+    WebhookDelivery,
+    /// A pull request envplane plans: its one comment and its environments' plans.
+    PullRequest,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Organization,
         Kind::ApiKey,
         Kind::Project,
@@ -51,6 +58,9 @@ impl Kind {
         Kind::StateLock,
         Kind::StateHead,
         Kind::RetiredEnvironment,
+        Kind::VcsConnection,
+        Kind::WebhookDelivery,
+        Kind::PullRequest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +80,9 @@ impl Kind {
             Kind::StateLock => "state_lock",
             Kind::StateHead => "state_head",
             Kind::RetiredEnvironment => "retired_environment",
+            Kind::VcsConnection => "vcs_connection",
+            Kind::WebhookDelivery => "webhook_delivery",
+            Kind::PullRequest => "pull_request",
         }
     }
 }
@@ -89,6 +102,9 @@ pub struct Record {
     /// A sparse index across organizations (the status of an active deployment), for
     /// the platform's own sweeps: recovery, capacity, the reaper.
     pub index_key: Option<String>,
+    /// When the store may forget the record (Unix seconds): it may still read as any
+    /// other record until the store gets round to deleting it.
+    pub expires_at: Option<i64>,
     pub version: u64,
     pub body: serde_json::Value,
 }

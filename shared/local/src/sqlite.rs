@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS records (
     unique_key TEXT,
     index_key  TEXT,
     version    INTEGER NOT NULL,
+    expires_at INTEGER,
     body       TEXT    NOT NULL,
     PRIMARY KEY (kind, org_id, id)
 ) WITHOUT ROWID;
@@ -66,6 +67,7 @@ impl SqliteStore {
             )
             .map_err(backend)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;
+        add_expiry_column(&writer)?;
         let (reads, queued) = mpsc::channel::<Read>();
         let queued = Arc::new(Mutex::new(queued));
         for n in 0..READERS {
@@ -170,7 +172,42 @@ fn poisoned() -> StoreError {
     StoreError::Backend("a store connection was poisoned by an earlier panic".into())
 }
 
-const COLUMNS: &str = "org_id, id, parent_id, unique_key, index_key, version, body";
+const COLUMNS: &str = "org_id, id, parent_id, unique_key, index_key, version, body, expires_at";
+
+/// Databases made before records could expire get the column (appended last, where
+/// `ALTER TABLE` puts it) and the index the purge uses.
+fn add_expiry_column(connection: &Connection) -> Result<(), StoreError> {
+    let has_column = connection
+        .prepare("SELECT 1 FROM pragma_table_info('records') WHERE name = 'expires_at'")
+        .and_then(|mut statement| statement.exists([]))
+        .map_err(backend)?;
+    if !has_column {
+        connection
+            .execute_batch("ALTER TABLE records ADD COLUMN expires_at INTEGER")
+            .map_err(backend)?;
+    }
+    connection
+        .execute_batch(
+            "CREATE INDEX IF NOT EXISTS records_by_expiry ON records (expires_at) \
+             WHERE expires_at IS NOT NULL",
+        )
+        .map_err(backend)
+}
+
+/// Deletes the records whose expiry has passed: what DynamoDB's time to live does on
+/// its own. Run by the commits that add expiring records, so they cannot pile up.
+fn purge_expired(transaction: &Transaction<'_>) -> Result<(), StoreError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64);
+    transaction
+        .execute(
+            "DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at < ?1",
+            params![now],
+        )
+        .map_err(backend)?;
+    Ok(())
+}
 
 /// Reads a row selected with `COLUMNS`; every query filters by kind, so it is known.
 fn read_record(kind: Kind) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Record> {
@@ -184,6 +221,7 @@ fn read_record(kind: Kind) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Re
             unique_key: row.get(3)?,
             index_key: row.get(4)?,
             version: row.get::<_, i64>(5)? as u64,
+            expires_at: row.get(7)?,
             body: serde_json::from_str(&body).map_err(|e| {
                 rusqlite::Error::FromSqlConversionFailure(
                     6,
@@ -261,6 +299,9 @@ impl Store for SqliteStore {
         run_blocking(move || {
             let mut connection = inner.writer.lock().map_err(|_| poisoned())?;
             let transaction = connection.transaction().map_err(backend)?;
+            if ops.iter().any(inserts_expiring) {
+                purge_expired(&transaction)?;
+            }
             for op in &ops {
                 apply(&transaction, op)?;
             }
@@ -319,12 +360,16 @@ fn page_of(mut items: Vec<Record>, limit: usize) -> Page {
     Page { items, next }
 }
 
+fn inserts_expiring(op: &WriteOp) -> bool {
+    matches!(op, WriteOp::Insert(record) if record.expires_at.is_some())
+}
+
 fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> {
     let changed = match op {
         WriteOp::Insert(record) => transaction
             .execute(
                 &format!(
-                    "INSERT INTO records (kind, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7) ON CONFLICT DO NOTHING"
+                    "INSERT INTO records (kind, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8) ON CONFLICT DO NOTHING"
                 ),
                 params![
                     record.kind.as_str(),
@@ -333,7 +378,8 @@ fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> 
                     record.parent_id,
                     record.unique_key,
                     record.index_key,
-                    record.body.to_string()
+                    record.body.to_string(),
+                    record.expires_at
                 ],
             )
             .map_err(write_error)?,
@@ -343,7 +389,8 @@ fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> 
         } => transaction
             .execute(
                 "UPDATE records SET parent_id = ?4, unique_key = ?5, index_key = ?6, body = ?7, \
-                 version = version + 1 WHERE kind = ?1 AND org_id = ?2 AND id = ?3 AND version = ?8",
+                 expires_at = ?9, version = version + 1 \
+                 WHERE kind = ?1 AND org_id = ?2 AND id = ?3 AND version = ?8",
                 params![
                     record.kind.as_str(),
                     record.org_id,
@@ -352,7 +399,8 @@ fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> 
                     record.unique_key,
                     record.index_key,
                     record.body.to_string(),
-                    *expected_version as i64
+                    *expected_version as i64,
+                    record.expires_at
                 ],
             )
             .map_err(write_error)?,
@@ -407,5 +455,63 @@ mod tests {
         let path = dir.path().join("envplane.db");
         envplane_testkit::store::write_sample(&SqliteStore::open(&path).unwrap()).await;
         envplane_testkit::store::check_sample(&SqliteStore::open(&path).unwrap()).await;
+    }
+
+    fn delivery(id: &str, expires_at: i64) -> Record {
+        Record {
+            kind: Kind::WebhookDelivery,
+            org_id: "org_a".into(),
+            id: id.into(),
+            parent_id: None,
+            unique_key: None,
+            index_key: None,
+            expires_at: Some(expires_at),
+            version: 1,
+            body: serde_json::json!({}),
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_records_go_when_new_expiring_ones_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("envplane.db")).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        store
+            .commit(vec![
+                WriteOp::Insert(delivery("expired", now - 1)),
+                WriteOp::Insert(delivery("current", now + 3600)),
+            ])
+            .await
+            .unwrap();
+        store
+            .commit(vec![WriteOp::Insert(delivery("next", now + 3600))])
+            .await
+            .unwrap();
+        let stored = |id: &'static str| store.get(Kind::WebhookDelivery, "org_a", id);
+        assert!(stored("expired").await.unwrap().is_none());
+        assert!(stored("current").await.unwrap().is_some());
+        assert!(stored("next").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_expiry_gets_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envplane.db");
+        let old_schema = SCHEMA.replace("    expires_at INTEGER,\n", "");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&old_schema)
+            .unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        store
+            .commit(vec![WriteOp::Insert(delivery("d", now + 60))])
+            .await
+            .unwrap();
+        let stored = store
+            .get(Kind::WebhookDelivery, "org_a", "d")
+            .await
+            .unwrap();
+        assert_eq!(stored.unwrap().expires_at, Some(now + 60));
     }
 }

@@ -15,6 +15,7 @@ fn record(org_id: &str, id: &str, parent_id: Option<&str>, unique_key: Option<&s
         parent_id: parent_id.map(str::to_string),
         unique_key: unique_key.map(str::to_string),
         index_key: None,
+        expires_at: None,
         version: 1,
         body: json!({ "id": id, "note": "conformance" }),
     }
@@ -45,6 +46,33 @@ pub async fn conformance(store: &dyn Store) {
     the_index_spans_organizations(store).await;
     many_records_are_read_at_once_in_the_order_asked(store).await;
     the_index_counts_up_to_a_limit(store).await;
+    expiring_records_keep_their_ids_until_forgotten(store).await;
+}
+
+/// An expiring record is a record like any other until the store forgets it: its id
+/// stays taken (what makes it a once-only marker) and its expiry reads back.
+async fn expiring_records_keep_their_ids_until_forgotten(store: &dyn Store) {
+    let in_a_week = chrono::Utc::now().timestamp() + 7 * 24 * 3600;
+    let expiring = Record {
+        kind: Kind::WebhookDelivery,
+        expires_at: Some(in_a_week),
+        ..record("org_e", "delivery-1", None, None)
+    };
+    store
+        .commit(vec![WriteOp::Insert(expiring.clone())])
+        .await
+        .unwrap();
+    assert!(is_conflict(
+        store.commit(vec![WriteOp::Insert(expiring.clone())]).await
+    ));
+    let stored = store
+        .get(Kind::WebhookDelivery, "org_e", "delivery-1")
+        .await
+        .unwrap()
+        .expect("the expiring record");
+    assert_eq!(stored.expires_at, Some(in_a_week));
+    let lasting = store.get(Kind::Project, "org_a", "p_1").await.unwrap();
+    assert!(lasting.is_none_or(|record| record.expires_at.is_none()));
 }
 
 async fn the_index_counts_up_to_a_limit(store: &dyn Store) {

@@ -392,6 +392,7 @@ fn record<T: Stored>(
         parent_id: parent_id.map(str::to_string),
         unique_key,
         index_key: None,
+        expires_at: None,
         version: 1,
         body: serde_json::to_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
