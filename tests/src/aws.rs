@@ -142,6 +142,7 @@ pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
             client: reqwest::Client::new(),
             server,
             quotas: Default::default(),
+            github_api_url: None,
         },
         stack,
         deployer,

@@ -26,6 +26,7 @@ pub struct TestApp {
     client: reqwest::Client,
     server: JoinHandle<()>,
     quotas: Quotas,
+    github_api_url: Option<String>,
 }
 
 /// A response: status and JSON body (`Value::Null` when empty).
@@ -91,8 +92,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// An app whose deployments get `quotas`.
 pub async fn spawn_app_with_quotas(quotas: Quotas) -> TestApp {
+    spawn(quotas, None).await
+}
+
+/// An app whose GitHub API is at `github_api_url` (the test kit's fake).
+pub async fn spawn_app_with_github(github_api_url: &str) -> TestApp {
+    spawn(Quotas::default(), Some(github_api_url.to_string())).await
+}
+
+async fn spawn(quotas: Quotas, github_api_url: Option<String>) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary data directory");
-    let (address, server, admin_key) = serve(data_dir.path(), &quotas).await;
+    let (address, server, admin_key) =
+        serve(data_dir.path(), &quotas, github_api_url.as_deref()).await;
     TestApp {
         address,
         admin_key: admin_key.expect("a fresh data directory bootstraps"),
@@ -100,10 +111,15 @@ pub async fn spawn_app_with_quotas(quotas: Quotas) -> TestApp {
         client: reqwest::Client::new(),
         server,
         quotas,
+        github_api_url,
     }
 }
 
-async fn serve(data_dir: &Path, quotas: &Quotas) -> (SocketAddr, JoinHandle<()>, Option<String>) {
+async fn serve(
+    data_dir: &Path,
+    quotas: &Quotas,
+    github_api_url: Option<&str>,
+) -> (SocketAddr, JoinHandle<()>, Option<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let mut config = LocalConfig::new(data_dir.to_path_buf(), format!("http://{address}"));
@@ -111,6 +127,9 @@ async fn serve(data_dir: &Path, quotas: &Quotas) -> (SocketAddr, JoinHandle<()>,
     config.tools_dir = tools_dir();
     config.local_repositories = Some(repositories_dir());
     config.quotas = quotas.clone();
+    if let Some(url) = github_api_url {
+        config.github_api_url = url.to_string();
+    }
     let installation = envplane_local::open(config).expect("open the installation");
     let (platform, background) = installation.start().await.expect("start the installation");
     let admin_key = platform
@@ -159,7 +178,12 @@ impl TestApp {
     pub async fn restart(&mut self) {
         self.server.abort();
         let _ = (&mut self.server).await;
-        let (address, server, admin_key) = serve(self.data_dir.path(), &self.quotas).await;
+        let (address, server, admin_key) = serve(
+            self.data_dir.path(),
+            &self.quotas,
+            self.github_api_url.as_deref(),
+        )
+        .await;
         assert!(admin_key.is_none(), "a restart must not bootstrap again");
         self.address = address;
         self.server = server;

@@ -94,6 +94,8 @@ impl Kit {
             queue: queue.clone(),
             launcher: launcher.clone(),
             artifacts: Arc::new(FileArtifacts::new(data_dir.path().join("artifacts"))),
+            vcs: Arc::new(envplane_core::ports::Unwired),
+            reports: Arc::new(envplane_core::ports::Unwired),
         };
         let platform = Platform::new(ports, settings);
         let key = platform.bootstrap().await.unwrap().unwrap();

@@ -321,6 +321,9 @@ impl Common {
             queue: self.queue.clone(),
             launcher,
             artifacts,
+            // GitHub on AWS (the webhook function, reports through a queue) is not wired yet.
+            vcs: Arc::new(envplane_core::ports::Unwired),
+            reports: Arc::new(envplane_core::ports::Unwired),
         };
         let platform_settings = Settings {
             max_parallel_deployments: settings.max_parallel_deployments,
@@ -330,6 +333,7 @@ impl Common {
             // Only the deployer can launch; every start goes through the queue to it.
             start_next_inline: false,
             quotas: settings.quotas.clone(),
+            public_url: settings.api_url.clone(),
         };
         AwsPlatform {
             platform: Arc::new(Platform::new(ports, platform_settings)),

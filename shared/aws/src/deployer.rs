@@ -182,6 +182,8 @@ pub(crate) mod fixture {
                 queue: queue.clone(),
                 launcher: launcher.clone(),
                 artifacts: Arc::new(FileArtifacts::new(data_dir.path().join("artifacts"))),
+                vcs: Arc::new(envplane_core::ports::Unwired),
+                reports: Arc::new(envplane_core::ports::Unwired),
             };
             let platform = Arc::new(Platform::new(
                 ports,

@@ -183,6 +183,44 @@ pub struct Deployment {
     #[serde(default)]
     pub start_failures: u32,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What asked for it when it was not a person: a pull request, a push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+}
+
+/// The version control event behind a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// A plan of a pull request's head commit.
+    PullRequest {
+        /// `owner/name`.
+        repository: String,
+        number: u64,
+        commit: String,
+        /// Who pushed or commented.
+        sender: String,
+        /// The platform's record of the pull request.
+        pull_request_id: String,
+    },
+    /// An apply of a push to the environment's branch.
+    Push {
+        repository: String,
+        branch: String,
+        commit: String,
+        sender: String,
+    },
+}
+
+impl Trigger {
+    pub fn pull_request_id(&self) -> Option<&str> {
+        match self {
+            Self::PullRequest {
+                pull_request_id, ..
+            } => Some(pull_request_id),
+            Self::Push { .. } => None,
+        }
+    }
 }
 
 impl Deployment {

@@ -1,4 +1,4 @@
-use crate::ports::{ArtifactError, KeyRingError, LaunchError, QueueError, StoreError};
+use crate::ports::{ArtifactError, KeyRingError, LaunchError, QueueError, StoreError, VcsError};
 
 /// Every way a use case can fail. The HTTP edge maps each variant to one status once.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +12,12 @@ pub enum Error {
     /// The request collides with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// A body that cannot be read as what the route takes (400).
+    #[error("{0}")]
+    Malformed(String),
+    /// A webhook whose signature does not prove it came from the connected host (401).
+    #[error("{0}")]
+    Unverified(&'static str),
     /// No key, an unknown key or a revoked key (401).
     #[error("a valid API key is required")]
     Unauthenticated,
@@ -31,6 +37,8 @@ pub enum Error {
     Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Vcs(#[from] VcsError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod deployment;
 pub mod error;
+pub mod github;
 pub mod ids;
 pub mod model;
 pub mod ports;

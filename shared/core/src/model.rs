@@ -114,6 +114,20 @@ pub struct Environment {
     /// Drift detection settings; not configurable yet, always `null`.
     #[schema(value_type = Option<Object>)]
     pub drift: Option<serde_json::Value>,
+    /// Plan every pull request of the template's repository that touches the template's
+    /// directory or `watch_paths`, and report on the pull request. Pull request code
+    /// runs with the environment's variables: changing it needs the admin role.
+    #[serde(default)]
+    pub pull_request_plans: bool,
+    /// Apply every push to the environment's branch (its revision) that touches the
+    /// template's directory or `watch_paths`; approval rules still apply. Changing it
+    /// needs the admin role.
+    #[serde(default)]
+    pub continuous_deployment: bool,
+    /// More files whose change concerns the environment, as globs from the repository
+    /// root (`modules/**`); `*` stays within one directory.
+    #[serde(default)]
+    pub watch_paths: Vec<String>,
     /// The outputs of the last successful apply (sensitive ones `null`).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -281,6 +295,15 @@ pub struct CreateEnvironment {
     #[serde(default)]
     #[schema(schema_with = rules::no_drift)]
     pub drift: Option<serde_json::Value>,
+    /// Setting it needs the admin role.
+    #[serde(default)]
+    pub pull_request_plans: bool,
+    /// Setting it needs the admin role.
+    #[serde(default)]
+    pub continuous_deployment: bool,
+    #[serde(default)]
+    #[schema(schema_with = rules::watch_paths)]
+    pub watch_paths: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -307,7 +330,127 @@ pub struct UpdateEnvironment {
     #[serde(default)]
     #[schema(schema_with = rules::no_drift)]
     pub drift: Option<serde_json::Value>,
+    /// Changing it needs the admin role.
+    pub pull_request_plans: Option<bool>,
+    /// Changing it needs the admin role.
+    pub continuous_deployment: Option<bool>,
+    #[schema(schema_with = rules::optional_watch_paths)]
+    pub watch_paths: Option<Vec<String>>,
 }
+
+/// An organization's GitHub connection, as the API shows it: never a secret.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GitHubConnection {
+    /// `app` (a GitHub App installation) or `token`.
+    pub mode: String,
+    pub app_id: Option<u64>,
+    pub installation_id: Option<u64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Connects the organization to GitHub: a GitHub App installation (app id,
+/// installation id, the App's private key) or, for local use, a token; and the webhook
+/// secret. Secrets are write-only. Its schema is written out below: one of two shapes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutGitHubConnection {
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    #[serde(default)]
+    pub installation_id: Option<u64>,
+    #[serde(default)]
+    pub private_key: Option<SecretString>,
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    pub webhook_secret: SecretString,
+}
+
+/// The shortest webhook secret taken: GitHub signs with it, so it must not be guessable.
+pub const MIN_WEBHOOK_SECRET_CHARS: usize = 16;
+const MAX_CONNECTION_SECRET_CHARS: usize = 16 * 1024;
+/// How an App's private key (PEM) begins.
+const PRIVATE_KEY_PATTERN: &str = "^-----BEGIN (RSA )?PRIVATE KEY-----";
+
+impl PutGitHubConnection {
+    /// Checks the shape: all of the App's fields or a token, never both, and secrets of
+    /// sensible length.
+    pub fn checked(self) -> crate::Result<Self> {
+        let invalid = |message: &str| Err(crate::Error::invalid(message));
+        let chars = |secret: &SecretString| secret.expose_secret().chars().count();
+        let webhook_secret = chars(&self.webhook_secret);
+        if !(MIN_WEBHOOK_SECRET_CHARS..=MAX_CONNECTION_SECRET_CHARS).contains(&webhook_secret) {
+            return invalid("webhook_secret must be 16 to 16384 characters");
+        }
+        match (
+            &self.app_id,
+            &self.installation_id,
+            &self.private_key,
+            &self.token,
+        ) {
+            (Some(app_id), Some(installation_id), Some(key), None) => {
+                let pem = key.expose_secret();
+                let looks_like_pem = pem.starts_with("-----BEGIN PRIVATE KEY-----")
+                    || pem.starts_with("-----BEGIN RSA PRIVATE KEY-----");
+                if *app_id == 0 || *installation_id == 0 {
+                    return invalid("app_id and installation_id are positive numbers");
+                }
+                if !looks_like_pem || chars(key) > MAX_CONNECTION_SECRET_CHARS {
+                    return invalid(
+                        "private_key must be the App's private key in PEM, as GitHub gives it",
+                    );
+                }
+            }
+            (None, None, None, Some(token)) => {
+                if !(1..=MAX_CONNECTION_SECRET_CHARS).contains(&chars(token)) {
+                    return invalid("token must be 1 to 16384 characters");
+                }
+            }
+            _ => return invalid(
+                "give app_id, installation_id and private_key (a GitHub App), or token, not both",
+            ),
+        }
+        Ok(self)
+    }
+}
+
+impl PartialSchema for PutGitHubConnection {
+    fn schema() -> RefOr<Schema> {
+        let secret = |min: usize, pattern: Option<&str>| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(min))
+                .max_length(Some(MAX_CONNECTION_SECRET_CHARS))
+                .pattern(pattern)
+                .description(Some("Write-only: sealed, never shown again."))
+        };
+        let id = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+        };
+        let webhook_secret = || secret(MIN_WEBHOOK_SECRET_CHARS, None);
+        let app = ObjectBuilder::new()
+            .property("app_id", id())
+            .property("installation_id", id())
+            .property("private_key", secret(1, Some(PRIVATE_KEY_PATTERN)))
+            .property("webhook_secret", webhook_secret())
+            .required("app_id")
+            .required("installation_id")
+            .required("private_key")
+            .required("webhook_secret")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let token = ObjectBuilder::new()
+            .property("token", secret(1, None))
+            .property("webhook_secret", webhook_secret())
+            .required("token")
+            .required("webhook_secret")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        OneOfBuilder::new().item(app).item(token).into()
+    }
+}
+
+impl ToSchema for PutGitHubConnection {}
 
 /// A variable's value and kind. Its schema is written out below: a sensitive value's
 /// least length depends on `sensitive`.
@@ -369,12 +512,12 @@ impl ToSchema for PutVariable {
 /// The OpenAPI schemas of fields whose rules live in [`crate::validate`], from the same
 /// rules.
 mod rules {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    use utoipa::openapi::{Object, RefOr, Schema};
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    use utoipa::openapi::{Array, Object, RefOr, Schema};
 
     use crate::validate::{
-        IAC_VERSION, MAX_DEPLOYMENT_TIMEOUT_MINUTES, MAX_DESCRIPTION_LEN, NAME, REPOSITORY,
-        REPOSITORY_PATH, REVISION, TTL,
+        IAC_VERSION, MAX_DEPLOYMENT_TIMEOUT_MINUTES, MAX_DESCRIPTION_LEN, MAX_WATCH_PATHS, NAME,
+        REPOSITORY, REPOSITORY_PATH, REVISION, TTL, WATCH_PATH,
     };
 
     pub fn name() -> Object {
@@ -416,6 +559,17 @@ mod rules {
             .minimum(Some(1))
             .maximum(Some(MAX_DEPLOYMENT_TIMEOUT_MINUTES))
             .build()
+    }
+    pub fn watch_paths() -> Array {
+        ArrayBuilder::new()
+            .items(WATCH_PATH.schema())
+            .max_items(Some(MAX_WATCH_PATHS))
+            .build()
+    }
+    pub fn optional_watch_paths() -> Array {
+        let mut schema = watch_paths();
+        schema.schema_type = SchemaType::Array(vec![Type::Array, Type::Null]);
+        schema
     }
     /// Drift detection arrives with the scheduler; until then only `null` is taken, so
     /// that a setting is never silently ignored.

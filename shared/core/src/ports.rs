@@ -375,6 +375,201 @@ impl Launcher for Unwired {
     }
 }
 
+/// How the platform acts as one organization on its version control host.
+pub enum VcsAuth {
+    /// A GitHub App installation: short-lived installation tokens, minted with an
+    /// RS256 JWT signed by the App's private key (PEM).
+    App {
+        app_id: u64,
+        installation_id: u64,
+        private_key: SecretString,
+    },
+    /// A personal or fine-grained access token (local use).
+    Token(SecretString),
+}
+
+impl std::fmt::Debug for VcsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::App {
+                app_id,
+                installation_id,
+                ..
+            } => f
+                .debug_struct("App")
+                .field("app_id", app_id)
+                .field("installation_id", installation_id)
+                .finish_non_exhaustive(),
+            Self::Token(_) => f.write_str("Token(..)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitState {
+    Pending,
+    Success,
+    Failure,
+    Error,
+}
+
+/// A commit status, e.g. `envplane/staging`: pending, then success or failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitStatus {
+    pub context: String,
+    pub state: CommitState,
+    pub description: String,
+    pub target_url: Option<String>,
+}
+
+/// What a user may do in a repository, as the host reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RepositoryPermission {
+    None,
+    Read,
+    Triage,
+    Write,
+    Maintain,
+    Admin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VcsError {
+    /// The host refused the call (a 4xx other than a rate limit): retrying cannot help.
+    #[error("the version control host refused the call: {0}")]
+    Refused(String),
+    /// The object is gone (a deleted comment).
+    #[error("the version control host has no such object")]
+    NotFound,
+    /// The host could not answer (5xx, a rate limit, the network) after retries.
+    #[error("the version control host is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A version control host's API (GitHub; GitLab or Bitbucket later, as other adapters).
+/// `repository` is `owner/name`. Adapters retry what may pass (5xx, rate limits).
+#[async_trait]
+pub trait Vcs: Send + Sync {
+    /// Every file a pull request changes, across all pages.
+    async fn changed_files(
+        &self,
+        auth: &VcsAuth,
+        repository: &str,
+        number: u64,
+    ) -> Result<Vec<String>, VcsError>;
+    /// Adds a comment to a pull request; answers its id.
+    async fn create_comment(
+        &self,
+        auth: &VcsAuth,
+        repository: &str,
+        number: u64,
+        body: &str,
+    ) -> Result<u64, VcsError>;
+    async fn edit_comment(
+        &self,
+        auth: &VcsAuth,
+        repository: &str,
+        comment_id: u64,
+        body: &str,
+    ) -> Result<(), VcsError>;
+    async fn delete_comment(
+        &self,
+        auth: &VcsAuth,
+        repository: &str,
+        comment_id: u64,
+    ) -> Result<(), VcsError>;
+    async fn set_status(
+        &self,
+        auth: &VcsAuth,
+        repository: &str,
+        commit: &str,
+        status: &CommitStatus,
+    ) -> Result<(), VcsError>;
+    async fn permission(
+        &self,
+        auth: &VcsAuth,
+        repository: &str,
+        user: &str,
+    ) -> Result<RepositoryPermission, VcsError>;
+    /// A credential to clone `repository` with, valid for about an hour.
+    async fn clone_token(&self, auth: &VcsAuth, repository: &str)
+        -> Result<SecretString, VcsError>;
+}
+
+/// A pull request whose report (its comment, its statuses) is to be brought up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRequest {
+    pub org_id: String,
+    pub pull_request_id: String,
+}
+
+/// Where reports are asked for: the process that speaks to the host makes them, off
+/// the path of whoever asked (a runner's final report, a watchdog), so a slow or
+/// failing host never holds a deployment up.
+#[async_trait]
+pub trait Reports: Send + Sync {
+    async fn request(&self, request: ReportRequest);
+}
+
+#[async_trait]
+impl Vcs for Unwired {
+    async fn changed_files(&self, _: &VcsAuth, _: &str, _: u64) -> Result<Vec<String>, VcsError> {
+        Err(VcsError::Unavailable(Self::reason(
+            "version control client",
+        )))
+    }
+    async fn create_comment(&self, _: &VcsAuth, _: &str, _: u64, _: &str) -> Result<u64, VcsError> {
+        Err(VcsError::Unavailable(Self::reason(
+            "version control client",
+        )))
+    }
+    async fn edit_comment(&self, _: &VcsAuth, _: &str, _: u64, _: &str) -> Result<(), VcsError> {
+        Err(VcsError::Unavailable(Self::reason(
+            "version control client",
+        )))
+    }
+    async fn delete_comment(&self, _: &VcsAuth, _: &str, _: u64) -> Result<(), VcsError> {
+        Err(VcsError::Unavailable(Self::reason(
+            "version control client",
+        )))
+    }
+    async fn set_status(
+        &self,
+        _: &VcsAuth,
+        _: &str,
+        _: &str,
+        _: &CommitStatus,
+    ) -> Result<(), VcsError> {
+        Err(VcsError::Unavailable(Self::reason(
+            "version control client",
+        )))
+    }
+    async fn permission(
+        &self,
+        _: &VcsAuth,
+        _: &str,
+        _: &str,
+    ) -> Result<RepositoryPermission, VcsError> {
+        Err(VcsError::Unavailable(Self::reason(
+            "version control client",
+        )))
+    }
+    async fn clone_token(&self, _: &VcsAuth, _: &str) -> Result<SecretString, VcsError> {
+        Err(VcsError::Unavailable(Self::reason(
+            "version control client",
+        )))
+    }
+}
+
+/// Where no process makes reports (no host connected), asking for one does nothing.
+#[async_trait]
+impl Reports for Unwired {
+    async fn request(&self, request: ReportRequest) {
+        tracing::warn!(pull_request = %request.pull_request_id, "no process makes pull request reports here; the report is skipped");
+    }
+}
+
 /// Time, injectable so that expiry and TTL logic can be tested without waiting.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;

@@ -194,6 +194,36 @@ pub static TTL: TextRule = TextRule::new(
     4,
 );
 
+/// A watched path glob: path segments of letters, digits, `._-`, `?` and single `*`s,
+/// or a whole segment `**` (any depth); from the repository root.
+pub static WATCH_PATH: TextRule = TextRule::new(
+    concat!(
+        r"^(?:\*\*|\*|\*?(?:[A-Za-z0-9._?-]+\*?)+)",
+        r"(?:/(?:\*\*|\*|\*?(?:[A-Za-z0-9._?-]+\*?)+))*$"
+    ),
+    200,
+);
+/// Extra path globs one environment may watch.
+pub const MAX_WATCH_PATHS: usize = 20;
+
+/// An environment's extra watched paths: at most [`MAX_WATCH_PATHS`] [`WATCH_PATH`]s.
+pub fn watch_paths(globs: Vec<String>) -> Result<Vec<String>> {
+    if globs.len() > MAX_WATCH_PATHS {
+        return Err(Error::invalid(format!(
+            "watch_paths takes at most {MAX_WATCH_PATHS} globs"
+        )));
+    }
+    for glob in &globs {
+        WATCH_PATH.check(
+            "each of watch_paths",
+            glob,
+            "a glob of path segments (letters, digits, ._-, ? and single *s, or a whole \
+             segment **), at most 200 characters",
+        )?;
+    }
+    Ok(globs)
+}
+
 /// A listing's position: the `next` of the page before.
 pub static CURSOR: TextRule = TextRule::new(r"^[A-Za-z0-9_/-]+$", 512);
 
@@ -656,6 +686,7 @@ mod tests {
             &VARIABLE_NAME,
             &ENVIRONMENT_VARIABLE_NAME,
             &TTL,
+            &WATCH_PATH,
             &CURSOR,
         ] {
             assert!(

@@ -67,13 +67,17 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Error::Unauthenticated | Error::Unverified(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthenticated")
+            }
+            Error::Malformed(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::Store(_)
             | Error::KeyRing(_)
             | Error::Queue(_)
             | Error::Artifact(_)
-            | Error::Launch(_) => {
+            | Error::Launch(_)
+            | Error::Vcs(_) => {
                 // The details are for the operator's log, not for the caller.
                 tracing::error!(error = %error, "request failed inside the platform");
                 return Self::new(

@@ -70,6 +70,7 @@ fn public_routes(router: Router<Arc<Platform>>) -> Router<Arc<Platform>> {
     let router = routes::environments::routes(router);
     let router = routes::variables::routes(router);
     let router = routes::audit::routes(router);
+    let router = routes::github::routes(router);
     routes::deployments::routes(router)
 }
 
@@ -86,6 +87,7 @@ pub fn openapi() -> OpenApiDocument {
         .merge(routes::environments::documented())
         .merge(routes::variables::documented())
         .merge(routes::audit::documented())
+        .merge(routes::github::documented())
         .merge(routes::deployments::documented())
         .into_openapi();
     contract::Contract.modify(&mut document);
@@ -98,6 +100,11 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/webhooks/github",
+            axum::routing::post(routes::github::github_webhook)
+                .layer(DefaultBodyLimit::max(routes::github::WEBHOOK_BODY_LIMIT)),
         )
         .route(
             "/v1/openapi.json",

@@ -6,14 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use envplane_core::ports::{QueueError, StoreError, SystemClock};
+use envplane_core::ports::{QueueError, ReportRequest, StoreError, SystemClock};
 use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
+use envplane_github::GitHubApi;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 
 use crate::launcher::{Isolation, LauncherConfig, LocalLauncher, SandboxExit};
 use crate::queue::{Delivery, SqliteQueue};
+use crate::reports::{report_loop, ChannelReports};
 use crate::{FileArtifacts, FileKeyRing, KeyFileError, SqliteStore};
 use crate::{ADMIN_KEY_FILE, ARTIFACTS_DIR, DATABASE_FILE, MASTER_KEY_FILE, TOOLS_DIR};
 
@@ -36,6 +38,8 @@ pub struct LocalConfig {
     /// link-local ones they never reach.
     pub blocked_ranges: Vec<String>,
     pub quotas: Quotas,
+    /// GitHub's API: `https://api.github.com`, or a GitHub Enterprise Server's.
+    pub github_api_url: String,
 }
 
 impl LocalConfig {
@@ -56,6 +60,7 @@ impl LocalConfig {
             local_repositories: None,
             blocked_ranges: Vec::new(),
             quotas: Quotas::default(),
+            github_api_url: "https://api.github.com".into(),
         }
     }
 }
@@ -87,6 +92,7 @@ pub struct Installation {
     pub platform: Arc<Platform>,
     queue: SqliteQueue,
     exits: UnboundedReceiver<SandboxExit>,
+    report_requests: UnboundedReceiver<ReportRequest>,
 }
 
 /// The background loops; they stop when this is dropped.
@@ -124,6 +130,8 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
     let queue = SqliteQueue::open(&database)?;
     let key_ring = FileKeyRing::open_or_create(&config.data_dir.join(MASTER_KEY_FILE))?;
     let (exit_sender, exits) = unbounded_channel();
+    let (reports, report_requests) = ChannelReports::new();
+    let public_url = config.api_url.clone();
     let launcher = LocalLauncher::new(
         LauncherConfig {
             runner_binary: config.runner_binary,
@@ -142,6 +150,8 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         queue: Arc::new(queue.clone()),
         launcher: Arc::new(launcher),
         artifacts: Arc::new(FileArtifacts::new(config.data_dir.join(ARTIFACTS_DIR))),
+        vcs: Arc::new(GitHubApi::new(&config.github_api_url)),
+        reports: Arc::new(reports),
     };
     let settings = Settings {
         cache_api_keys: true,
@@ -149,11 +159,13 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         max_parallel_deployments: config.max_parallel_deployments,
         start_next_inline: true,
         quotas: config.quotas,
+        public_url,
     };
     Ok(Installation {
         platform: Arc::new(Platform::new(ports, settings)),
         queue,
         exits,
+        report_requests,
     })
 }
 
@@ -239,10 +251,11 @@ impl Installation {
         let dispatcher = tokio::spawn(dispatch_loop(self.platform.clone(), self.queue));
         let watcher = tokio::spawn(watch_exits(self.platform.clone(), self.exits));
         let watchdog = tokio::spawn(watchdog_loop(self.platform.clone()));
+        let reporter = tokio::spawn(report_loop(self.platform.clone(), self.report_requests));
         Ok((
             self.platform,
             Background {
-                tasks: vec![dispatcher, watcher, watchdog],
+                tasks: vec![dispatcher, watcher, watchdog, reporter],
             },
         ))
     }

@@ -8,6 +8,7 @@ mod key_file;
 mod launcher;
 mod network;
 mod queue;
+mod reports;
 mod seccomp;
 mod sqlite;
 
@@ -16,6 +17,7 @@ pub use installation::{open, Background, Installation, LocalConfig, OpenError};
 pub use key_file::{FileKeyRing, KeyFileError};
 pub use launcher::{Isolation, LauncherConfig, LocalLauncher, SandboxExit};
 pub use queue::{Delivery, SqliteQueue};
+pub use reports::ChannelReports;
 pub use sqlite::SqliteStore;
 
 /// The files of a local installation inside its data directory.

@@ -3,6 +3,7 @@
 //! the handlers' tests start from.
 
 pub mod faults;
+pub mod github;
 pub mod key_ring;
 pub mod seed;
 pub mod store;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::model::Environment;
-use crate::ports::{DeploymentMessage, IndexQuery, Kind, WriteOp};
+use crate::ports::{DeploymentMessage, IndexQuery, Kind, ReportRequest, WriteOp};
 use crate::{Error, Result};
 
 use super::credentials::{attempt_credential_ids, EnvironmentLock, RunnerTokenRecord};
@@ -185,7 +185,24 @@ impl Platform {
             }
             None => self.hand_on_slot(SlotChange::Freed).await,
         }
+        self.report_if_triggered(&org_id, &deployment).await;
         Ok(deployment)
+    }
+
+    /// Asks for the report of the pull request a deployment planned, now it has ended.
+    async fn report_if_triggered(&self, org_id: &str, deployment: &Deployment) {
+        let pull_request_id = deployment
+            .trigger
+            .as_ref()
+            .and_then(|t| t.pull_request_id());
+        if let (Some(pull_request_id), true) = (pull_request_id, deployment.status.is_final()) {
+            self.reports
+                .request(ReportRequest {
+                    org_id: org_id.to_string(),
+                    pull_request_id: pull_request_id.to_string(),
+                })
+                .await;
+        }
     }
 
     /// Where sandboxes start in this process, the slot a running deployment's ending

@@ -96,6 +96,7 @@ impl Platform {
             launched_at: None,
             start_failures: 0,
             finished_at: None,
+            trigger: None,
         };
         let mut insert = record(
             &caller.org_id,
@@ -126,21 +127,25 @@ impl Platform {
     /// sandbox has planned.
     pub async fn deployment_plan(&self, caller: &Caller, id: &str) -> Result<DeploymentPlan> {
         let deployment = self.get_deployment(caller, id).await?;
-        let sealed = self
-            .artifacts
-            .get(&caller.org_id, &plan_view_key(id))
-            .await?
-            .ok_or(Error::NotFound("plan of this deployment"))?;
-        let opened = self.key_ring.open_bytes(&caller.org_id, &sealed).await?;
-        let view: PlanView = serde_json::from_slice(&opened).map_err(|e| {
-            Error::Store(StoreError::Corrupt(format!("the plan view of {id}: {e}")))
-        })?;
+        let view = self.plan_view(&caller.org_id, id).await?;
         Ok(DeploymentPlan {
             deployment_id: deployment.id,
             plan_summary: deployment.plan_summary,
             text: view.text,
             json: view.json,
         })
+    }
+
+    /// The plan view a deployment's sandbox saved; 404 until it has planned.
+    pub(super) async fn plan_view(&self, org_id: &str, id: &str) -> Result<PlanView> {
+        let sealed = self
+            .artifacts
+            .get(org_id, &plan_view_key(id))
+            .await?
+            .ok_or(Error::NotFound("plan of this deployment"))?;
+        let opened = self.key_ring.open_bytes(org_id, &sealed).await?;
+        serde_json::from_slice(&opened)
+            .map_err(|e| Error::Store(StoreError::Corrupt(format!("the plan view of {id}: {e}"))))
     }
 
     /// An environment's deployments, newest first.

@@ -37,9 +37,10 @@ impl Platform {
         input: CreateEnvironment,
     ) -> Result<Environment> {
         caller.require(Role::Deployer, Some(&input.project_id))?;
-        if input.allow_self_approval {
+        if input.allow_self_approval || input.pull_request_plans || input.continuous_deployment {
             caller.require(Role::Admin, Some(&input.project_id))?;
         }
+        let watch_paths = validate::watch_paths(input.watch_paths)?;
         let name = validate::name("name", &input.name)?;
         let revision = input
             .revision
@@ -73,6 +74,9 @@ impl Platform {
             ttl,
             deployment_timeout_minutes,
             drift: None,
+            pull_request_plans: input.pull_request_plans,
+            continuous_deployment: input.continuous_deployment,
+            watch_paths,
             outputs: None,
             created_at: now,
             updated_at: now,
@@ -135,8 +139,25 @@ impl Platform {
             || input
                 .allow_self_approval
                 .is_some_and(|v| v != environment.allow_self_approval);
-        if approval_changes {
+        // Pull request plans run code anyone who can push a branch wrote, with the
+        // environment's variables; continuous deployment applies without a person.
+        let automation_changes = input
+            .pull_request_plans
+            .is_some_and(|v| v != environment.pull_request_plans)
+            || input
+                .continuous_deployment
+                .is_some_and(|v| v != environment.continuous_deployment);
+        if approval_changes || automation_changes {
             caller.require(Role::Admin, Some(&environment.project_id))?;
+        }
+        if let Some(enabled) = input.pull_request_plans {
+            environment.pull_request_plans = enabled;
+        }
+        if let Some(enabled) = input.continuous_deployment {
+            environment.continuous_deployment = enabled;
+        }
+        if let Some(globs) = input.watch_paths {
+            environment.watch_paths = validate::watch_paths(globs)?;
         }
         if let Some(requires_approval) = input.requires_approval {
             environment.requires_approval = requires_approval;

@@ -7,6 +7,7 @@ mod credentials;
 mod deployments;
 mod dispatch;
 mod environments;
+mod github;
 mod key_cache;
 mod organizations;
 mod projects;
@@ -25,13 +26,14 @@ use serde::Serialize;
 use crate::auth::Caller;
 use crate::model::Listing;
 use crate::ports::{
-    Artifacts, Clock, KeyRing, Kind, Launcher, ListQuery, Queue, Record, RecordKey, Store,
-    StoreError, WriteOp,
+    Artifacts, Clock, KeyRing, Kind, Launcher, ListQuery, Queue, Record, RecordKey, Reports, Store,
+    StoreError, Vcs, WriteOp,
 };
 use crate::{validate, Error, Result};
 
 pub use credentials::TokenScope;
 pub use dispatch::DispatchOutcome;
+pub use github::{WebhookDelivery, WebhookOutcome};
 pub use runner::Runner;
 pub use state::{StateLocked, StateVersion};
 pub use variables::Scope;
@@ -56,6 +58,8 @@ pub struct Settings {
     /// same request, not through the queue, so the slot is never left idle.
     pub start_next_inline: bool,
     pub quotas: Quotas,
+    /// Where people reach the API: links in pull request comments and statuses.
+    pub public_url: String,
 }
 
 /// What one deployment may use. A log or step quota that is hit ends the deployment
@@ -92,6 +96,7 @@ impl Default for Settings {
             cache_api_keys: false,
             start_next_inline: false,
             quotas: Quotas::default(),
+            public_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -104,6 +109,8 @@ pub struct Ports {
     pub queue: Arc<dyn Queue>,
     pub launcher: Arc<dyn Launcher>,
     pub artifacts: Arc<dyn Artifacts>,
+    pub vcs: Arc<dyn Vcs>,
+    pub reports: Arc<dyn Reports>,
 }
 
 /// The platform's use cases over its ports.
@@ -114,6 +121,8 @@ pub struct Platform {
     queue: Arc<dyn Queue>,
     launcher: Arc<dyn Launcher>,
     artifacts: Arc<dyn Artifacts>,
+    vcs: Arc<dyn Vcs>,
+    reports: Arc<dyn Reports>,
     key_cache: Option<key_cache::KeyCache>,
     settings: Settings,
 }
@@ -256,6 +265,8 @@ impl Platform {
             queue: ports.queue,
             launcher: ports.launcher,
             artifacts: ports.artifacts,
+            vcs: ports.vcs,
+            reports: ports.reports,
             key_cache: settings.cache_api_keys.then(key_cache::KeyCache::default),
             settings,
         }

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod deployments;
 pub mod environments;
+pub mod github;
 pub mod organizations;
 pub mod projects;
 pub mod templates;
