@@ -126,10 +126,15 @@ fn push_commit(repository: &TempDir, note: &str) -> String {
     git(repository, &["rev-parse", "HEAD"])
 }
 
+/// A payload of `events/github/` as it is.
+fn fixture(name: &str) -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/github/").to_string() + name;
+    std::fs::read(path).unwrap()
+}
+
 /// A fixture of `events/github/`, pointed at the test repository and `commit`.
 fn payload(name: &str, repository: &TempDir, commit: &str) -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/github/").to_string() + name;
-    let mut body: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut body: Value = serde_json::from_slice(&fixture(name)).unwrap();
     body["repository"]["clone_url"] = json!(format!("file://{}", repository.path().display()));
     if body.get("pull_request").is_some() {
         body["pull_request"]["head"]["sha"] = json!(commit);
@@ -218,7 +223,7 @@ async fn only_signed_deliveries_are_read_and_each_is_handled_once() {
         "nothing unverified reaches GitHub"
     );
 
-    let ping = std::fs::read("../events/github/ping.json").unwrap();
+    let ping = fixture("ping.json");
     assert_eq!(
         signed(&app, "ping", "d-ping", &ping).await["result"],
         "ignored"
@@ -338,7 +343,7 @@ async fn a_pull_request_is_planned_and_reported_in_one_living_comment() {
 
     // A comment command from someone who cannot write to the repository plans nothing.
     github.set_permission("mallory", "read");
-    let comment = std::fs::read("../events/github/issue_comment.json").unwrap();
+    let comment = fixture("issue_comment.json");
     let before = deployments(&app, &environment_id).await.len();
     signed(&app, "issue_comment", "d-5", &comment).await;
     assert_eq!(deployments(&app, &environment_id).await.len(), before);
@@ -349,4 +354,136 @@ async fn a_pull_request_is_planned_and_reported_in_one_living_comment() {
         assert!(!call.path.contains(SENSITIVE), "{call:?}");
     }
     assert_eq!(github.comments().len(), 1);
+}
+
+#[tokio::test]
+async fn a_writer_plans_again_from_a_comment_and_closing_cancels_what_waits() {
+    let Setup {
+        app,
+        github,
+        repository,
+        environment_id,
+    } = setup().await;
+    let head = git(&repository, &["rev-parse", "HEAD"]);
+    let body = payload("pull_request_opened.json", &repository, &head);
+    let [first] = queued(&signed(&app, "pull_request", "d-1", &body).await)
+        .try_into()
+        .expect("one plan");
+    app.wait_for(&first, &["succeeded"]).await;
+    let held = app.deploy(&environment_id, "apply").await;
+    app.wait_for(&held, &["waiting_for_approval"]).await;
+
+    // The permission check meets GitHub's rate limit once: it is tried again.
+    github.set_permission("mallory", "write");
+    github.fail_next(1, 403);
+    let comment = fixture("issue_comment.json");
+    let [again] = queued(&signed(&app, "issue_comment", "d-2", &comment).await)
+        .try_into()
+        .expect("one plan");
+    let permission_calls = github
+        .calls()
+        .into_iter()
+        .filter(|call| call.path.ends_with("/collaborators/mallory/permission"))
+        .count();
+    assert_eq!(permission_calls, 2, "the rate-limited call was tried again");
+    assert_eq!(
+        app.wait_for(&again, &["queued"]).await["revision"],
+        head.as_str()
+    );
+
+    // Any other /envplane comment gets the list of commands, in a reply of its own.
+    let mut unknown: Value = serde_json::from_slice(&comment).unwrap();
+    unknown["comment"]["body"] = json!("/envplane apply");
+    signed(
+        &app,
+        "issue_comment",
+        "d-3",
+        &serde_json::to_vec(&unknown).unwrap(),
+    )
+    .await;
+    assert!(github
+        .comments()
+        .iter()
+        .any(|c| c.body.contains("/envplane plan <environment>")));
+
+    let closed = payload("pull_request_closed.json", &repository, &head);
+    signed(&app, "pull_request", "d-4", &closed).await;
+    let cancelled = app.wait_for(&again, &["cancelled"]).await;
+    assert!(
+        cancelled["reason"].as_str().unwrap().contains("closed"),
+        "{cancelled}"
+    );
+    app.post(
+        &format!("/v1/deployments/{held}/reject"),
+        &app.admin_key,
+        json!({}),
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
+async fn a_push_to_the_branch_of_an_environment_with_continuous_deployment_applies() {
+    let Setup {
+        app,
+        repository,
+        environment_id,
+        ..
+    } = setup().await;
+    let head = git(&repository, &["rev-parse", "HEAD"]);
+    let mut push: Value =
+        serde_json::from_slice(&payload("push.json", &repository, &head)).unwrap();
+    push["after"] = json!(head);
+    let push = serde_json::to_vec(&push).unwrap();
+    // Off by default: the push deploys nothing.
+    assert!(queued(&signed(&app, "push", "d-1", &push).await).is_empty());
+    app.patch(
+        &format!("/v1/environments/{environment_id}"),
+        &app.admin_key,
+        json!({ "continuous_deployment": true, "requires_approval": false }),
+    )
+    .await
+    .expect(200);
+    let [apply] = queued(&signed(&app, "push", "d-2", &push).await)
+        .try_into()
+        .expect("one apply");
+    let done = app.wait_for(&apply, &["succeeded", "failed"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["action"], "apply");
+    assert_eq!(done["trigger"]["kind"], "push");
+    assert_eq!(done["commit"], head.as_str());
+    let environment = app
+        .get(
+            &format!("/v1/environments/{environment_id}"),
+            &app.admin_key,
+        )
+        .await
+        .expect(200);
+    let echo = environment["outputs"]["echo"].to_string();
+    assert!(echo.contains("the token is"), "{environment}");
+
+    // A push to another branch, or touching other paths, deploys nothing.
+    let mut elsewhere: Value = serde_json::from_slice(&push).unwrap();
+    elsewhere["ref"] = json!("refs/heads/feature");
+    let elsewhere = serde_json::to_vec(&elsewhere).unwrap();
+    assert!(queued(&signed(&app, "push", "d-3", &elsewhere).await).is_empty());
+    let mut docs: Value = serde_json::from_slice(&push).unwrap();
+    docs["commits"][0]["modified"] = json!(["docs/guide.md"]);
+    let docs = serde_json::to_vec(&docs).unwrap();
+    assert!(queued(&signed(&app, "push", "d-4", &docs).await).is_empty());
+}
+
+#[tokio::test]
+async fn bodies_beyond_githubs_limit_are_refused() {
+    let Setup { app, .. } = setup().await;
+    let body = vec![b' '; envplane_core::github::MAX_WEBHOOK_BYTES + 1];
+    let (status, _) = deliver(
+        &app,
+        "push",
+        "d-big",
+        &body,
+        Some(sign(SECRET.as_bytes(), &body)),
+    )
+    .await;
+    assert_eq!(status, 413);
 }

@@ -471,6 +471,90 @@ mod tests {
     }
 
     #[test]
+    fn every_watched_path_the_rule_takes_is_a_glob() {
+        let taken = [
+            "modules/**",
+            "*.tfvars",
+            "**/*.tf",
+            "env/?/main.tf",
+            "a*b*c",
+            "*",
+            "**",
+        ];
+        for glob in taken {
+            let globs = crate::validate::watch_paths(vec![glob.into()]).expect(glob);
+            assert!(WatchedPaths::new(".", &globs).is_ok(), "{glob}");
+        }
+        for refused in [
+            "modules/[",
+            "***",
+            "a**",
+            "",
+            "a//b",
+            "/abs",
+            "{a,b}",
+            "x\ny",
+        ] {
+            assert!(
+                crate::validate::watch_paths(vec![refused.into()]).is_err(),
+                "{refused:?}"
+            );
+        }
+        assert!(crate::validate::watch_paths(vec!["*.tf".into(); 21]).is_err());
+    }
+
+    fn deployment(id: &str) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "environment_id": "env_1", "project_id": "prj_1", "action": "plan",
+            "status": "succeeded", "requires_approval": false, "revision": "abc",
+            "commit": null, "steps": [], "reason": null, "cancel_requested": false,
+            "attempt": 1, "requested_by": "github:octocat", "approved_by": null,
+            "plan_summary": { "add": 2, "change": 1, "destroy": 0, "outputs_changed": false },
+            "created_at": "2026-12-01T00:00:00Z", "updated_at": "2026-12-01T00:00:00Z",
+            "started_at": null, "finished_at": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_comment_fits_githubs_limit_and_says_where_plans_were_cut() {
+        let (small, big) = (deployment("dep_small"), deployment("dep_big"));
+        let huge = "~ resource \"aws_instance\" \"web\" ```\n".repeat(10_000);
+        let sections = [
+            CommentSection {
+                environment_name: "staging",
+                deployment: &small,
+                plan_text: Some("Plan: 2 to add, 1 to change, 0 to destroy."),
+                log_url: "https://envplane.example/v1/deployments/dep_small/logs".into(),
+            },
+            CommentSection {
+                environment_name: "production",
+                deployment: &big,
+                plan_text: Some(&huge),
+                log_url: "https://envplane.example/v1/deployments/dep_big/logs".into(),
+            },
+        ];
+        let comment = render_comment("7fd1a60b01f91b314f59955a4e4d4e80d8edf11d", &sections);
+        assert!(comment.chars().count() <= MAX_COMMENT_CHARS);
+        assert!(comment.starts_with(COMMENT_MARKER));
+        assert!(comment.contains("## envplane plans for 7fd1a60b01f9"));
+        assert!(
+            comment.contains("Plan: 2 to add, 1 to change, 0 to destroy."),
+            "the small plan is whole"
+        );
+        assert!(comment.contains("+2 ~1 -0"));
+        assert_eq!(
+            comment.matches("was cut here").count(),
+            1,
+            "only the big plan was cut"
+        );
+        // The plan's own backticks cannot close its fence.
+        assert!(comment.contains("\n````\n"));
+        let whole = render_comment("abc", &sections[..1]);
+        assert!(!whole.contains("was cut"));
+    }
+
+    #[test]
     fn commands_are_words_compared_never_run() {
         assert_eq!(
             comment_command("/envplane plan"),
