@@ -355,9 +355,9 @@ pub struct GitHubConnection {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutGitHubConnection {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_id")]
     pub app_id: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_id")]
     pub installation_id: Option<u64>,
     #[serde(default)]
     pub private_key: Option<SecretString>,
@@ -428,6 +428,7 @@ impl PartialSchema for PutGitHubConnection {
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
                 .minimum(Some(1))
+                .maximum(Some(MAX_SAFE_INTEGER))
         };
         let webhook_secret = || secret(MIN_WEBHOOK_SECRET_CHARS, None);
         let app = ObjectBuilder::new()
@@ -584,19 +585,37 @@ mod rules {
 /// A whole number, also written with a zero fraction (`5.0`): JSON Schema counts both as
 /// integers, so a client generated from the document may send either.
 fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    whole_number_up_to(deserializer, u64::from(u32::MAX))?
+        .map(u32::try_from)
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
+/// The largest whole number every JSON reader holds exactly (2^53 - 1).
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// [`whole_number`] for ids: up to [`MAX_SAFE_INTEGER`].
+fn whole_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    whole_number_up_to(deserializer, MAX_SAFE_INTEGER)
+}
+
+fn whole_number_up_to<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    max: u64,
+) -> Result<Option<u64>, D::Error> {
     let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
         return Ok(None);
     };
     let whole = number.as_u64().or_else(|| {
         number
             .as_f64()
-            .filter(|value| value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(value))
+            .filter(|value| value.fract() == 0.0 && (0.0..=max as f64).contains(value))
             .map(|value| value as u64)
     });
     whole
-        .and_then(|value| u32::try_from(value).ok())
+        .filter(|value| *value <= max)
         .map(Some)
-        .ok_or_else(|| serde::de::Error::custom("expected a whole number from 0 to 4294967295"))
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number from 0 to {max}")))
 }
 
 /// Tells a field that is absent (`None`) from one set to `null` (`Some(None)`).

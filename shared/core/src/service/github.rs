@@ -8,18 +8,19 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, Role};
-use crate::deployment::{Action, Deployment, DeploymentStatus, Trigger};
+use crate::deployment::{Action, Deployment, DeploymentStatus, JobVariable, Trigger};
 use crate::github::{
     comment_command, render_comment, signature_matches, status_description, CommentCommand,
     CommentSection, Event, IssueCommentEvent, PullRequestEvent, PushEvent, Repository,
     WatchedPaths, COMMAND_HELP,
 };
 use crate::ids::new_id;
-use crate::model::{Environment, GitHubConnection, PutGitHubConnection, Template};
+use crate::model::{Environment, GitHubConnection, PutGitHubConnection, Template, VariableKind};
 use crate::ports::{
     CommitState, CommitStatus, Kind, ListQuery, ReportRequest, RepositoryPermission, StoreError,
     VcsAuth, VcsError, WriteOp,
 };
+use crate::validate::{CLONE_CREDENTIAL_VARIABLES, GIT_TOKEN_VARIABLE};
 use crate::{Error, Result};
 
 use super::deployments::status_index;
@@ -818,6 +819,48 @@ impl Platform {
         )
     }
 
+    /// A short-lived token to clone a github.com repository with over HTTPS, for an
+    /// organization connected to GitHub whose variables set no clone credential of their
+    /// own. The runner sends it as a header to that host alone and masks it; it lasts
+    /// about an hour. None when it cannot be had (the clone then tries without).
+    pub(super) async fn github_clone_credential(
+        &self,
+        org_id: &str,
+        repository_url: &str,
+        variables: &[JobVariable],
+    ) -> Option<JobVariable> {
+        let repository = github_com_repository(repository_url)?;
+        if variables
+            .iter()
+            .any(|v| CLONE_CREDENTIAL_VARIABLES.contains(&v.name.as_str()))
+        {
+            return None;
+        }
+        let token = async {
+            let Some(stored) = self.find::<StoredConnection>(org_id, CONNECTION_ID).await? else {
+                return Ok(None);
+            };
+            let connection = self
+                .opened_connection(org_id.to_string(), stored.value)
+                .await?;
+            Ok::<_, Error>(Some(
+                self.vcs.clone_token(&connection.auth, &repository).await?,
+            ))
+        };
+        match token.await {
+            Ok(token) => token.map(|token| JobVariable {
+                name: GIT_TOKEN_VARIABLE.to_string(),
+                value: token.expose_secret().to_string(),
+                kind: VariableKind::Env,
+                sensitive: true,
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "no GitHub clone token for the sandbox; it clones without");
+                None
+            }
+        }
+    }
+
     /// Brings a pull request's report up to date: its one comment (created once, then
     /// edited) and each environment's commit status. Safe to run again at any time.
     pub async fn report_pull_request(&self, request: &ReportRequest) -> Result<()> {
@@ -936,6 +979,23 @@ struct PlanRequest<'a> {
     sender: &'a str,
 }
 
+/// `owner/name` of an `https://github.com/owner/name(.git)` repository URL.
+fn github_com_repository(url: &str) -> Option<String> {
+    let path = url.strip_prefix("https://github.com/")?;
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let (owner, name) = path.split_once('/')?;
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    (plain(owner) && plain(name)).then(|| format!("{owner}/{name}"))
+}
+
 /// A delivery id as GitHub sends it (a GUID): the marker's id.
 fn checked_delivery_id(id: &str) -> Result<&str> {
     let valid =
@@ -1016,5 +1076,41 @@ fn new_triggered_deployment(
         start_failures: 0,
         finished_at: None,
         trigger: Some(trigger),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_tokens_are_for_github_com_https_repositories_alone() {
+        let parsed = |url| github_com_repository(url);
+        assert_eq!(
+            parsed("https://github.com/acme/infra.git").as_deref(),
+            Some("acme/infra")
+        );
+        assert_eq!(
+            parsed("https://github.com/acme/infra/").as_deref(),
+            Some("acme/infra")
+        );
+        for other in [
+            "https://github.com.evil.example/acme/infra",
+            "https://gitlab.com/acme/infra",
+            "git@github.com:acme/infra.git",
+            "https://github.com/acme/infra/tree/main",
+            "https://github.com/acme",
+            "https://github.com/../infra",
+        ] {
+            assert_eq!(parsed(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn delivery_ids_are_guids() {
+        assert!(checked_delivery_id("72d3162e-cc78-11e3-81ab-4c9367dc0958").is_ok());
+        for bad in ["", "../x", "a b", &"a".repeat(65)] {
+            assert!(checked_delivery_id(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -155,6 +155,11 @@ impl Platform {
                 .unwrap_or(deployment.revision.clone()),
             _ => deployment.revision.clone(),
         };
+        let mut variables = self.job_variables(&runner.org_id, &environment).await?;
+        variables.extend(
+            self.github_clone_credential(&runner.org_id, &template.repository, &variables)
+                .await,
+        );
         Ok(Job {
             deployment_id: deployment.id,
             environment_id: environment.id.clone(),
@@ -164,7 +169,7 @@ impl Platform {
             revision,
             path: template.path,
             iac_version: template.iac_version,
-            variables: self.job_variables(&runner.org_id, &environment).await?,
+            variables,
         })
     }
 
