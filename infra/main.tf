@@ -14,7 +14,7 @@ locals {
     var.tags,
   )
 
-  functions = ["api", "deployer", "task-events", "reaper"]
+  functions = ["api", "deployer", "task-events", "reaper", "webhook", "reporter"]
 
   lambda_package_dir = var.lambda_package_dir != "" ? var.lambda_package_dir : "${path.root}/../target/lambda"
 
@@ -225,6 +225,7 @@ module "primary" {
   api_throttling_rate_limit  = var.api_throttling_rate_limit
   api_throttling_burst_limit = var.api_throttling_burst_limit
   sandbox_api_url            = var.sandbox_api_url
+  github_api_url             = var.github_api_url
 }
 
 # ---- the public entry: CloudFront + WAF -----------------------------------------------------------

@@ -211,19 +211,19 @@ variable "reaper_schedule" {
 # ---- functions -----------------------------------------------------------------------------
 
 variable "function_memory_mb" {
-  description = "Memory per function, merged over the defaults { api = 512, deployer = 256, task-events = 256, reaper = 256 }."
+  description = "Memory per function, merged over the defaults { api = 512, deployer = 256, task-events = 256, reaper = 256, webhook = 256, reporter = 256 }."
   type        = map(number)
   default     = {}
 }
 
 variable "function_timeout_seconds" {
-  description = "Timeout per function, merged over the defaults { api = 29, deployer = 25, task-events = 30, reaper = 300 }. The api's must stay under API Gateway's 30 s integration limit."
+  description = "Timeout per function, merged over the defaults { api = 29, deployer = 25, task-events = 30, reaper = 300, webhook = 29, reporter = 60 }. The api's and the webhook's must stay under API Gateway's 30 s integration limit."
   type        = map(number)
   default     = {}
 }
 
 variable "function_reserved_concurrency" {
-  description = "Reserved concurrency per function, merged over the defaults { api = -1, deployer = -1, task-events = -1, reaper = 1 } (-1: none). Reserving needs unreserved account concurrency to spare; new accounts with a low limit may have to set reaper = -1. The deployer is limited by deployer_max_concurrency instead."
+  description = "Reserved concurrency per function, merged over the defaults { api = -1, deployer = -1, task-events = -1, reaper = 1, webhook = -1, reporter = -1 } (-1: none). Reserving needs unreserved account concurrency to spare; new accounts with a low limit may have to set reaper = -1. The deployer is limited by deployer_max_concurrency instead."
   type        = map(number)
   default     = {}
 }
@@ -244,6 +244,19 @@ variable "artifact_noncurrent_version_days" {
   description = "Days a replaced or deleted object version (state, plan) is kept in the artifacts bucket before it expires."
   type        = number
   default     = 90
+}
+
+# ---- GitHub -------------------------------------------------------------------------------
+
+variable "github_api_url" {
+  description = "GitHub's REST API, which the webhook, reporter and api functions call: https://api.github.com, or a GitHub Enterprise Server's https://<host>/api/v3."
+  type        = string
+  default     = "https://api.github.com"
+
+  validation {
+    condition     = can(regex("^https://", var.github_api_url))
+    error_message = "github_api_url must be an https:// URL."
+  }
 }
 
 # ---- API ----------------------------------------------------------------------------------

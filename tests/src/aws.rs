@@ -83,9 +83,25 @@ impl Drop for AwsApp {
 /// A fresh installation in the emulator, its api served on a loopback port (the same
 /// router the api Lambda serves), and the stand-ins `harness` asks for.
 pub async fn spawn_app_on_aws(harness: Harness) -> AwsApp {
+    spawn_app_on_aws_with_github(harness, None).await
+}
+
+/// [`spawn_app_on_aws`], its functions calling GitHub's API at `github_api_url` (the
+/// test kit's fake) and asking for reports on a reports queue of their own
+/// ([`AwsApp::reports_queue_url`]).
+pub async fn spawn_app_on_aws_with_github(
+    harness: Harness,
+    github_api_url: Option<&str>,
+) -> AwsApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let stack = Stack::create(&format!("http://{address}")).await;
+    let mut stack = Stack::create(&format!("http://{address}")).await;
+    if let Some(url) = github_api_url {
+        let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+        stack.settings.reports_queue_url =
+            Some(envplane_aws::emulator::create_queue(&sqs, "envplane-reports").await);
+        stack.settings.github_api_url = url.to_string();
+    }
     let api = envplane_aws::config::platform(&stack.settings, &stack.sdk);
     let admin_key = api
         .platform

@@ -27,6 +27,22 @@ resource "aws_apigatewayv2_route" "default" {
   target    = "integrations/${aws_apigatewayv2_integration.api.id}"
 }
 
+# GitHub's deliveries go to their own function, with its own role.
+resource "aws_apigatewayv2_integration" "webhook" {
+  api_id                 = aws_apigatewayv2_api.main.id
+  integration_type       = "AWS_PROXY"
+  integration_method     = "POST"
+  integration_uri        = aws_lambda_function.function["webhook"].invoke_arn
+  payload_format_version = "2.0"
+  timeout_milliseconds   = 30000
+}
+
+resource "aws_apigatewayv2_route" "github_webhook" {
+  api_id    = aws_apigatewayv2_api.main.id
+  route_key = "POST /webhooks/github"
+  target    = "integrations/${aws_apigatewayv2_integration.webhook.id}"
+}
+
 resource "aws_cloudwatch_log_group" "api_access" {
   name              = local.api_access_log_group
   retention_in_days = var.log_retention_days
@@ -62,6 +78,14 @@ resource "aws_apigatewayv2_stage" "default" {
       integrationError   = "$context.integrationErrorMessage"
     })
   }
+}
+
+resource "aws_lambda_permission" "webhook" {
+  statement_id  = "AllowHttpApiWebhook"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.function["webhook"].function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.main.execution_arn}/*/*/webhooks/github"
 }
 
 resource "aws_lambda_permission" "api" {

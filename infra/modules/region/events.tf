@@ -18,6 +18,23 @@ resource "aws_lambda_event_source_mapping" "deployer" {
   }
 }
 
+# ---- reporter: the reports queue ------------------------------------------------------------------
+#
+# A report GitHub could not take returns to the queue (a batch item failure) and is tried
+# again after the visibility timeout; after `redrive_limit` receives it rests in the
+# reports dead-letter queue.
+
+resource "aws_lambda_event_source_mapping" "reporter" {
+  event_source_arn        = aws_sqs_queue.reports.arn
+  function_name           = aws_lambda_function.function["reporter"].arn
+  batch_size              = 10
+  function_response_types = ["ReportBatchItemFailures"]
+
+  scaling_config {
+    maximum_concurrency = 2
+  }
+}
+
 # ---- task-events: ECS "Task State Change", STOPPED, in this cluster ---------------------------------
 #
 # The handler (shared/aws/src/task_events.rs) reads detail.taskArn, lastStatus,

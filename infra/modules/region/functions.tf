@@ -1,4 +1,4 @@
-# The four functions (docs/aws.md): Rust binaries built with
+# The six functions (docs/aws.md): Rust binaries built with
 #   scripts/build-lambdas (cargo lambda build --profile lambda-release --arm64 ...)
 # into target/lambda/<function>/bootstrap.zip, on provided.al2023, arm64.
 #
@@ -8,20 +8,20 @@
 # key and bucket names but no permission on them).
 
 locals {
-  functions = ["api", "deployer", "task-events", "reaper"]
+  functions = ["api", "deployer", "task-events", "reaper", "webhook", "reporter"]
 
   memory = merge(
-    { api = 512, deployer = 256, task-events = 256, reaper = 256 },
+    { api = 512, deployer = 256, task-events = 256, reaper = 256, webhook = 256, reporter = 256 },
     var.function_memory_mb,
   )
 
   timeout = merge(
-    { api = 29, deployer = 25, task-events = 30, reaper = 300 },
+    { api = 29, deployer = 25, task-events = 30, reaper = 300, webhook = 29, reporter = 60 },
     var.function_timeout_seconds,
   )
 
   reserved_concurrency = merge(
-    { api = -1, deployer = -1, task-events = -1, reaper = 1 },
+    { api = -1, deployer = -1, task-events = -1, reaper = 1, webhook = -1, reporter = -1 },
     var.function_reserved_concurrency,
   )
 
@@ -30,6 +30,8 @@ locals {
   common_environment = {
     ENVPLANE_TABLE_NAME               = var.table_name
     ENVPLANE_QUEUE_URL                = aws_sqs_queue.deployments.url
+    ENVPLANE_REPORTS_QUEUE_URL        = aws_sqs_queue.reports.url
+    ENVPLANE_GITHUB_API_URL           = var.github_api_url
     ENVPLANE_KMS_KEY_ID               = var.kms_key_arn
     ENVPLANE_ARTIFACTS_BUCKET         = aws_s3_bucket.artifacts.bucket
     ENVPLANE_LAUNCH_BUCKET            = aws_s3_bucket.launch.bucket
@@ -56,6 +58,8 @@ locals {
     reaper = merge(local.common_environment, {
       ENVPLANE_DEAD_LETTER_QUEUE_URL = aws_sqs_queue.dead_letters.url
     })
+    webhook  = local.common_environment
+    reporter = local.common_environment
   }
 }
 

@@ -18,6 +18,12 @@
 #   task-events     + SQS SendMessage (the environment's next deployment), and to its
 #                   failure queue (asynchronous invocation destination)
 #   reaper          + SQS SendMessage; ReceiveMessage/DeleteMessage on the dead-letter queue
+#   webhook         + SQS SendMessage; KMS GenerateDataKey/Decrypt for the key ring (the
+#                   GitHub connection's secrets, encryption context as the api's)
+#   reporter        + SQS receive/delete on the reports queue (event source mapping); KMS
+#                   as the webhook's; S3 GetObject/ListBucket of plan views
+#   all but reporter + SQS SendMessage to the reports queue (a deployment that ends asks
+#                   for its pull request's report)
 #
 # KMS encrypt/decrypt through DynamoDB (the table's customer-managed key) is allowed
 # to every role with kms:ViaService = dynamodb.<region>.amazonaws.com.
@@ -55,6 +61,8 @@ locals {
     deployer    = data.aws_iam_policy_document.deployer.json
     task-events = data.aws_iam_policy_document.task_events.json
     reaper      = data.aws_iam_policy_document.reaper.json
+    webhook     = data.aws_iam_policy_document.webhook.json
+    reporter    = data.aws_iam_policy_document.reporter.json
   }
 }
 
@@ -104,22 +112,60 @@ data "aws_iam_policy_document" "function_common" {
     }
   }
 
-  # Queueing a deployment (api), sending one again (deployer), queueing an environment's
-  # next deployment after one concludes (task-events, reaper).
+  # Queueing a deployment (api, webhook), sending one again (deployer), queueing an
+  # environment's next deployment after one concludes (task-events, reaper, webhook).
   statement {
     sid       = "SendDeployments"
     actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.deployments.arn]
+  }
+
+  # Asking for a pull request's report when a deployment ends: every function that
+  # ends deployments, which is all but the reporter.
+  dynamic "statement" {
+    for_each = each.key == "reporter" ? [] : ["SendReports"]
+
+    content {
+      sid       = statement.value
+      actions   = ["sqs:SendMessage"]
+      resources = [aws_sqs_queue.reports.arn]
+    }
   }
 }
 
 # ---- api --------------------------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "api" {
-  source_policy_documents = [data.aws_iam_policy_document.function_common["api"].json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.function_common["api"].json,
+    data.aws_iam_policy_document.organization_keys.json,
+    data.aws_iam_policy_document.artifact_reads.json,
+  ]
 
-  # shared/aws/src/kms.rs: GenerateDataKey and Decrypt with the encryption context
-  # {"envplane:organization": <org id>}, and nothing else.
+  # shared/aws/src/s3.rs: PutObject with SSE-KMS (states, plans, plan views).
+  statement {
+    sid       = "WriteArtifacts"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.artifacts.arn}/*"]
+  }
+
+  statement {
+    sid       = "ArtifactsKeyThroughS3"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [var.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via_s3]
+    }
+  }
+}
+
+# shared/aws/src/kms.rs: GenerateDataKey and Decrypt with the encryption context
+# {"envplane:organization": <org id>}, and nothing else (api, webhook, reporter: sealed
+# variables and the GitHub connection's secrets).
+data "aws_iam_policy_document" "organization_keys" {
   statement {
     sid       = "OrganizationDataKeys"
     actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
@@ -137,11 +183,13 @@ data "aws_iam_policy_document" "api" {
       values   = ["false"]
     }
   }
+}
 
-  # shared/aws/src/s3.rs: PutObject with SSE-KMS, GetObject.
+# shared/aws/src/s3.rs GetObject (api; reporter: the plan views its comments show).
+data "aws_iam_policy_document" "artifact_reads" {
   statement {
-    sid       = "ArtifactObjects"
-    actions   = ["s3:GetObject", "s3:PutObject"]
+    sid       = "ReadArtifacts"
+    actions   = ["s3:GetObject"]
     resources = ["${aws_s3_bucket.artifacts.arn}/*"]
   }
 
@@ -152,8 +200,8 @@ data "aws_iam_policy_document" "api" {
   }
 
   statement {
-    sid       = "ArtifactsKeyThroughS3"
-    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    sid       = "ReadArtifactsKeyThroughS3"
+    actions   = ["kms:Decrypt"]
     resources = [var.kms_key_arn]
 
     condition {
@@ -272,5 +320,34 @@ data "aws_iam_policy_document" "reaper" {
     sid       = "DrainDeadLetters"
     actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage"]
     resources = [aws_sqs_queue.dead_letters.arn]
+  }
+}
+
+# ---- webhook -------------------------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "webhook" {
+  source_policy_documents = [
+    data.aws_iam_policy_document.function_common["webhook"].json,
+    data.aws_iam_policy_document.organization_keys.json,
+  ]
+}
+
+# ---- reporter ------------------------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "reporter" {
+  source_policy_documents = [
+    data.aws_iam_policy_document.function_common["reporter"].json,
+    data.aws_iam_policy_document.organization_keys.json,
+    data.aws_iam_policy_document.artifact_reads.json,
+  ]
+
+  statement {
+    sid = "ConsumeReports"
+    actions = [
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:GetQueueAttributes",
+    ]
+    resources = [aws_sqs_queue.reports.arn]
   }
 }

@@ -49,6 +49,27 @@ resource "aws_sqs_queue_redrive_allow_policy" "dead_letters" {
 # Failed asynchronous invocations of task-events (after Lambda's own retries) land here
 # instead of vanishing: a lost "task stopped" event would leave a deployment running
 # until someone cancels it. Nothing consumes this queue; alarm on it.
+# Pull request reports (ENVPLANE_REPORTS_QUEUE_URL): `{org_id, pull_request_id}`, ids only.
+# Every function that ends deployments sends; the reporter consumes.
+resource "aws_sqs_queue" "reports_dead_letters" {
+  name                      = "${var.name}-reports-dlq"
+  message_retention_seconds = 1209600
+  sqs_managed_sse_enabled   = true
+}
+
+resource "aws_sqs_queue" "reports" {
+  name                       = "${var.name}-reports"
+  message_retention_seconds  = 86400 # a day-old report is stale: the next change sends another
+  visibility_timeout_seconds = max(var.queue_visibility_timeout_seconds, local.timeout["reporter"])
+  receive_wait_time_seconds  = 20
+  sqs_managed_sse_enabled    = true
+
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.reports_dead_letters.arn
+    maxReceiveCount     = var.redrive_limit
+  })
+}
+
 resource "aws_sqs_queue" "task_events_failures" {
   name                      = "${var.name}-task-events-failures"
   message_retention_seconds = 1209600
@@ -58,6 +79,8 @@ resource "aws_sqs_queue" "task_events_failures" {
 data "aws_iam_policy_document" "tls_only_queue" {
   for_each = {
     deployments          = aws_sqs_queue.deployments.arn
+    reports              = aws_sqs_queue.reports.arn
+    reports_dead_letters = aws_sqs_queue.reports_dead_letters.arn
     dead_letters         = aws_sqs_queue.dead_letters.arn
     task_events_failures = aws_sqs_queue.task_events_failures.arn
   }
@@ -94,4 +117,14 @@ resource "aws_sqs_queue_policy" "dead_letters" {
 resource "aws_sqs_queue_policy" "task_events_failures" {
   queue_url = aws_sqs_queue.task_events_failures.id
   policy    = data.aws_iam_policy_document.tls_only_queue["task_events_failures"].json
+}
+
+resource "aws_sqs_queue_policy" "reports" {
+  queue_url = aws_sqs_queue.reports.id
+  policy    = data.aws_iam_policy_document.tls_only_queue["reports"].json
+}
+
+resource "aws_sqs_queue_policy" "reports_dead_letters" {
+  queue_url = aws_sqs_queue.reports_dead_letters.id
+  policy    = data.aws_iam_policy_document.tls_only_queue["reports_dead_letters"].json
 }

@@ -174,3 +174,8 @@ variable "sandbox_api_url" {
   description = "ENVPLANE_API_URL; empty: this region's execute-api endpoint."
   type        = string
 }
+
+variable "github_api_url" {
+  description = "GitHub's REST API (ENVPLANE_GITHUB_API_URL)."
+  type        = string
+}

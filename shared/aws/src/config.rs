@@ -7,9 +7,10 @@ use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{SharedCredentialsProvider, SharedHttpClient};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use envplane_core::ports::{Artifacts, Clock, KeyRing, Launcher, SystemClock, Unwired};
+use envplane_core::ports::{Artifacts, Clock, KeyRing, Launcher, Reports, SystemClock, Unwired};
 use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
+use envplane_github::GitHubApi;
 use tracing_subscriber::filter::{ParseError, Targets};
 
 use crate::dynamodb::DynamoDbStore;
@@ -18,6 +19,7 @@ use crate::kms::KmsKeyRing;
 use crate::launch_file::LaunchFiles;
 use crate::lazy::LazyClient;
 use crate::reaper::DeadLetters;
+use crate::reports::SqsReports;
 use crate::s3::S3Artifacts;
 use crate::sqs::{SqsQueue, StopThroughQueue};
 
@@ -55,6 +57,11 @@ pub struct AwsSettings {
     pub max_parallel_deployments: usize,
     /// What one deployment may use (`ENVPLANE_QUOTA_*`; core's defaults where unset).
     pub quotas: Quotas,
+    /// The SQS queue of pull request reports (`ENVPLANE_REPORTS_QUEUE_URL`); unset, no
+    /// report is asked for (an installation without GitHub).
+    pub reports_queue_url: Option<String>,
+    /// GitHub's API (`ENVPLANE_GITHUB_API_URL`; `https://api.github.com` when unset).
+    pub github_api_url: String,
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
@@ -171,9 +178,14 @@ impl AwsSettings {
             security_groups: list("ENVPLANE_SECURITY_GROUPS")?,
             max_parallel_deployments,
             quotas: quotas(optional)?,
+            reports_queue_url: optional("ENVPLANE_REPORTS_QUEUE_URL"),
+            github_api_url: optional("ENVPLANE_GITHUB_API_URL")
+                .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.into()),
         })
     }
 }
+
+const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 
 /// An S3 client; `path_style` for endpoints without per-bucket host names.
 pub fn s3_client(sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
@@ -196,7 +208,8 @@ pub struct AwsPlatform {
 /// themselves are built on first use.
 pub type Wiring = fn(&AwsSettings, &SdkConfig) -> AwsPlatform;
 
-/// The api's adapters: the store, KMS, S3 and the queue. It starts no sandbox, and
+/// The api's adapters (also webhook's and reporter's): the store, KMS, S3, the queue
+/// and GitHub's API (a sandbox's job carries an installation token to clone with). It starts no sandbox, and
 /// stops a cancelled deployment's by asking the deployer through the queue
 /// ([`StopThroughQueue`]): the internet-facing function holds no ECS permission.
 pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
@@ -291,18 +304,18 @@ pub fn concluding_platform_with_clock(
 struct Common {
     sdk: SdkConfig,
     dynamodb: LazyClient<aws_sdk_dynamodb::Client>,
+    sqs: LazyClient<aws_sdk_sqs::Client>,
     queue: Arc<SqsQueue>,
 }
 
 impl Common {
     fn new(settings: &AwsSettings, sdk: &SdkConfig) -> Self {
+        let sqs = LazyClient::new(sdk, aws_sdk_sqs::Client::new);
         Self {
             sdk: sdk.clone(),
             dynamodb: LazyClient::new(sdk, aws_sdk_dynamodb::Client::new),
-            queue: Arc::new(SqsQueue::new(
-                LazyClient::new(sdk, aws_sdk_sqs::Client::new),
-                &settings.queue_url,
-            )),
+            queue: Arc::new(SqsQueue::new(sqs.clone(), &settings.queue_url)),
+            sqs,
         }
     }
 
@@ -314,6 +327,10 @@ impl Common {
         launcher: Arc<dyn Launcher>,
         clock: Arc<dyn Clock>,
     ) -> AwsPlatform {
+        let reports: Arc<dyn Reports> = match &settings.reports_queue_url {
+            Some(queue_url) => Arc::new(SqsReports::new(self.sqs.clone(), queue_url)),
+            None => Arc::new(Unwired),
+        };
         let ports = Ports {
             store: Arc::new(DynamoDbStore::new(self.dynamodb, &settings.table_name)),
             key_ring,
@@ -321,9 +338,8 @@ impl Common {
             queue: self.queue.clone(),
             launcher,
             artifacts,
-            // GitHub on AWS (the webhook function, reports through a queue) is not wired yet.
-            vcs: Arc::new(envplane_core::ports::Unwired),
-            reports: Arc::new(envplane_core::ports::Unwired),
+            vcs: Arc::new(GitHubApi::new(&settings.github_api_url)),
+            reports,
         };
         let platform_settings = Settings {
             max_parallel_deployments: settings.max_parallel_deployments,

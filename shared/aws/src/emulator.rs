@@ -254,6 +254,8 @@ impl Stack {
             security_groups: vec![security_group],
             max_parallel_deployments: 50,
             quotas: Default::default(),
+            reports_queue_url: None,
+            github_api_url: "http://127.0.0.1:9".into(),
         };
         Self {
             sdk,

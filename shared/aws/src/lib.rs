@@ -12,6 +12,7 @@ pub mod kms;
 pub mod launch_file;
 pub mod lazy;
 pub mod reaper;
+pub mod reports;
 pub mod s3;
 pub mod secrets;
 pub mod sqs;

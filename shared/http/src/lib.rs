@@ -101,11 +101,7 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .route(
-            "/webhooks/github",
-            axum::routing::post(routes::github::github_webhook)
-                .layer(DefaultBodyLimit::max(routes::github::WEBHOOK_BODY_LIMIT)),
-        )
+        .route(WEBHOOK_PATH, webhook_route())
         .route(
             "/v1/openapi.json",
             get(|| async { ([(CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
@@ -119,6 +115,28 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
             )
         })
         .with_state(platform);
+    with_middleware(routes)
+}
+
+/// Where GitHub delivers webhooks.
+const WEBHOOK_PATH: &str = "/webhooks/github";
+
+fn webhook_route() -> axum::routing::MethodRouter<Arc<Platform>> {
+    axum::routing::post(routes::github::github_webhook)
+        .layer(DefaultBodyLimit::max(routes::github::WEBHOOK_BODY_LIMIT))
+}
+
+/// What λ webhook serves: `POST /webhooks/github` alone.
+pub fn webhook_router(platform: Arc<Platform>) -> Router {
+    let routes = Router::new()
+        .route(WEBHOOK_PATH, webhook_route())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(platform);
+    with_middleware(routes)
+}
+
+/// Request ids, tracing, panics as 500s and the body limit, around a whole router.
+fn with_middleware(routes: Router) -> Router {
     // Around the whole router once: `Router::layer` would wrap each route on its own.
     let middleware = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(extract::request_ids))
