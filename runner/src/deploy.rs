@@ -504,22 +504,40 @@ impl Git {
     /// The commit a branch, tag or commit names, locally or on the origin.
     async fn resolve(&self, checkout: &Path, revision: &str, log: &mut StepLog) -> Option<String> {
         for candidate in [revision.to_string(), format!("origin/{revision}")] {
-            let mut command = self.command(checkout);
-            command.args([
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("{candidate}^{{commit}}"),
-            ]);
-            if let Ok(out) = run_captured(command, log).await {
-                let commit = String::from_utf8_lossy(&out).trim().to_string();
-                if !commit.is_empty() {
-                    return Some(commit);
-                }
+            if let Some(commit) = self.rev_parse(checkout, &candidate, log).await {
+                return Some(commit);
+            }
+        }
+        // A commit no branch holds (a pull request's head from a fork, reachable only
+        // through refs/pull/N/head): fetched by its hash, which hosts allow.
+        if is_full_commit_hash(revision) {
+            let mut fetch = self.command(checkout);
+            fetch.args(["fetch", "--quiet", "origin", revision]);
+            if run_captured(fetch, log).await.is_ok() {
+                return self.rev_parse(checkout, revision, log).await;
             }
         }
         None
     }
+
+    async fn rev_parse(&self, checkout: &Path, name: &str, log: &mut StepLog) -> Option<String> {
+        let mut command = self.command(checkout);
+        command.args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{name}^{{commit}}"),
+        ]);
+        let out = run_captured(command, log).await.ok()?;
+        let commit = String::from_utf8_lossy(&out).trim().to_string();
+        (!commit.is_empty()).then_some(commit)
+    }
+}
+
+/// A whole SHA-1 or SHA-256 commit hash: only those are fetched by name, so a revision
+/// can never pass as an option or a refspec.
+fn is_full_commit_hash(revision: &str) -> bool {
+    matches!(revision.len(), 40 | 64) && revision.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The header git sends with the token.
@@ -606,6 +624,15 @@ mod tests {
             value: value.into(),
             kind,
             sensitive,
+        }
+    }
+
+    #[test]
+    fn only_whole_commit_hashes_are_fetched_by_name() {
+        assert!(is_full_commit_hash("56eaa7fe046703258ae8e091933ec2a9a024f2d6"));
+        assert!(is_full_commit_hash(&"ab".repeat(32)));
+        for other in ["main", "56eaa7f", "--upload-pack=touch x", &"g".repeat(40)] {
+            assert!(!is_full_commit_hash(other), "{other}");
         }
     }
 

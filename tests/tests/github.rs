@@ -487,3 +487,23 @@ async fn bodies_beyond_githubs_limit_are_refused() {
     .await;
     assert_eq!(status, 413);
 }
+
+#[tokio::test]
+async fn a_pull_request_from_a_fork_is_planned_at_its_head_commit() {
+    let Setup {
+        app, repository, ..
+    } = setup().await;
+    // The head commit is on no branch: only refs/pull/17/head holds it, as on GitHub.
+    git(&repository, &["checkout", "--quiet", "-b", "fork"]);
+    let head = push_commit(&repository, "from a fork");
+    git(&repository, &["update-ref", "refs/pull/17/head", &head]);
+    git(&repository, &["checkout", "--quiet", "main"]);
+    git(&repository, &["branch", "--quiet", "-D", "fork"]);
+    let body = payload("pull_request_opened.json", &repository, &head);
+    let [plan] = queued(&signed(&app, "pull_request", "d-fork", &body).await)
+        .try_into()
+        .expect("one plan");
+    let done = app.wait_for(&plan, &["succeeded", "failed"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["commit"], head.as_str());
+}
