@@ -1117,3 +1117,28 @@ async fn a_forcibly_deleted_environments_state_stays_readable_and_masked_for_30_
         .unwrap_err();
     assert!(matches!(gone, envplane_core::Error::NotFound(_)), "{gone}");
 }
+
+/// Launches that fail one after the other (serve with a runner binary that is not
+/// there) hand each freed slot on through the queue: no failure's handling nests the
+/// next launch, however many deployments wait. Nested, 300 of them overflowed the stack.
+#[tokio::test]
+async fn launches_failing_one_after_the_other_never_nest() {
+    let kit = Kit::with_settings(Settings {
+        max_parallel_deployments: 1,
+        start_next_inline: true,
+        ..Settings::default()
+    })
+    .await;
+    let mut deployments = Vec::new();
+    for n in 0..300 {
+        let environment = kit.environment(&format!("e{n}")).await;
+        deployments.push(kit.deploy(&environment).await);
+    }
+    kit.launcher.fails.store(true, SeqCst);
+    while !kit.deliver().await.is_empty() {}
+    for id in deployments {
+        let deployment = kit.deployment(&id).await;
+        assert_eq!(deployment.status, DeploymentStatus::Failed, "{id}");
+        assert!(deployment.reason.unwrap().contains("no runner to start"));
+    }
+}

@@ -309,6 +309,8 @@ pub struct FaultyLauncher {
     /// While set, a launch never returns: the process launching died after its commit
     /// (a test drops the pending call).
     pub dies: AtomicBool,
+    /// While set, every launch fails for good (a runner binary that is not there).
+    pub fails: AtomicBool,
 }
 
 impl FaultyLauncher {
@@ -349,6 +351,11 @@ impl Launcher for FaultyLauncher {
     async fn launch(&self, request: LaunchRequest) -> Result<(), LaunchError> {
         if self.dies.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
+        }
+        if self.fails.load(Ordering::SeqCst) {
+            return Err(LaunchError::Failed(
+                "no runner to start (a test said so)".into(),
+            ));
         }
         if take_one(&self.refuse) {
             return Err(LaunchError::Transient(

@@ -54,6 +54,25 @@ impl Conclusion {
     }
 }
 
+/// How the slot a conclusion frees is handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandOn {
+    /// Where this process launches sandboxes, by starting the next deployment in the
+    /// conclusion's own commit (or right after it).
+    Inline,
+    /// Through the queue, whatever the process: after a failed launch.
+    ThroughQueue,
+}
+
+impl HandOn {
+    fn freed(self) -> SlotChange {
+        match self {
+            HandOn::Inline => SlotChange::Freed,
+            HandOn::ThroughQueue => SlotChange::FreedByFailedStart,
+        }
+    }
+}
+
 /// Sandboxes of one phase that may fail to start before the deployment fails.
 const MAX_START_ATTEMPTS: u32 = 3;
 
@@ -90,11 +109,57 @@ impl Platform {
         status: DeploymentStatus,
         reason: String,
     ) -> Result<Option<Deployment>> {
+        self.conclude_attempt(
+            org_id,
+            deployment_id,
+            attempt,
+            status,
+            reason,
+            HandOn::Inline,
+        )
+        .await
+    }
+
+    /// [`Self::conclude_by_id`] for a phase whose sandbox failed to launch: the slot it
+    /// frees is handed on through the queue, never by a launch in this call, so that
+    /// launches failing one after the other (a missing runner, a full cluster) cannot
+    /// nest one call in the next without end.
+    pub(super) async fn conclude_failed_launch(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+        reason: String,
+    ) -> Result<Option<Deployment>> {
+        let failed = DeploymentStatus::Failed;
+        self.conclude_attempt(
+            org_id,
+            deployment_id,
+            attempt,
+            failed,
+            reason,
+            HandOn::ThroughQueue,
+        )
+        .await
+    }
+
+    async fn conclude_attempt(
+        &self,
+        org_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+        status: DeploymentStatus,
+        reason: String,
+        hand_on: HandOn,
+    ) -> Result<Option<Deployment>> {
         let loaded = self.load::<Deployment>(org_id, deployment_id).await?;
         if !loaded.value.runs_attempt(attempt) {
             return Ok(None);
         }
-        match self.conclude(loaded, status, Some(reason), None).await {
+        match self
+            .conclude_handing_on(loaded, status, Some(reason), None, hand_on)
+            .await
+        {
             Ok(deployment) => Ok(Some(deployment)),
             // Someone else (a report, another watchdog) ended the phase meanwhile.
             Err(Error::Conflict(_))
@@ -141,6 +206,18 @@ impl Platform {
         reason: Option<String>,
         outputs: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Deployment> {
+        self.conclude_handing_on(loaded, status, reason, outputs, HandOn::Inline)
+            .await
+    }
+
+    async fn conclude_handing_on(
+        &self,
+        loaded: Loaded<Deployment>,
+        status: DeploymentStatus,
+        reason: Option<String>,
+        outputs: Option<serde_json::Map<String, serde_json::Value>>,
+        hand_on: HandOn,
+    ) -> Result<Deployment> {
         let (org_id, id) = (loaded.stored.org_id.clone(), loaded.stored.id.clone());
         // The first try uses what the caller read; a conflict reads it again.
         let mut given = Some(loaded);
@@ -164,9 +241,13 @@ impl Platform {
                         )));
                     }
                     let now = self.now();
-                    let next = self
-                        .start_in_freed_slot(&loaded.value, conclusion.status, now)
-                        .await;
+                    let next = match hand_on {
+                        HandOn::Inline => {
+                            self.start_in_freed_slot(&loaded.value, conclusion.status, now)
+                                .await
+                        }
+                        HandOn::ThroughQueue => None,
+                    };
                     let (also, next) = match next {
                         Some((Start { ops, launch }, taken)) => (ops, Some((launch, taken))),
                         None => (Vec::new(), None),
@@ -183,7 +264,7 @@ impl Platform {
                     tracing::error!(%error, "launching the sandbox of the deployment that took the freed slot failed");
                 }
             }
-            None => self.hand_on_slot(SlotChange::Freed).await,
+            None => self.hand_on_slot(hand_on.freed()).await,
         }
         self.report_if_triggered(&org_id, &deployment).await;
         Ok(deployment)
@@ -453,9 +534,13 @@ impl Platform {
                 let reason = format!(
                     "its sandbox could not start ({MAX_START_ATTEMPTS} attempts): {reason}"
                 );
-                let failed = DeploymentStatus::Failed;
-                self.conclude_and_stop(org_id, deployment_id, attempt, failed, reason)
-                    .await?;
+                if self
+                    .conclude_failed_launch(org_id, deployment_id, attempt, reason)
+                    .await?
+                    .is_some()
+                {
+                    self.stop_quietly(org_id, deployment_id, attempt).await;
+                }
             }
             StartRetry::Queued(deployment) => {
                 tracing::warn!(%deployment_id, attempt, %reason, "the sandbox failed to start; another attempt follows");
@@ -466,7 +551,7 @@ impl Platform {
                     // The watchdog finds it queued without a message and sends it again.
                     tracing::error!(%deployment_id, %error, "queueing the next attempt failed");
                 }
-                self.hand_on_slot(SlotChange::Freed).await;
+                self.hand_on_slot(SlotChange::FreedByFailedStart).await;
             }
         }
         Ok(())
@@ -538,7 +623,9 @@ impl Platform {
             SlotChange::Taken {
                 before: Some(before),
             } => before + 1,
-            SlotChange::Freed | SlotChange::Taken { before: None } => self.slots_taken().await?,
+            SlotChange::Freed
+            | SlotChange::FreedByFailedStart
+            | SlotChange::Taken { before: None } => self.slots_taken().await?,
         };
         if taken >= self.settings.max_parallel_deployments {
             return Ok(());
@@ -546,7 +633,7 @@ impl Platform {
         let Some(ready) = self.oldest_ready(None).await? else {
             return Ok(());
         };
-        if self.settings.start_next_inline {
+        if self.settings.start_next_inline && !matches!(change, SlotChange::FreedByFailedStart) {
             // What a dispatch of its message would read, this has read already.
             let take_lock = !ready.holds_lock;
             self.start_phase_boxed(ready.deployment, take_lock, taken)

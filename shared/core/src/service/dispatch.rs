@@ -20,6 +20,10 @@ use super::{key_of, record, retrying_conflicts, Loaded, PageRequest, Platform, M
 pub(super) enum SlotChange {
     /// A phase ended: its slot is free.
     Freed,
+    /// A phase's sandbox failed to start: its slot is free, and goes on through the
+    /// queue even where this process launches sandboxes (a launch here that failed too
+    /// would nest another such call; failures one after the other must not pile up).
+    FreedByFailedStart,
     /// A phase started; `before` is how many slots were taken when its dispatch counted
     /// them (`None`: it did not count).
     Taken { before: Option<usize> },
@@ -264,8 +268,7 @@ impl Platform {
                 Ok(DispatchOutcome::LaunchFailed { deployment_id })
             }
             Err(error) => {
-                let failed = DeploymentStatus::Failed;
-                self.conclude_by_id(&org_id, &deployment_id, attempt, failed, error.to_string())
+                self.conclude_failed_launch(&org_id, &deployment_id, attempt, error.to_string())
                     .await?;
                 Ok(DispatchOutcome::LaunchFailed { deployment_id })
             }
