@@ -629,7 +629,9 @@ mod tests {
 
     #[test]
     fn only_whole_commit_hashes_are_fetched_by_name() {
-        assert!(is_full_commit_hash("56eaa7fe046703258ae8e091933ec2a9a024f2d6"));
+        assert!(is_full_commit_hash(
+            "56eaa7fe046703258ae8e091933ec2a9a024f2d6"
+        ));
         assert!(is_full_commit_hash(&"ab".repeat(32)));
         for other in ["main", "56eaa7f", "--upload-pack=touch x", &"g".repeat(40)] {
             assert!(!is_full_commit_hash(other), "{other}");

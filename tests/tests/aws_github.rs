@@ -119,3 +119,73 @@ async fn a_pull_request_is_planned_and_reported_through_the_webhook_and_reporter
         .iter()
         .any(|(_, sha, status)| *sha == commit && status["state"] == "success"));
 }
+
+#[tokio::test]
+async fn a_push_touching_more_environments_than_one_transaction_holds_queues_every_one() {
+    const ENVIRONMENTS: usize = 120;
+    let github = FakeGitHub::start().await;
+    let aws = spawn_app_on_aws_with_github(Harness::API_ONLY, Some(&github.url)).await;
+    let (app, key) = (&aws.app, &aws.app.admin_key);
+    let project = app
+        .post("/v1/projects", key, json!({ "name": "many" }))
+        .await
+        .expect(201);
+    let template = app
+        .post(
+            "/v1/templates",
+            key,
+            json!({ "name": "stack", "project_id": project["id"], "repository": "https://github.com/acme/infra.git", "iac_version": "1.0.3" }),
+        )
+        .await
+        .expect(201);
+    for n in 0..ENVIRONMENTS {
+        app.post(
+            "/v1/environments",
+            key,
+            json!({ "name": format!("e{n}"), "project_id": project["id"], "template_id": template["id"], "continuous_deployment": true }),
+        )
+        .await
+        .expect(201);
+    }
+    app.put(
+        "/v1/organization/vcs/github",
+        key,
+        json!({ "token": "github_pat_of_the_tests", "webhook_secret": SECRET }),
+    )
+    .await
+    .expect(200);
+    let organization = app.get("/v1/organization", key).await.expect(200);
+
+    let webhook = envplane_aws::config::platform(&aws.stack.settings, &aws.stack.sdk);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let webhook_url = format!(
+        "http://{}/webhooks/github?organization={}",
+        listener.local_addr().unwrap(),
+        organization["id"].as_str().unwrap()
+    );
+    let router = envplane_http::webhook_router(webhook.platform);
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let body = include_bytes!("../../events/github/push.json");
+    let answer: Value = reqwest::Client::new()
+        .post(&webhook_url)
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "aws-many")
+        .header("x-hub-signature-256", sign(SECRET.as_bytes(), body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queued = answer["deployments"].as_array().expect("deployments");
+    assert_eq!(queued.len(), ENVIRONMENTS, "{answer}");
+    for id in [&queued[0], &queued[ENVIRONMENTS - 1]] {
+        let deployment = app
+            .get(&format!("/v1/deployments/{}", id.as_str().unwrap()), key)
+            .await
+            .expect(200);
+        assert_eq!(deployment["status"], "queued");
+        assert_eq!(deployment["trigger"]["kind"], "push");
+    }
+}

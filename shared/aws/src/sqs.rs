@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use envplane_core::ports::{
     DeploymentMessage, LaunchError, LaunchRequest, Launcher, Queue, QueueError,
 };
@@ -93,7 +94,48 @@ impl Queue for SqsQueue {
             .await
             .map_err(QueueError::Backend)
     }
+
+    /// `SendMessageBatch`, ten at a time (SQS's most per call).
+    async fn send_many(&self, messages: &[DeploymentMessage]) -> Result<(), QueueError> {
+        for batch in messages.chunks(MAX_BATCH_MESSAGES) {
+            let mut request = self
+                .client
+                .get()
+                .send_message_batch()
+                .queue_url(&self.queue_url);
+            for (n, message) in batch.iter().enumerate() {
+                let body = serde_json::to_string(message)
+                    .map_err(|e| QueueError::Backend(format!("cannot encode the message: {e}")))?;
+                let entry = SendMessageBatchRequestEntry::builder()
+                    .id(n.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| QueueError::Backend(e.to_string()))?;
+                request = request.entries(entry);
+            }
+            let sent = request.send().await.map_err(|e| {
+                QueueError::Backend(format!(
+                    "SendMessageBatch to {} failed: {}",
+                    self.queue_url,
+                    DisplayErrorContext(e)
+                ))
+            })?;
+            if let Some(failed) = sent.failed.first() {
+                return Err(QueueError::Backend(format!(
+                    "SendMessageBatch to {} refused {} of {} messages ({})",
+                    self.queue_url,
+                    sent.failed.len(),
+                    batch.len(),
+                    failed.code
+                )));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The most messages one `SendMessageBatch` carries.
+const MAX_BATCH_MESSAGES: usize = 10;
 
 /// The api's launcher: it starts no sandbox (the deployer does), and a cancelled
 /// deployment's sandbox is stopped by asking the deployer through the deployments
@@ -223,6 +265,42 @@ mod tests {
             queue_message(Some(bodies[0])),
             Ok(QueueMessage::Dispatch(message))
         );
+    }
+
+    #[tokio::test]
+    async fn messages_sent_together_all_arrive() {
+        let client = aws_sdk_sqs::Client::new(&sdk_config().await);
+        let queue_url = create_queue(&client, "envplane-deployments").await;
+        let queue = SqsQueue::new(client.clone(), &queue_url);
+        let messages: Vec<DeploymentMessage> = (0..23)
+            .map(|n| DeploymentMessage {
+                org_id: "org_1".into(),
+                environment_id: format!("env_{n}"),
+                deployment_id: format!("dep_{n}"),
+            })
+            .collect();
+        queue.send_many(&messages).await.unwrap();
+        let mut received = Vec::new();
+        while received.len() < messages.len() {
+            let batch = client
+                .receive_message()
+                .queue_url(&queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                !batch.messages().is_empty(),
+                "only {} arrived",
+                received.len()
+            );
+            for message in batch.messages() {
+                let body = message.body().unwrap();
+                received.push(serde_json::from_str::<DeploymentMessage>(body).unwrap());
+            }
+        }
+        received.sort_by_key(|m| m.deployment_id[4..].parse::<u32>().unwrap());
+        assert_eq!(received, messages);
     }
 
     #[tokio::test]

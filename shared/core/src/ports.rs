@@ -174,6 +174,10 @@ pub struct RecordKey<'a> {
     pub id: &'a str,
 }
 
+/// The most writes one [`Store::commit`] may carry on every store (DynamoDB's
+/// transaction holds 100 items; a write that takes or frees a unique key counts twice).
+pub const MAX_COMMIT_WRITES: usize = 100;
+
 /// The most keys one [`Store::get_many`] takes.
 pub const MAX_GET_MANY: usize = 100;
 
@@ -279,6 +283,14 @@ pub trait Queue: Send + Sync {
 
     async fn send(&self, message: &DeploymentMessage) -> Result<(), QueueError> {
         self.send_after(message, std::time::Duration::ZERO).await
+    }
+
+    /// Sends every message, in as few round trips as the queue allows.
+    async fn send_many(&self, messages: &[DeploymentMessage]) -> Result<(), QueueError> {
+        for message in messages {
+            self.send(message).await?;
+        }
+        Ok(())
     }
 }
 

@@ -176,6 +176,29 @@ impl Queue for SqliteQueue {
         self.arrivals.notify_one();
         Ok(())
     }
+
+    /// One transaction for all of them.
+    async fn send_many(&self, messages: &[DeploymentMessage]) -> Result<(), QueueError> {
+        let bodies = messages
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        let visible_at = now_millis();
+        self.with_connection(move |connection| {
+            let transaction = connection.transaction()?;
+            for body in bodies {
+                transaction.execute(
+                    "INSERT INTO queue (body, visible_at) VALUES (?1, ?2)",
+                    params![body, visible_at],
+                )?;
+            }
+            transaction.commit()
+        })
+        .await?;
+        self.arrivals.notify_one();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +211,17 @@ mod tests {
             environment_id: "env_1".into(),
             deployment_id: format!("dep_{n}"),
         }
+    }
+
+    #[tokio::test]
+    async fn messages_sent_together_are_delivered_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = SqliteQueue::open(&dir.path().join("queue.db")).unwrap();
+        let sent: Vec<_> = (0..3).map(message).collect();
+        queue.send_many(&sent).await.unwrap();
+        let received = queue.receive(10).await.unwrap();
+        let bodies: Vec<_> = received.iter().map(|d| d.message.clone()).collect();
+        assert_eq!(bodies, sent);
     }
 
     #[tokio::test]

@@ -422,6 +422,21 @@ impl Platform {
             .await?)
     }
 
+    /// [`Self::announce`] for many deployments at once, in as few round trips as the
+    /// queue allows.
+    pub(super) async fn announce_all(&self, org_id: &str, deployments: &[&Deployment]) {
+        let messages: Vec<DeploymentMessage> = deployments
+            .iter()
+            .map(|deployment| message_for(org_id, deployment))
+            .collect();
+        if messages.is_empty() {
+            return;
+        }
+        if let Err(error) = self.queue.send_many(&messages).await {
+            tracing::error!(count = messages.len(), %error, "queueing the deployments failed");
+        }
+    }
+
     /// Asks the dispatcher to look at this deployment. A lost message loses nothing: the
     /// deployment stays queued, and recovery (or the reaper) sends it again.
     pub(super) async fn announce(&self, org_id: &str, deployment: &Deployment) {

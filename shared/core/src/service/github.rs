@@ -18,7 +18,7 @@ use crate::ids::new_id;
 use crate::model::{Environment, GitHubConnection, PutGitHubConnection, Template, VariableKind};
 use crate::ports::{
     CommitState, CommitStatus, Kind, ListQuery, ReportRequest, RepositoryPermission, StoreError,
-    VcsAuth, VcsError, WriteOp,
+    VcsAuth, VcsError, WriteOp, MAX_COMMIT_WRITES,
 };
 use crate::validate::{CLONE_CREDENTIAL_VARIABLES, GIT_TOKEN_VARIABLE};
 use crate::{Error, Result};
@@ -407,7 +407,8 @@ impl Platform {
             pull_request.head_commit = planned.commit.to_string();
             pull_request.closed = false;
             pull_request.updated_at = now;
-            let mut ops = vec![self.delivery_marker(org_id, &handled, now)?];
+            let mut head = vec![self.delivery_marker(org_id, &handled, now)?];
+            let mut inserts = Vec::new();
             let mut queued = Vec::new();
             let mut replaced = Vec::new();
             for candidate in &environments {
@@ -420,7 +421,7 @@ impl Platform {
                     &deployment,
                 )?;
                 insert.index_key = status_index(deployment.status);
-                ops.push(WriteOp::Insert(insert));
+                inserts.push(WriteOp::Insert(insert));
                 let entry = PlannedEnvironment {
                     environment_name: candidate.environment.name.clone(),
                     deployment_id: deployment.id.clone(),
@@ -436,11 +437,11 @@ impl Platform {
             if queued.is_empty() && existing.is_none() {
                 // Nothing planned: only the marker, no record of the pull request.
                 return self
-                    .commit_marker(ops)
+                    .commit_marked(head, inserts)
                     .await
                     .map(|duplicate| (duplicate, queued, replaced));
             }
-            ops.push(match &existing {
+            head.push(match &existing {
                 Some(loaded) => {
                     let mut loaded = Loaded {
                         value: pull_request,
@@ -451,7 +452,7 @@ impl Platform {
                 }
                 None => WriteOp::Insert(record(org_id, &pr_id, None, None, &pull_request)?),
             });
-            self.commit_marker(ops)
+            self.commit_marked(head, inserts)
                 .await
                 .map(|duplicate| (duplicate, queued, replaced))
         })
@@ -460,9 +461,8 @@ impl Platform {
         if duplicate {
             return Ok(WebhookOutcome::Duplicate);
         }
-        for (_, deployment) in &queued {
-            self.announce(org_id, deployment).await;
-        }
+        let announced: Vec<&Deployment> = queued.iter().map(|(_, d)| d).collect();
+        self.announce_all(org_id, &announced).await;
         for id in replaced {
             self.cancel_if_queued(
                 org_id,
@@ -497,7 +497,7 @@ impl Platform {
         let org_id = &connection.org_id;
         let pr_id = pull_request_id(&event.repository, event.pull_request.number);
         let marker = self.delivery_marker(org_id, &handled, self.now())?;
-        if self.commit_marker(vec![marker]).await? {
+        if self.commit_marked(vec![marker], Vec::new()).await? {
             return Ok(WebhookOutcome::Duplicate);
         }
         let Some(pull_request) = self.find::<PullRequestRecord>(org_id, &pr_id).await? else {
@@ -540,7 +540,8 @@ impl Platform {
             .collect();
         let touched = touched_by(candidates, &event.changed_files())?;
         let now = self.now();
-        let mut ops = vec![self.delivery_marker(org_id, &handled, now)?];
+        let marker = self.delivery_marker(org_id, &handled, now)?;
+        let mut inserts = Vec::new();
         let mut queued = Vec::new();
         for candidate in touched {
             let trigger = Trigger::Push {
@@ -565,15 +566,14 @@ impl Platform {
                 &deployment,
             )?;
             insert.index_key = status_index(deployment.status);
-            ops.push(WriteOp::Insert(insert));
+            inserts.push(WriteOp::Insert(insert));
             queued.push(deployment);
         }
-        if self.commit_marker(ops).await? {
+        if self.commit_marked(vec![marker], inserts).await? {
             return Ok(WebhookOutcome::Duplicate);
         }
-        for deployment in &queued {
-            self.announce(org_id, deployment).await;
-        }
+        self.announce_all(org_id, &queued.iter().collect::<Vec<_>>())
+            .await;
         Ok(WebhookOutcome::Queued(
             queued.into_iter().map(|deployment| deployment.id).collect(),
         ))
@@ -598,7 +598,7 @@ impl Platform {
         let number = event.issue.number;
         let CommentCommand::Plan { environment } = command else {
             let marker = self.delivery_marker(&connection.org_id, &handled, self.now())?;
-            if self.commit_marker(vec![marker]).await? {
+            if self.commit_marked(vec![marker], Vec::new()).await? {
                 return Ok(WebhookOutcome::Duplicate);
             }
             self.vcs
@@ -729,22 +729,32 @@ impl Platform {
         Ok(WriteOp::Insert(marker))
     }
 
-    /// Commits `ops`, the first of them the delivery's marker: `true` when the delivery
-    /// was handled meanwhile (nothing is written then). Other conflicts pass on.
-    async fn commit_marker(&self, ops: Vec<WriteOp>) -> Result<bool> {
-        let WriteOp::Insert(marker) = &ops[0] else {
+    /// Commits `head` (the delivery's marker first, then what must change with it) with
+    /// the deployments `inserts` adds: `true` when the delivery was handled meanwhile
+    /// (nothing is written then). Other conflicts pass on. Inserts beyond what one
+    /// commit holds ([`MAX_COMMIT_WRITES`]) follow in commits of their own.
+    async fn commit_marked(&self, mut head: Vec<WriteOp>, inserts: Vec<WriteOp>) -> Result<bool> {
+        let WriteOp::Insert(marker) = &head[0] else {
             unreachable!("the marker comes first");
         };
         let (org_id, id) = (marker.org_id.clone(), marker.id.clone());
-        match self.store.commit(ops).await {
-            Ok(()) => Ok(false),
+        let room = MAX_COMMIT_WRITES.saturating_sub(head.len());
+        let mut inserts = inserts.into_iter();
+        head.extend(inserts.by_ref().take(room));
+        match self.store.commit(head).await {
+            Ok(()) => {}
             Err(StoreError::Conflict)
                 if self.find::<HandledDelivery>(&org_id, &id).await?.is_some() =>
             {
-                Ok(true)
+                return Ok(true)
             }
-            Err(error) => Err(error.into()),
+            Err(error) => return Err(error.into()),
         }
+        let rest: Vec<WriteOp> = inserts.collect();
+        for part in rest.chunks(MAX_COMMIT_WRITES) {
+            self.store.commit(part.to_vec()).await?;
+        }
+        Ok(false)
     }
 
     /// Cancels a deployment that has not started; one that has is left to end.
