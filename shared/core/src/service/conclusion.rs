@@ -221,7 +221,7 @@ impl Platform {
         let (org_id, id) = (loaded.stored.org_id.clone(), loaded.stored.id.clone());
         // The first try uses what the caller read; a conflict reads it again.
         let mut given = Some(loaded);
-        let (deployment, next) =
+        let (deployment, next, freed) =
             retrying_conflicts("the deployment kept changing; try again", || {
                 let given = given.take();
                 let (org_id, id) = (&org_id, &id);
@@ -252,9 +252,11 @@ impl Platform {
                         Some((Start { ops, launch }, taken)) => (ops, Some((launch, taken))),
                         None => (Vec::new(), None),
                     };
-                    self.try_conclude(&mut loaded, &conclusion, now, also)
+                    let was_running = loaded.value.status == DeploymentStatus::Running;
+                    let released_lock = self
+                        .try_conclude(&mut loaded, &conclusion, now, also)
                         .await?;
-                    Ok((loaded.value, next))
+                    Ok((loaded.value, next, was_running || released_lock))
                 }
             })
             .await?;
@@ -264,7 +266,10 @@ impl Platform {
                     tracing::error!(%error, "launching the sandbox of the deployment that took the freed slot failed");
                 }
             }
-            None => self.hand_on_slot(hand_on.freed()).await,
+            // A deployment that had not started held neither a slot nor its environment
+            // (a superseded pull request plan): nothing to hand on.
+            None if freed => self.hand_on_slot(hand_on.freed()).await,
+            None => {}
         }
         self.report_if_triggered(&org_id, &deployment).await;
         Ok(deployment)
@@ -335,14 +340,14 @@ impl Platform {
     }
 
     /// Commits the conclusion at `now`, with `also` (the start of the deployment that
-    /// takes the freed slot, if one does).
+    /// takes the freed slot, if one does); answers whether it released the environment.
     async fn try_conclude(
         &self,
         loaded: &mut Loaded<Deployment>,
         conclusion: &Conclusion,
         now: DateTime<Utc>,
         also: Vec<WriteOp>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let org_id = loaded.stored.org_id.clone();
         let deployment = &mut loaded.value;
         deployment.status = conclusion.status;
@@ -374,10 +379,12 @@ impl Platform {
                 ops.push(token.delete());
             }
         }
+        let mut released_lock = false;
         if conclusion.status.is_final() {
             if let Some(lock) = Loaded::<EnvironmentLock>::found(lock)? {
                 if lock.value.deployment_id == deployment_id {
                     ops.push(lock.delete());
+                    released_lock = true;
                 }
             }
             ops.extend(state_lock_release(
@@ -396,7 +403,8 @@ impl Platform {
             }
         }
         ops.extend(also);
-        Ok(self.store.commit(ops).await?)
+        self.store.commit(ops).await?;
+        Ok(released_lock)
     }
 
     /// After a restart of a single-process installation: sandboxes died with the
