@@ -282,3 +282,50 @@ fn errors_are_clear_and_exit_non_zero() {
         bad_key.stderr
     );
 }
+
+#[test]
+fn github_connections_take_secrets_from_files_and_never_print_them() {
+    let server = Server::start();
+    let files = tempfile::tempdir().unwrap();
+    let key = files.path().join("app.pem");
+    let secret = files.path().join("webhook-secret");
+    std::fs::write(&key, envplane_testkit::github::APP_PRIVATE_KEY).unwrap();
+    std::fs::write(&secret, "a-webhook-secret-of-the-cli\n").unwrap();
+    let (key, secret) = (key.to_str().unwrap(), secret.to_str().unwrap());
+    let connected = server.json(&[
+        "github",
+        "connect",
+        "--app-id",
+        "123456",
+        "--installation-id",
+        "45678901",
+        "--private-key-file",
+        key,
+        "--webhook-secret-file",
+        secret,
+    ]);
+    assert_eq!(connected["mode"], "app");
+    assert_eq!(connected["installation_id"], 45678901);
+    let shown = server.ok(&["github", "show"]);
+    assert!(shown.contains("app") && shown.contains("123456"), "{shown}");
+    let (project, template, _) = seed(&server);
+    let environment = server.json(&[
+        "environment",
+        "create",
+        "review",
+        "--project",
+        &project,
+        "--template",
+        &template,
+        "--pull-request-plans",
+        "--watch-path",
+        "modules/**",
+    ]);
+    assert_eq!(environment["pull_request_plans"], true);
+    assert_eq!(environment["watch_paths"][0], "modules/**");
+    server.ok(&["github", "disconnect"]);
+    let gone = server.fails(&["github", "show"]);
+    assert!(gone.stderr.contains("not found"), "{}", gone.stderr);
+    let transcript = server.transcript();
+    assert!(!transcript.contains("PRIVATE KEY") && !transcript.contains("a-webhook-secret"));
+}

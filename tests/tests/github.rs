@@ -93,7 +93,11 @@ async fn setup() -> Setup {
         .expect(200);
     assert_eq!(connection["mode"], "app");
     assert!(!connection.to_string().contains("PRIVATE KEY"));
-    github.set_files(REPOSITORY, 17, &["stacks/app/main.tf"]);
+    // The file that concerns the environment on the third page of the changed files.
+    let mut changed: Vec<String> = (0..230).map(|n| format!("docs/page-{n}.md")).collect();
+    changed.push("stacks/app/main.tf".into());
+    let changed: Vec<&str> = changed.iter().map(String::as_str).collect();
+    github.set_files(REPOSITORY, 17, &changed);
     Setup {
         app,
         github,
@@ -277,6 +281,12 @@ async fn a_pull_request_is_planned_and_reported_in_one_living_comment() {
     })
     .await;
     assert_eq!(comment.number, 17);
+    let pages = github
+        .calls()
+        .into_iter()
+        .filter(|call| call.path.contains("/pulls/17/files"))
+        .count();
+    assert_eq!(pages, 3, "every page of the changed files was read");
     assert!(comment.body.contains("staging"), "{}", comment.body);
     assert!(comment.body.contains("<details>"), "{}", comment.body);
     assert!(comment.body.contains("the token is"), "{}", comment.body);

@@ -60,6 +60,13 @@ async fn hundreds_of_abandoned_requests_leave_every_route_answering() {
         .await
         .expect(201);
     }
+    app.put(
+        "/v1/organization/vcs/github",
+        &key,
+        json!({"token": "github_pat_of_the_tests", "webhook_secret": "a-webhook-secret-of-16"}),
+    )
+    .await
+    .expect(200);
     let document = app
         .call(reqwest::Method::GET, "/v1/openapi.json", None, None)
         .await;

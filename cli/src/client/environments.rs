@@ -61,6 +61,18 @@ pub struct NewEnvironment {
     #[arg(long = "timeout-minutes", value_name = "MINUTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     deployment_timeout_minutes: Option<u32>,
+    /// Plan every pull request that touches the environment's code, and report on it
+    /// (needs the admin role: pull request code runs with the environment's variables).
+    #[arg(long)]
+    pull_request_plans: bool,
+    /// Apply every push to the environment's branch that touches its code (needs the
+    /// admin role).
+    #[arg(long)]
+    continuous_deployment: bool,
+    /// More files whose change concerns the environment, as a glob from the
+    /// repository root (`modules/**`); repeat for several.
+    #[arg(long = "watch-path", value_name = "GLOB")]
+    watch_paths: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +101,22 @@ pub struct EnvironmentChanges {
     /// Minutes one phase of a deployment may run before it fails as timed out (1 to 1440).
     #[arg(long = "timeout-minutes", value_name = "MINUTES")]
     deployment_timeout_minutes: Option<u32>,
+    /// Plan pull requests that touch the environment's code (needs the admin role).
+    #[arg(long, value_name = "true|false")]
+    pull_request_plans: Option<bool>,
+    /// Apply pushes to the environment's branch (needs the admin role).
+    #[arg(long, value_name = "true|false")]
+    continuous_deployment: Option<bool>,
+    /// Replace the watched path globs; repeat for several.
+    #[arg(
+        long = "watch-path",
+        value_name = "GLOB",
+        conflicts_with = "no_watch_paths"
+    )]
+    watch_paths: Vec<String>,
+    /// Watch only the template's directory again.
+    #[arg(long)]
+    no_watch_paths: bool,
 }
 
 /// The PATCH body: an absent field stays as it is, a `null` one is cleared.
@@ -106,6 +134,12 @@ struct EnvironmentPatch<'a> {
     ttl: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deployment_timeout_minutes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pull_request_plans: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    continuous_deployment: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watch_paths: Option<&'a [String]>,
 }
 
 impl EnvironmentChanges {
@@ -117,6 +151,10 @@ impl EnvironmentChanges {
             allow_self_approval: self.allow_self_approval,
             ttl: set_or_clear(self.ttl.as_deref(), self.no_ttl),
             deployment_timeout_minutes: self.deployment_timeout_minutes,
+            pull_request_plans: self.pull_request_plans,
+            continuous_deployment: self.continuous_deployment,
+            watch_paths: (self.no_watch_paths || !self.watch_paths.is_empty())
+                .then_some(self.watch_paths.as_slice()),
         }
     }
 }
@@ -215,6 +253,19 @@ mod tests {
                 "false"
             ]),
             json!({ "revision": "v2", "ttl": "8h", "requires_approval": false })
+        );
+    }
+
+    #[test]
+    fn watched_paths_are_replaced_or_dropped_whole() {
+        assert_eq!(
+            patch(&["--watch-path", "modules/**", "--watch-path", "*.tfvars"]),
+            json!({ "watch_paths": ["modules/**", "*.tfvars"] })
+        );
+        assert_eq!(patch(&["--no-watch-paths"]), json!({ "watch_paths": [] }));
+        assert_eq!(
+            patch(&["--pull-request-plans", "true"]),
+            json!({ "pull_request_plans": true })
         );
     }
 

@@ -7,6 +7,7 @@ mod api_keys;
 mod audit;
 mod deployments;
 mod environments;
+mod github;
 mod http;
 mod organization;
 mod output;
@@ -66,6 +67,14 @@ pub enum ClientCommand {
         globals: Globals,
         #[command(subcommand)]
         command: variables::Command,
+    },
+    /// The organization's GitHub connection: pull request plans, comments, statuses,
+    /// continuous deployment (admins only).
+    Github {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: github::Command,
     },
     /// The organization's audit log, newest first (admins only).
     Audit {
@@ -197,6 +206,10 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Variable { globals, command } => {
             let (api, format) = globals.connect()?;
             variables::run(&api, format, command).await
+        }
+        ClientCommand::Github { globals, command } => {
+            let (api, format) = globals.connect()?;
+            github::run(&api, format, command).await
         }
         ClientCommand::Audit { globals, args } => {
             let (api, format) = globals.connect()?;

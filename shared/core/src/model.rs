@@ -339,7 +339,7 @@ pub struct UpdateEnvironment {
 }
 
 /// An organization's GitHub connection, as the API shows it: never a secret.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GitHubConnection {
     /// `app` (a GitHub App installation) or `token`.
     pub mode: String,

@@ -430,7 +430,7 @@ impl Platform {
                     .plans
                     .insert(candidate.environment.id.clone(), entry)
                 {
-                    replaced.push(previous.deployment_id);
+                    replaced.push(previous);
                 }
                 queued.push((candidate.environment.name.clone(), deployment));
             }
@@ -463,15 +463,18 @@ impl Platform {
         }
         let announced: Vec<&Deployment> = queued.iter().map(|(_, d)| d).collect();
         self.announce_all(org_id, &announced).await;
-        for id in replaced {
-            self.cancel_if_queued(
-                org_id,
-                &id,
-                &format!("superseded by commit {}", planned.commit),
-            )
-            .await;
+        let mut statuses = queued.clone();
+        let reason = format!("superseded by commit {}", planned.commit);
+        for previous in replaced {
+            // The older commit's status says why its plan never ran.
+            if let Some(cancelled) = self
+                .cancel_if_queued(org_id, &previous.deployment_id, &reason)
+                .await
+            {
+                statuses.push((previous.environment_name, cancelled));
+            }
         }
-        self.set_statuses(connection, &queued).await;
+        self.set_statuses(connection, &statuses).await;
         if !queued.is_empty() {
             self.reports
                 .request(ReportRequest {
@@ -758,23 +761,23 @@ impl Platform {
     }
 
     /// Cancels a deployment that has not started; one that has is left to end.
-    async fn cancel_if_queued(&self, org_id: &str, id: &str, reason: &str) {
+    /// Answers the deployment it cancelled.
+    async fn cancel_if_queued(&self, org_id: &str, id: &str, reason: &str) -> Option<Deployment> {
         let cancelled = async {
             let loaded = self.load::<Deployment>(org_id, id).await?;
-            if loaded.value.status == DeploymentStatus::Queued {
-                self.conclude(
-                    loaded,
-                    DeploymentStatus::Cancelled,
-                    Some(reason.into()),
-                    None,
-                )
-                .await?;
+            if loaded.value.status != DeploymentStatus::Queued {
+                return Ok(None);
             }
-            Ok::<_, Error>(())
+            let cancelled = DeploymentStatus::Cancelled;
+            let deployment = self
+                .conclude(loaded, cancelled, Some(reason.into()), None)
+                .await?;
+            Ok::<_, Error>(Some(deployment))
         };
-        if let Err(error) = cancelled.await {
-            tracing::warn!(deployment_id = id, %error, "cancelling a replaced plan failed; it runs");
-        }
+        cancelled.await.unwrap_or_else(|error| {
+            tracing::warn!(deployment_id = id, %error, "cancelling a plan failed; it runs");
+            None
+        })
     }
 
     /// Sets each deployment's commit status; a host that fails is logged, never fatal.

@@ -11,7 +11,7 @@
 //! SQLite store; nothing dispatches the queued deployments (no sandbox starts), so the
 //! numbers are the webhook's own.
 //!
-//! Usage: webhook [REQUESTS] [ENVIRONMENTS] [TEMPLATES]   (default 200 500 10)
+//! Usage: webhook-latency [REQUESTS] [ENVIRONMENTS] [TEMPLATES]   (default 200 500 10)
 
 use std::time::{Duration, Instant};
 
