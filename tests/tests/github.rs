@@ -281,6 +281,15 @@ async fn a_pull_request_is_planned_and_reported_in_one_living_comment() {
     })
     .await;
     assert_eq!(comment.number, 17);
+    let audit = app.get("/v1/audit-events", &app.admin_key).await.expect(200);
+    let planned = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["action"] == "pull_request.plan")
+        .expect("the delivery's audit event");
+    assert_eq!(planned["actor_name"], "octocat (GitHub)");
+    assert_eq!(planned["request_id"], "d-1");
     let pages = github
         .calls()
         .into_iter()
@@ -461,6 +470,12 @@ async fn a_push_to_the_branch_of_an_environment_with_continuous_deployment_appli
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["action"], "apply");
     assert_eq!(done["trigger"]["kind"], "push");
+    let audit = app.get("/v1/audit-events", &app.admin_key).await.expect(200);
+    assert!(audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|event| event["action"] == "push.deploy" && event["target_id"] == head.as_str()));
     assert_eq!(done["commit"], head.as_str());
     let environment = app
         .get(

@@ -20,20 +20,46 @@ impl Platform {
         action: &str,
         (target_kind, target_id): (Kind, &str),
     ) -> WriteOp {
-        let event = AuditEvent {
-            id: new_id("aud"),
-            actor_key_id: caller.key_id.clone(),
-            actor_name: caller.key_name.clone(),
-            action: action.to_string(),
-            target_kind: target_kind.as_str().to_string(),
-            target_id: target_id.to_string(),
-            request_id: caller.request_id.clone(),
-            client_request_id: caller.client_request_id.clone(),
-            at: self.now(),
-        };
-        let record = record(org_id, &event.id, None, None, &event)
-            .expect("an audit event always serializes");
-        WriteOp::Insert(record)
+        audit_insert(
+            org_id,
+            AuditEvent {
+                id: new_id("aud"),
+                actor_key_id: caller.key_id.clone(),
+                actor_name: caller.key_name.clone(),
+                action: action.to_string(),
+                target_kind: target_kind.as_str().to_string(),
+                target_id: target_id.to_string(),
+                request_id: caller.request_id.clone(),
+                client_request_id: caller.client_request_id.clone(),
+                at: self.now(),
+            },
+        )
+    }
+
+    /// The audit event of a webhook delivery that queued deployments: the host's user
+    /// who pushed or commented is the actor, the delivery id the request id.
+    pub(super) fn webhook_audit_event(
+        &self,
+        org_id: &str,
+        actor: &str,
+        action: &str,
+        (target_kind, target_id): (&str, &str),
+        delivery_id: &str,
+    ) -> WriteOp {
+        audit_insert(
+            org_id,
+            AuditEvent {
+                id: new_id("aud"),
+                actor_key_id: format!("github:{actor}"),
+                actor_name: format!("{actor} (GitHub)"),
+                action: action.to_string(),
+                target_kind: target_kind.to_string(),
+                target_id: target_id.to_string(),
+                request_id: delivery_id.to_string(),
+                client_request_id: None,
+                at: self.now(),
+            },
+        )
     }
 
     /// The organization's audit log, newest first. Admins only.
@@ -45,4 +71,10 @@ impl Platform {
         caller.require(Role::Admin, None)?;
         self.page(&caller.org_id, None, page, true).await
     }
+}
+
+fn audit_insert(org_id: &str, event: AuditEvent) -> WriteOp {
+    let record =
+        record(org_id, &event.id, None, None, &event).expect("an audit event always serializes");
+    WriteOp::Insert(record)
 }

@@ -441,6 +441,15 @@ impl Platform {
                     .await
                     .map(|duplicate| (duplicate, queued, replaced));
             }
+            if !queued.is_empty() {
+                head.push(self.webhook_audit_event(
+                    org_id,
+                    planned.sender,
+                    "pull_request.plan",
+                    ("pull_request", &pr_id),
+                    handled.delivery_id,
+                ));
+            }
             head.push(match &existing {
                 Some(loaded) => {
                     let mut loaded = Loaded {
@@ -572,7 +581,17 @@ impl Platform {
             inserts.push(WriteOp::Insert(insert));
             queued.push(deployment);
         }
-        if self.commit_marked(vec![marker], inserts).await? {
+        let mut head = vec![marker];
+        if !queued.is_empty() {
+            head.push(self.webhook_audit_event(
+                org_id,
+                &event.sender.login,
+                "push.deploy",
+                ("commit", &event.after),
+                handled.delivery_id,
+            ));
+        }
+        if self.commit_marked(head, inserts).await? {
             return Ok(WebhookOutcome::Duplicate);
         }
         self.announce_all(org_id, &queued.iter().collect::<Vec<_>>())
