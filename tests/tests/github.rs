@@ -281,7 +281,10 @@ async fn a_pull_request_is_planned_and_reported_in_one_living_comment() {
     })
     .await;
     assert_eq!(comment.number, 17);
-    let audit = app.get("/v1/audit-events", &app.admin_key).await.expect(200);
+    let audit = app
+        .get("/v1/audit-events", &app.admin_key)
+        .await
+        .expect(200);
     let planned = audit["items"]
         .as_array()
         .unwrap()
@@ -470,7 +473,10 @@ async fn a_push_to_the_branch_of_an_environment_with_continuous_deployment_appli
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["action"], "apply");
     assert_eq!(done["trigger"]["kind"], "push");
-    let audit = app.get("/v1/audit-events", &app.admin_key).await.expect(200);
+    let audit = app
+        .get("/v1/audit-events", &app.admin_key)
+        .await
+        .expect(200);
     assert!(audit["items"]
         .as_array()
         .unwrap()

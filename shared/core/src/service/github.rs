@@ -91,7 +91,6 @@ pub(super) struct PullRequestRecord {
     comment_id: Option<u64>,
     /// Environment id to its latest plan of this pull request.
     plans: BTreeMap<String, PlannedEnvironment>,
-    closed: bool,
     updated_at: DateTime<Utc>,
 }
 
@@ -399,13 +398,11 @@ impl Platform {
                     head_commit: planned.commit.to_string(),
                     comment_id: None,
                     plans: BTreeMap::new(),
-                    closed: false,
                     updated_at: now,
                 },
                 |loaded| loaded.value.clone(),
             );
             pull_request.head_commit = planned.commit.to_string();
-            pull_request.closed = false;
             pull_request.updated_at = now;
             let mut head = vec![self.delivery_marker(org_id, &handled, now)?];
             let mut inserts = Vec::new();
