@@ -538,3 +538,45 @@ async fn a_pull_request_from_a_fork_is_planned_at_its_head_commit() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["commit"], head.as_str());
 }
+
+#[tokio::test]
+async fn a_late_delivery_of_an_older_commit_does_not_replace_the_newer_plan() {
+    let Setup {
+        app,
+        repository,
+        environment_id,
+        ..
+    } = setup().await;
+    let held = app.deploy(&environment_id, "apply").await;
+    app.wait_for(&held, &["waiting_for_approval"]).await;
+    let older = push_commit(&repository, "older");
+    let newer = push_commit(&repository, "newer");
+    let body = payload("pull_request_synchronize.json", &repository, &newer);
+    let [plan] = queued(&signed(&app, "pull_request", "d-newer", &body).await)
+        .try_into()
+        .expect("one plan");
+    // GitHub sent the older commit's event first; it arrives last.
+    let mut late: Value = serde_json::from_slice(&payload(
+        "pull_request_synchronize.json",
+        &repository,
+        &older,
+    ))
+    .unwrap();
+    late["pull_request"]["updated_at"] = json!("2026-11-30T10:30:00Z");
+    let late = serde_json::to_vec(&late).unwrap();
+    assert!(queued(&signed(&app, "pull_request", "d-older", &late).await).is_empty());
+    let still = app
+        .get(&format!("/v1/deployments/{plan}"), &app.admin_key)
+        .await
+        .expect(200);
+    assert_eq!(still["status"], "queued", "{still}");
+    app.post(
+        &format!("/v1/deployments/{held}/reject"),
+        &app.admin_key,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    let done = app.wait_for(&plan, &["succeeded", "failed"]).await;
+    assert_eq!(done["commit"], newer.as_str());
+}

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::model::VariableKind;
+use crate::model::{Environment, VariableKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -224,6 +224,47 @@ impl Trigger {
 }
 
 impl Deployment {
+    /// A new deployment of `environment`, queued at `now`: `revision` is what it
+    /// checks out, `requested_by` the key (or the version control user) that asked.
+    pub fn queued(
+        environment: &Environment,
+        action: Action,
+        revision: String,
+        requested_by: String,
+        trigger: Option<Trigger>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Deployment {
+            id: crate::ids::new_id("dep"),
+            environment_id: environment.id.clone(),
+            project_id: environment.project_id.clone(),
+            action,
+            status: DeploymentStatus::Queued,
+            requires_approval: environment.requires_approval,
+            revision,
+            commit: None,
+            steps: Vec::new(),
+            plan_summary: None,
+            plan_sha256: None,
+            approved_plan_sha256: None,
+            log_bytes: 0,
+            reason: None,
+            cancel_requested: false,
+            attempt: 0,
+            requested_by,
+            approved_by: None,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            running_since: None,
+            resent_at: None,
+            launched_at: None,
+            start_failures: 0,
+            finished_at: None,
+            trigger,
+        }
+    }
+
     /// Whether the deployment is running in the sandbox of `attempt`.
     pub fn runs_attempt(&self, attempt: u32) -> bool {
         self.status == DeploymentStatus::Running && self.attempt == attempt

@@ -105,6 +105,9 @@ pub struct PullRequest {
     pub number: u64,
     pub head: GitRef,
     pub base: GitRef,
+    /// When GitHub last changed it; orders deliveries that arrive out of order.
+    #[serde(default)]
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

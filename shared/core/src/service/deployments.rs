@@ -5,7 +5,6 @@ use crate::deployment::{
     Action, CreateDeployment, Deployment, DeploymentPlan, DeploymentStatus, LogChunk, LogPage,
     PlanView,
 };
-use crate::ids::new_id;
 use crate::model::{Environment, Listing, Template};
 use crate::ports::{DeploymentMessage, Kind, StoreError, WriteOp};
 use crate::{Error, Result};
@@ -43,6 +42,19 @@ fn role_for(action: Action) -> Role {
     }
 }
 
+/// The insert of a new deployment, under its environment and in the status index.
+pub(super) fn queued_insert(org_id: &str, deployment: &Deployment) -> Result<WriteOp> {
+    let mut insert = record(
+        org_id,
+        &deployment.id,
+        Some(&deployment.environment_id),
+        None,
+        deployment,
+    )?;
+    insert.index_key = status_index(deployment.status);
+    Ok(WriteOp::Insert(insert))
+}
+
 pub(super) fn message_for(org_id: &str, deployment: &Deployment) -> DeploymentMessage {
     DeploymentMessage {
         org_id: org_id.to_string(),
@@ -68,49 +80,20 @@ impl Platform {
             .load::<Template>(&caller.org_id, &environment.template_id)
             .await?
             .value;
-        let now = self.now();
-        let deployment = Deployment {
-            id: new_id("dep"),
-            environment_id: environment.id.clone(),
-            project_id: environment.project_id.clone(),
-            action: input.action,
-            status: DeploymentStatus::Queued,
-            requires_approval: environment.requires_approval,
-            revision: environment.revision.unwrap_or(template.revision),
-            commit: None,
-            steps: Vec::new(),
-            plan_summary: None,
-            plan_sha256: None,
-            approved_plan_sha256: None,
-            log_bytes: 0,
-            reason: None,
-            cancel_requested: false,
-            attempt: 0,
-            requested_by: caller.key_id.clone(),
-            approved_by: None,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            running_since: None,
-            resent_at: None,
-            launched_at: None,
-            start_failures: 0,
-            finished_at: None,
-            trigger: None,
-        };
-        let mut insert = record(
-            &caller.org_id,
-            &deployment.id,
-            Some(&environment.id),
+        let revision = environment.revision.clone().unwrap_or(template.revision);
+        let deployment = Deployment::queued(
+            &environment,
+            input.action,
+            revision,
+            caller.key_id.clone(),
             None,
-            &deployment,
-        )?;
-        insert.index_key = status_index(deployment.status);
+            self.now(),
+        );
         self.commit_audited(
             caller,
             "deployment.create",
             (Kind::Deployment, &deployment.id),
-            vec![WriteOp::Insert(insert)],
+            vec![queued_insert(&caller.org_id, &deployment)?],
         )
         .await?;
         self.announce(&caller.org_id, &deployment).await;

@@ -14,7 +14,6 @@ use crate::github::{
     CommentSection, Event, IssueCommentEvent, PullRequestEvent, PushEvent, Repository,
     WatchedPaths, COMMAND_HELP,
 };
-use crate::ids::new_id;
 use crate::model::{Environment, GitHubConnection, PutGitHubConnection, Template, VariableKind};
 use crate::ports::{
     CommitState, CommitStatus, Kind, ListQuery, ReportRequest, RepositoryPermission, StoreError,
@@ -23,7 +22,7 @@ use crate::ports::{
 use crate::validate::{CLONE_CREDENTIAL_VARIABLES, GIT_TOKEN_VARIABLE};
 use crate::{Error, Result};
 
-use super::deployments::status_index;
+use super::deployments::queued_insert;
 use super::{decode, record, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
 /// The one GitHub connection of an organization is stored under this id.
@@ -88,6 +87,9 @@ pub(super) struct PullRequestRecord {
     repository: String,
     number: u64,
     head_commit: String,
+    /// The pull request's `updated_at` in the delivery that set `head_commit`.
+    #[serde(default)]
+    head_changed_at: Option<DateTime<Utc>>,
     comment_id: Option<u64>,
     /// Environment id to its latest plan of this pull request.
     plans: BTreeMap<String, PlannedEnvironment>,
@@ -371,6 +373,7 @@ impl Platform {
             number,
             commit: &event.pull_request.head.sha,
             sender: &event.sender.login,
+            changed_at: event.pull_request.updated_at,
         };
         self.queue_plans(connection, handled, planned, touched)
             .await
@@ -396,29 +399,33 @@ impl Platform {
                     repository: planned.repository.full_name.clone(),
                     number: planned.number,
                     head_commit: planned.commit.to_string(),
+                    head_changed_at: None,
                     comment_id: None,
                     plans: BTreeMap::new(),
                     updated_at: now,
                 },
                 |loaded| loaded.value.clone(),
             );
-            pull_request.head_commit = planned.commit.to_string();
-            pull_request.updated_at = now;
             let mut head = vec![self.delivery_marker(org_id, &handled, now)?];
+            // A delivery older than the one that set the head (GitHub does not promise
+            // order) would plan an old commit over the new one's plan: only its marker.
+            if let (Some(event), Some(seen)) = (planned.changed_at, pull_request.head_changed_at) {
+                if event < seen {
+                    return self
+                        .commit_marked(head, Vec::new())
+                        .await
+                        .map(|duplicate| (duplicate, Vec::new(), Vec::new()));
+                }
+            }
+            pull_request.head_commit = planned.commit.to_string();
+            pull_request.head_changed_at = planned.changed_at.or(pull_request.head_changed_at);
+            pull_request.updated_at = now;
             let mut inserts = Vec::new();
             let mut queued = Vec::new();
             let mut replaced = Vec::new();
             for candidate in &environments {
                 let deployment = plan_deployment(&candidate.environment, &planned, &pr_id, now);
-                let mut insert = record(
-                    org_id,
-                    &deployment.id,
-                    Some(&deployment.environment_id),
-                    None,
-                    &deployment,
-                )?;
-                insert.index_key = status_index(deployment.status);
-                inserts.push(WriteOp::Insert(insert));
+                inserts.push(queued_insert(org_id, &deployment)?);
                 let entry = PlannedEnvironment {
                     environment_name: candidate.environment.name.clone(),
                     deployment_id: deployment.id.clone(),
@@ -449,11 +456,10 @@ impl Platform {
             }
             head.push(match &existing {
                 Some(loaded) => {
-                    let mut loaded = Loaded {
+                    let loaded = Loaded {
                         value: pull_request,
                         stored: loaded.stored.clone(),
                     };
-                    loaded.value.updated_at = now;
                     loaded.replace()?
                 }
                 None => WriteOp::Insert(record(org_id, &pr_id, None, None, &pull_request)?),
@@ -559,23 +565,15 @@ impl Platform {
                 commit: event.after.clone(),
                 sender: event.sender.login.clone(),
             };
-            let deployment = new_triggered_deployment(
+            let deployment = Deployment::queued(
                 &candidate.environment,
                 Action::Apply,
-                &event.after,
-                trigger,
-                &event.sender.login,
+                event.after.clone(),
+                format!("github:{}", event.sender.login),
+                Some(trigger),
                 now,
             );
-            let mut insert = record(
-                org_id,
-                &deployment.id,
-                Some(&deployment.environment_id),
-                None,
-                &deployment,
-            )?;
-            insert.index_key = status_index(deployment.status);
-            inserts.push(WriteOp::Insert(insert));
+            inserts.push(queued_insert(org_id, &deployment)?);
             queued.push(deployment);
         }
         let mut head = vec![marker];
@@ -665,6 +663,7 @@ impl Platform {
             number,
             commit: &commit,
             sender: &event.comment.user.login,
+            changed_at: None,
         };
         self.queue_plans(connection, handled, planned, again).await
     }
@@ -1006,6 +1005,9 @@ struct PlanRequest<'a> {
     number: u64,
     commit: &'a str,
     sender: &'a str,
+    /// When GitHub last changed the pull request, as the event says (comment
+    /// commands carry none): orders deliveries that arrive out of order.
+    changed_at: Option<DateTime<Utc>>,
 }
 
 /// `owner/name` of an `https://github.com/owner/name(.git)` repository URL.
@@ -1059,53 +1061,14 @@ fn plan_deployment(
         sender: planned.sender.to_string(),
         pull_request_id: pr_id.to_string(),
     };
-    new_triggered_deployment(
+    Deployment::queued(
         environment,
         Action::Plan,
-        planned.commit,
-        trigger,
-        planned.sender,
+        planned.commit.to_string(),
+        format!("github:{}", planned.sender),
+        Some(trigger),
         now,
     )
-}
-
-fn new_triggered_deployment(
-    environment: &Environment,
-    action: Action,
-    commit: &str,
-    trigger: Trigger,
-    sender: &str,
-    now: DateTime<Utc>,
-) -> Deployment {
-    Deployment {
-        id: new_id("dep"),
-        environment_id: environment.id.clone(),
-        project_id: environment.project_id.clone(),
-        action,
-        status: DeploymentStatus::Queued,
-        requires_approval: environment.requires_approval,
-        revision: commit.to_string(),
-        commit: None,
-        steps: Vec::new(),
-        plan_summary: None,
-        plan_sha256: None,
-        approved_plan_sha256: None,
-        log_bytes: 0,
-        reason: None,
-        cancel_requested: false,
-        attempt: 0,
-        requested_by: format!("github:{sender}"),
-        approved_by: None,
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        running_since: None,
-        resent_at: None,
-        launched_at: None,
-        start_failures: 0,
-        finished_at: None,
-        trigger: Some(trigger),
-    }
 }
 
 #[cfg(test)]
