@@ -7,7 +7,9 @@ use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{SharedCredentialsProvider, SharedHttpClient};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use envplane_core::ports::{Artifacts, Clock, KeyRing, Launcher, Reports, SystemClock, Unwired};
+use envplane_core::ports::{
+    Artifacts, Clock, KeyRing, Launcher, Reports, SystemClock, Unwired, Vcs,
+};
 use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
 use envplane_github::GitHubApi;
@@ -232,6 +234,7 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
         Arc::new(artifacts),
         Arc::new(launcher),
         Arc::new(SystemClock),
+        Arc::new(GitHubApi::new(&settings.github_api_url)),
     )
 }
 
@@ -274,9 +277,10 @@ pub fn dispatching_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatf
     Common::new(settings, sdk).assemble(
         settings,
         unwired.clone(),
-        unwired,
+        unwired.clone(),
         Arc::new(launcher),
         clock,
+        unwired,
     )
 }
 
@@ -296,7 +300,14 @@ pub fn concluding_platform_with_clock(
     let unwired = Arc::new(Unwired);
     let common = Common::new(settings, sdk);
     let launcher = Arc::new(StopThroughQueue::new(common.queue.clone()));
-    common.assemble(settings, unwired.clone(), unwired, launcher, clock)
+    common.assemble(
+        settings,
+        unwired.clone(),
+        unwired.clone(),
+        launcher,
+        clock,
+        unwired,
+    )
 }
 
 /// What every function has: the table's client (the store's, which the key ring
@@ -326,6 +337,7 @@ impl Common {
         artifacts: Arc<dyn Artifacts>,
         launcher: Arc<dyn Launcher>,
         clock: Arc<dyn Clock>,
+        vcs: Arc<dyn Vcs>,
     ) -> AwsPlatform {
         let reports: Arc<dyn Reports> = match &settings.reports_queue_url {
             Some(queue_url) => Arc::new(SqsReports::new(self.sqs.clone(), queue_url)),
@@ -338,7 +350,7 @@ impl Common {
             queue: self.queue.clone(),
             launcher,
             artifacts,
-            vcs: Arc::new(GitHubApi::new(&settings.github_api_url)),
+            vcs,
             reports,
         };
         let platform_settings = Settings {

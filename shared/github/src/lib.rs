@@ -4,7 +4,7 @@
 //! later (5xx, rate limits) are retried with backoff.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,7 +30,8 @@ const FILES_PER_PAGE: usize = 100;
 
 pub struct GitHubApi {
     base_url: String,
-    client: reqwest::Client,
+    /// Built on first use: a function that never calls GitHub pays nothing at start.
+    client: OnceLock<reqwest::Client>,
     /// Installation tokens by installation id.
     tokens: Mutex<HashMap<u64, (SecretString, DateTime<Utc>)>>,
 }
@@ -38,17 +39,22 @@ pub struct GitHubApi {
 impl GitHubApi {
     /// `base_url`: `https://api.github.com`, or a GitHub Enterprise Server's API.
     pub fn new(base_url: &str) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent("envplane")
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a default HTTPS client builds");
         Self {
             base_url: base_url.trim_end_matches('/').to_string(),
-            client,
+            client: OnceLock::new(),
             tokens: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent("envplane")
+                .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("a default HTTPS client builds")
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -157,7 +163,7 @@ impl GitHubApi {
         body: Option<&serde_json::Value>,
     ) -> RequestBuilder {
         let request = self
-            .client
+            .client()
             .request(method, url)
             .bearer_auth(bearer.expose_secret())
             .header("Accept", "application/vnd.github+json")
