@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod kit;
 pub mod network;
 
 use std::net::SocketAddr;

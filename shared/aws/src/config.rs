@@ -64,6 +64,9 @@ pub struct AwsSettings {
     pub reports_queue_url: Option<String>,
     /// GitHub's API (`ENVPLANE_GITHUB_API_URL`; `https://api.github.com` when unset).
     pub github_api_url: String,
+    /// Whether this region is the active one (`ENVPLANE_REGION_ROLE`: `active`, the
+    /// default, or `passive`): only the active region runs scheduled jobs.
+    pub region_active: bool,
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
@@ -142,6 +145,19 @@ fn quotas(lookup: impl Fn(&'static str) -> Option<String>) -> Result<Quotas, Con
     })
 }
 
+/// `ENVPLANE_REGION_ROLE`: `active` (or unset) or `passive`.
+fn region_active() -> Result<bool, ConfigError> {
+    const NAME: &str = "ENVPLANE_REGION_ROLE";
+    match optional(NAME).as_deref() {
+        None | Some("active") => Ok(true),
+        Some("passive") => Ok(false),
+        Some(value) => Err(ConfigError::Invalid {
+            name: NAME,
+            reason: format!("{value:?} is neither active nor passive"),
+        }),
+    }
+}
+
 /// An optional `true`/`false` variable; unset is false.
 fn flag(name: &'static str) -> Result<bool, ConfigError> {
     match std::env::var(name).as_deref().map(str::trim) {
@@ -183,6 +199,7 @@ impl AwsSettings {
             reports_queue_url: optional("ENVPLANE_REPORTS_QUEUE_URL"),
             github_api_url: optional("ENVPLANE_GITHUB_API_URL")
                 .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.into()),
+            region_active: region_active()?,
         })
     }
 }
@@ -362,6 +379,7 @@ impl Common {
             start_next_inline: false,
             quotas: settings.quotas.clone(),
             public_url: settings.api_url.clone(),
+            scheduled_jobs: settings.region_active,
         };
         AwsPlatform {
             platform: Arc::new(Platform::new(ports, platform_settings)),

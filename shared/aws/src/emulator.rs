@@ -256,6 +256,7 @@ impl Stack {
             quotas: Default::default(),
             reports_queue_url: None,
             github_api_url: "http://127.0.0.1:9".into(),
+            region_active: true,
         };
         Self {
             sdk,

@@ -1,5 +1,6 @@
 //! The reaper's work, on a schedule: messages the deployments queue gave up on (moved to
-//! its dead-letter queue after the redrive limit) fail their deployment with the reason.
+//! its dead-letter queue after the redrive limit) fail their deployment with the reason;
+//! then the watchdog's round and the scheduler's (time to live, calendars).
 //! The deployer already does that on a message's last delivery; the reaper is the
 //! backstop for a last delivery whose deployer died or timed out first, so no deployment
 //! waits in the queue forever.
@@ -103,6 +104,11 @@ pub async fn handle_schedule(
     match platform.run_watchdog().await {
         Ok(round) => tracing::info!(?round, "watchdog round done"),
         Err(error) => tracing::error!(%error, "the watchdog failed"),
+    }
+    // Scheduled jobs (a passive region runs none); likewise logged.
+    match platform.run_scheduler().await {
+        Ok(round) => tracing::info!(?round, "scheduler round done"),
+        Err(error) => tracing::error!(%error, "the scheduler failed"),
     }
     Ok(reaped)
 }

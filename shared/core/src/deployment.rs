@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::model::{Environment, VariableKind};
+use crate::schedule::ScheduledJob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -183,12 +184,12 @@ pub struct Deployment {
     #[serde(default)]
     pub start_failures: u32,
     pub finished_at: Option<DateTime<Utc>>,
-    /// What asked for it when it was not a person: a pull request, a push.
+    /// What asked for it when it was not a person: a pull request, a push, a schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
 }
 
-/// The version control event behind a deployment.
+/// The event behind a deployment no person asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Trigger {
@@ -210,6 +211,12 @@ pub enum Trigger {
         commit: String,
         sender: String,
     },
+    /// A scheduled job of the environment: its time to live ended, or a calendar fired.
+    Schedule {
+        job: ScheduledJob,
+        /// The time the job was due.
+        due_at: DateTime<Utc>,
+    },
 }
 
 impl Trigger {
@@ -218,7 +225,7 @@ impl Trigger {
             Self::PullRequest {
                 pull_request_id, ..
             } => Some(pull_request_id),
-            Self::Push { .. } => None,
+            Self::Push { .. } | Self::Schedule { .. } => None,
         }
     }
 }

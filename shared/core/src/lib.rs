@@ -10,6 +10,7 @@ pub mod github;
 pub mod ids;
 pub mod model;
 pub mod ports;
+pub mod schedule;
 pub mod service;
 pub mod validate;
 

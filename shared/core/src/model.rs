@@ -8,6 +8,7 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::auth::Role;
+use crate::schedule::{Calendar, CalendarInput, ScheduledJob};
 use crate::validate::{MAX_VARIABLE_VALUE_LEN, MIN_SENSITIVE_VALUE_LEN};
 
 /// A tenant. Every other object belongs to exactly one.
@@ -105,8 +106,16 @@ pub struct Environment {
     /// an approval is a second pair of eyes.
     #[serde(default)]
     pub allow_self_approval: bool,
-    /// How long the environment lives after a deployment, e.g. `8h` (`None`: forever).
+    /// How long the environment lives from when its time to live was last set, e.g.
+    /// `8h` (`None`: forever).
     pub ttl: Option<String>,
+    /// When the environment's time to live ends and a destroy is queued (`None`: never).
+    /// Set from `ttl`, or directly through `POST /v1/environments/{id}/ttl`.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Deploy and destroy on a calendar.
+    #[serde(default)]
+    pub schedules: Schedules,
     /// How long one phase of a deployment may run before it is stopped and fails with
     /// "timed out after …" (1 to 1440; 120 by default).
     #[serde(default = "default_deployment_timeout")]
@@ -134,6 +143,124 @@ pub struct Environment {
     pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Environment {
+    /// When each of its scheduled jobs runs next.
+    pub fn next_runs(&self) -> Vec<(ScheduledJob, DateTime<Utc>)> {
+        let calendars = [ScheduledJob::Deploy, ScheduledJob::Destroy]
+            .into_iter()
+            .filter_map(|job| Some((job, self.schedules.get(job)?.next_run_at)));
+        self.expires_at
+            .map(|at| (ScheduledJob::Ttl, at))
+            .into_iter()
+            .chain(calendars)
+            .collect()
+    }
+
+    /// When `job` runs next, if it is scheduled.
+    pub fn next_run(&self, job: ScheduledJob) -> Option<DateTime<Utc>> {
+        self.next_runs()
+            .into_iter()
+            .find_map(|(scheduled, at)| (scheduled == job).then_some(at))
+    }
+}
+
+/// An environment's calendars.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Schedules {
+    /// Queues an apply (approval rules apply as for any other).
+    pub deploy: Option<Schedule>,
+    /// Queues a destroy.
+    pub destroy: Option<Schedule>,
+}
+
+impl Schedules {
+    /// The calendar of `job`, if it has one (a time to live is no calendar).
+    pub fn get(&self, job: ScheduledJob) -> Option<&Schedule> {
+        match job {
+            ScheduledJob::Deploy => self.deploy.as_ref(),
+            ScheduledJob::Destroy => self.destroy.as_ref(),
+            ScheduledJob::Ttl => None,
+        }
+    }
+
+    /// Where the calendar of `job` is kept; `None` for a time to live.
+    pub fn slot(&mut self, job: ScheduledJob) -> Option<&mut Option<Schedule>> {
+        match job {
+            ScheduledJob::Deploy => Some(&mut self.deploy),
+            ScheduledJob::Destroy => Some(&mut self.destroy),
+            ScheduledJob::Ttl => None,
+        }
+    }
+}
+
+/// A calendar, and what the scheduler knows of it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Schedule {
+    #[schema(example = "0 20 * * 1-5")]
+    pub cron: String,
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: String,
+    /// When it fires next. A run missed while the platform was down happens once, at
+    /// the next round, and the next run is counted from then.
+    pub next_run_at: DateTime<Utc>,
+    /// The deployment it queued last: while that one has not ended, a run queues
+    /// nothing.
+    #[serde(default)]
+    pub last_deployment_id: Option<String>,
+}
+
+impl Schedule {
+    /// A schedule of `calendar`, next firing after `now`.
+    pub fn new(calendar: &Calendar, now: DateTime<Utc>) -> crate::Result<Self> {
+        let input = calendar.input();
+        Ok(Self {
+            cron: input.cron.clone(),
+            time_zone: input.time_zone.clone(),
+            next_run_at: next_run(calendar, now)?,
+            last_deployment_id: None,
+        })
+    }
+
+    pub fn calendar(&self) -> crate::Result<Calendar> {
+        Calendar::parse(CalendarInput {
+            cron: self.cron.clone(),
+            time_zone: self.time_zone.clone(),
+        })
+    }
+}
+
+/// When `calendar` fires after `now`; one that fires no more is refused.
+pub fn next_run(calendar: &Calendar, now: DateTime<Utc>) -> crate::Result<DateTime<Utc>> {
+    calendar.next_after(now).ok_or_else(|| {
+        crate::Error::invalid(format!(
+            "cron {:?} never fires again",
+            calendar.input().cron
+        ))
+    })
+}
+
+/// A new end of an environment's time to live: `ttl` or `expires_at`, not both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTtl {
+    /// Destroy the environment this long from now; `null` removes the time to live.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = rules::optional_ttl)]
+    pub ttl: Option<Option<String>>,
+    /// Destroy the environment at this time (in the future, within 366 days).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Calendars as a client sets them: a job left out (or `null`) has none.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    #[serde(default)]
+    pub deploy: Option<CalendarInput>,
+    #[serde(default)]
+    pub destroy: Option<CalendarInput>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -285,9 +412,13 @@ pub struct CreateEnvironment {
     /// Setting it needs the admin role.
     #[serde(default)]
     pub allow_self_approval: bool,
+    /// Destroys the environment this long after its creation (`POST
+    /// /v1/environments/{id}/ttl` extends it).
     #[serde(default)]
     #[schema(schema_with = rules::optional_ttl)]
     pub ttl: Option<String>,
+    #[serde(default)]
+    pub schedules: Option<ScheduleSettings>,
     /// 1 to 1440 minutes; 120 when left out.
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(schema_with = rules::optional_timeout_minutes)]
@@ -319,10 +450,12 @@ pub struct UpdateEnvironment {
     pub requires_approval: Option<bool>,
     /// Changing it needs the admin role.
     pub allow_self_approval: Option<bool>,
-    /// `null` removes the time to live.
+    /// Destroys the environment this long from now; `null` removes the time to live.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(schema_with = rules::optional_ttl)]
     pub ttl: Option<Option<String>>,
+    /// Replaces both calendars: a job left out (or `null`) has none after.
+    pub schedules: Option<ScheduleSettings>,
     /// 1 to 1440 minutes.
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(schema_with = rules::optional_timeout_minutes)]

@@ -39,10 +39,13 @@ pub enum Kind {
     WebhookDelivery,
     /// A pull request envplane plans: its one comment and its environments' plans.
     PullRequest,
+    /// When one scheduled job of an environment runs next, listed by that time: what
+    /// the scheduler reads.
+    DueJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Organization,
         Kind::ApiKey,
         Kind::Project,
@@ -61,6 +64,7 @@ impl Kind {
         Kind::VcsConnection,
         Kind::WebhookDelivery,
         Kind::PullRequest,
+        Kind::DueJob,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +87,7 @@ impl Kind {
             Kind::VcsConnection => "vcs_connection",
             Kind::WebhookDelivery => "webhook_delivery",
             Kind::PullRequest => "pull_request",
+            Kind::DueJob => "due_job",
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use chrono::{DateTime, Utc};
 use regex::Regex;
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::{Object, RefOr, Schema};
@@ -455,6 +456,19 @@ pub fn environment_variable_name(value: &str) -> Result<String> {
         ))),
         None => Ok(name),
     }
+}
+
+/// The longest time to live, in days.
+pub const MAX_TTL_DAYS: i64 = 366;
+
+/// An explicit end of a time to live: after `now`, within [`MAX_TTL_DAYS`].
+pub fn expiry_time(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    if at <= now || at > now + chrono::Duration::days(MAX_TTL_DAYS) {
+        return Err(Error::invalid(format!(
+            "expires_at must be in the future and within {MAX_TTL_DAYS} days"
+        )));
+    }
+    Ok(at)
 }
 
 /// A time to live (see [`TTL`]), in seconds.

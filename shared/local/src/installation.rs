@@ -160,6 +160,7 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         start_next_inline: true,
         quotas: config.quotas,
         public_url,
+        scheduled_jobs: true,
     };
     Ok(Installation {
         platform: Arc::new(Platform::new(ports, settings)),
@@ -238,8 +239,8 @@ fn permissions_error(path: &Path, mode: u32, source: std::io::Error) -> OpenErro
 
 impl Installation {
     /// Fails what a previous process left running, then dispatches queued deployments,
-    /// concludes those whose sandbox stopped without reporting and fails those that
-    /// ran past their timeout, until dropped.
+    /// concludes those whose sandbox stopped without reporting, fails those that ran
+    /// past their timeout and runs scheduled jobs, until dropped.
     pub async fn start(self) -> Result<(Arc<Platform>, Background), envplane_core::Error> {
         let interrupted = self.platform.recover_after_restart().await?;
         if interrupted > 0 {
@@ -251,11 +252,12 @@ impl Installation {
         let dispatcher = tokio::spawn(dispatch_loop(self.platform.clone(), self.queue));
         let watcher = tokio::spawn(watch_exits(self.platform.clone(), self.exits));
         let watchdog = tokio::spawn(watchdog_loop(self.platform.clone()));
+        let scheduler = tokio::spawn(scheduler_loop(self.platform.clone()));
         let reporter = tokio::spawn(report_loop(self.platform.clone(), self.report_requests));
         Ok((
             self.platform,
             Background {
-                tasks: vec![dispatcher, watcher, watchdog, reporter],
+                tasks: vec![dispatcher, watcher, watchdog, scheduler, reporter],
             },
         ))
     }
@@ -272,6 +274,22 @@ async fn watchdog_loop(platform: Arc<Platform>) {
             Ok(round) if round == Default::default() => {}
             Ok(round) => tracing::warn!(?round, "the watchdog ended or resent deployments"),
             Err(error) => tracing::error!(%error, "the watchdog failed"),
+        }
+    }
+}
+
+/// How often the scheduler looks for jobs that came due (a round with none due is one
+/// read): a time to live that ends is acted on within this.
+const SCHEDULER_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn scheduler_loop(platform: Arc<Platform>) {
+    let mut ticks = tokio::time::interval(SCHEDULER_INTERVAL);
+    loop {
+        ticks.tick().await;
+        match platform.run_scheduler().await {
+            Ok(round) if round == Default::default() => {}
+            Ok(round) => tracing::info!(?round, "scheduled jobs ran"),
+            Err(error) => tracing::error!(%error, "the scheduler failed"),
         }
     }
 }

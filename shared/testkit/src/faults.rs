@@ -43,6 +43,10 @@ impl ManualClock {
     pub fn advance(&self, by: chrono::Duration) {
         *lock(&self.0) += by;
     }
+
+    pub fn set(&self, to: DateTime<Utc>) {
+        *lock(&self.0) = to;
+    }
 }
 
 impl Clock for ManualClock {

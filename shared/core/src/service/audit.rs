@@ -43,19 +43,46 @@ impl Platform {
         org_id: &str,
         actor: &str,
         action: &str,
-        (target_kind, target_id): (&str, &str),
+        target: (&str, &str),
         delivery_id: &str,
+    ) -> WriteOp {
+        let actor = (format!("github:{actor}"), format!("{actor} (GitHub)"));
+        self.automation_audit_event(org_id, actor, action, target, delivery_id)
+    }
+
+    /// The audit event of a deployment a scheduled job queued: the scheduler is the
+    /// actor, the job's due run the request id.
+    pub(super) fn scheduler_audit_event(
+        &self,
+        org_id: &str,
+        action: &str,
+        deployment_id: &str,
+        due_run: &str,
+    ) -> WriteOp {
+        let actor = ("scheduler".to_string(), "envplane scheduler".to_string());
+        let target = (Kind::Deployment.as_str(), deployment_id);
+        self.automation_audit_event(org_id, actor, action, target, due_run)
+    }
+
+    /// An audit event whose actor is no API key.
+    fn automation_audit_event(
+        &self,
+        org_id: &str,
+        (actor_key_id, actor_name): (String, String),
+        action: &str,
+        (target_kind, target_id): (&str, &str),
+        request_id: &str,
     ) -> WriteOp {
         audit_insert(
             org_id,
             AuditEvent {
                 id: new_id("aud"),
-                actor_key_id: format!("github:{actor}"),
-                actor_name: format!("{actor} (GitHub)"),
+                actor_key_id,
+                actor_name,
                 action: action.to_string(),
                 target_kind: target_kind.to_string(),
                 target_id: target_id.to_string(),
-                request_id: delivery_id.to_string(),
+                request_id: request_id.to_string(),
                 client_request_id: None,
                 at: self.now(),
             },

@@ -1,9 +1,16 @@
 use crate::auth::{Caller, Role};
 use crate::ids::new_id;
-use crate::model::{CreateEnvironment, Environment, Listing, Project, Template, UpdateEnvironment};
+use chrono::{DateTime, Duration, Utc};
+
+use crate::model::{
+    CreateEnvironment, Environment, Listing, Project, Schedule, ScheduleSettings, Schedules,
+    SetTtl, Template, UpdateEnvironment,
+};
 use crate::ports::{Kind, WriteOp};
+use crate::schedule::{Calendar, CalendarInput, ScheduledJob};
 use crate::{validate, Error, Result};
 
+use super::scheduler::due_job_writes;
 use super::state::{RetiredEnvironment, RETIRED_STATE_DAYS};
 use super::templates::name_in_project_key;
 use super::{changed_meanwhile, name_taken, record, PageRequest, Platform, Stored};
@@ -24,10 +31,41 @@ fn no_drift_settings(drift: Option<serde_json::Value>) -> Result<()> {
     }
 }
 
-fn ttl(value: Option<String>) -> Result<Option<String>> {
-    value
-        .map(|text| validate::ttl_seconds(&text).map(|_| text))
-        .transpose()
+/// A time to live from `now`: the duration as written, and when it ends.
+fn expiry(
+    ttl: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<(Option<String>, Option<DateTime<Utc>>)> {
+    let Some(text) = ttl else {
+        return Ok((None, None));
+    };
+    let seconds = validate::ttl_seconds(&text)?;
+    let ends = now + Duration::seconds(seconds as i64);
+    Ok((Some(text), Some(ends)))
+}
+
+/// The calendars `settings` set, each next firing after `now`; a job that had one
+/// keeps what it queued last (so a changed calendar does not run over it).
+fn schedules(
+    settings: ScheduleSettings,
+    current: &Schedules,
+    now: DateTime<Utc>,
+) -> Result<Schedules> {
+    let schedule = |job: ScheduledJob, input: Option<CalendarInput>| {
+        input
+            .map(|input| {
+                let mut schedule = Schedule::new(&Calendar::parse(input)?, now)?;
+                schedule.last_deployment_id = current
+                    .get(job)
+                    .and_then(|old| old.last_deployment_id.clone());
+                Ok::<_, Error>(schedule)
+            })
+            .transpose()
+    };
+    Ok(Schedules {
+        deploy: schedule(ScheduledJob::Deploy, settings.deploy)?,
+        destroy: schedule(ScheduledJob::Destroy, settings.destroy)?,
+    })
 }
 
 impl Platform {
@@ -47,7 +85,13 @@ impl Platform {
             .as_deref()
             .map(validate::revision)
             .transpose()?;
-        let ttl = ttl(input.ttl)?;
+        let now = self.now();
+        let (ttl, expires_at) = expiry(input.ttl, now)?;
+        let schedules = schedules(
+            input.schedules.unwrap_or_default(),
+            &Schedules::default(),
+            now,
+        )?;
         let deployment_timeout_minutes = input.deployment_timeout_minutes.map_or(
             Ok(validate::DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES),
             validate::deployment_timeout_minutes,
@@ -62,7 +106,6 @@ impl Platform {
         if template.value.project_id != input.project_id {
             return Err(Error::NotFound("template of this project"));
         }
-        let now = self.now();
         let environment = Environment {
             id: new_id("env"),
             name,
@@ -72,6 +115,8 @@ impl Platform {
             requires_approval: input.requires_approval,
             allow_self_approval: input.allow_self_approval,
             ttl,
+            expires_at,
+            schedules,
             deployment_timeout_minutes,
             drift: None,
             pull_request_plans: input.pull_request_plans,
@@ -89,11 +134,18 @@ impl Platform {
             Some(unique),
             &environment,
         )?;
+        let mut ops = vec![WriteOp::Insert(insert)];
+        ops.extend(due_job_writes(
+            &caller.org_id,
+            &environment.id,
+            &[],
+            &environment.next_runs(),
+        )?);
         self.commit_audited(
             caller,
             "environment.create",
             (Kind::Environment, &environment.id),
-            vec![WriteOp::Insert(insert)],
+            ops,
         )
         .await
         .map_err(|e| name_taken(e, "environment in this project", &environment.name))?;
@@ -126,6 +178,8 @@ impl Platform {
         let mut loaded = self.load::<Environment>(&caller.org_id, id).await?;
         caller.require(Role::Deployer, Some(&loaded.value.project_id))?;
         no_drift_settings(input.drift)?;
+        let now = self.now();
+        let before = loaded.value.next_runs();
         let environment = &mut loaded.value;
         if let Some(name) = input.name {
             environment.name = validate::name("name", &name)?;
@@ -166,12 +220,15 @@ impl Platform {
             environment.allow_self_approval = allow_self_approval;
         }
         if let Some(value) = input.ttl {
-            environment.ttl = ttl(value)?;
+            (environment.ttl, environment.expires_at) = expiry(value, now)?;
+        }
+        if let Some(settings) = input.schedules {
+            environment.schedules = schedules(settings, &environment.schedules, now)?;
         }
         if let Some(minutes) = input.deployment_timeout_minutes {
             environment.deployment_timeout_minutes = validate::deployment_timeout_minutes(minutes)?;
         }
-        environment.updated_at = self.now();
+        environment.updated_at = now;
         let unique = name_in_project_key(&environment.project_id, &environment.name);
         let name = environment.name.clone();
         self.ensure_name_free(
@@ -182,15 +239,47 @@ impl Platform {
             &name,
         )
         .await?;
-        let op = loaded.replace_with_unique_key(Some(unique))?;
-        self.commit_audited(
-            caller,
-            "environment.update",
-            (Kind::Environment, id),
-            vec![op],
-        )
-        .await
-        .map_err(changed_meanwhile)?;
+        let mut ops = vec![loaded.replace_with_unique_key(Some(unique))?];
+        ops.extend(due_job_writes(
+            &caller.org_id,
+            id,
+            &before,
+            &loaded.value.next_runs(),
+        )?);
+        self.commit_audited(caller, "environment.update", (Kind::Environment, id), ops)
+            .await
+            .map_err(changed_meanwhile)?;
+        Ok(loaded.value)
+    }
+
+    /// Sets when the environment's time to live ends (`ttl` from now, or `expires_at`),
+    /// or removes it; a destroy is queued when it ends.
+    pub async fn set_ttl(&self, caller: &Caller, id: &str, input: SetTtl) -> Result<Environment> {
+        let now = self.now();
+        let mut loaded = self.load::<Environment>(&caller.org_id, id).await?;
+        caller.require(Role::Deployer, Some(&loaded.value.project_id))?;
+        let before = loaded.value.next_runs();
+        let environment = &mut loaded.value;
+        (environment.ttl, environment.expires_at) = match (input.ttl, input.expires_at) {
+            (Some(ttl), None) => expiry(ttl, now)?,
+            (None, Some(at)) => (None, Some(validate::expiry_time(at, now)?)),
+            _ => {
+                return Err(Error::invalid(
+                    "give either ttl (a duration such as 8h, or null to remove the time to live) or expires_at",
+                ))
+            }
+        };
+        environment.updated_at = now;
+        let mut ops = vec![loaded.replace()?];
+        ops.extend(due_job_writes(
+            &caller.org_id,
+            id,
+            &before,
+            &loaded.value.next_runs(),
+        )?);
+        self.commit_audited(caller, "environment.ttl", (Kind::Environment, id), ops)
+            .await
+            .map_err(changed_meanwhile)?;
         Ok(loaded.value)
     }
 
@@ -228,6 +317,12 @@ impl Platform {
             ops.push(self.retire(caller, &loaded.value).await?);
         }
         ops.extend(self.variable_deletions(&caller.org_id, id).await?);
+        ops.extend(due_job_writes(
+            &caller.org_id,
+            id,
+            &loaded.value.next_runs(),
+            &[],
+        )?);
         ops.push(loaded.delete());
         let action = if force {
             "environment.force_delete"

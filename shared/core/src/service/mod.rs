@@ -12,6 +12,7 @@ mod key_cache;
 mod organizations;
 mod projects;
 mod runner;
+mod scheduler;
 mod state;
 mod templates;
 mod variables;
@@ -35,6 +36,7 @@ pub use credentials::TokenScope;
 pub use dispatch::DispatchOutcome;
 pub use github::{WebhookDelivery, WebhookOutcome};
 pub use runner::Runner;
+pub use scheduler::SchedulerRound;
 pub use state::{StateLocked, StateVersion};
 pub use variables::Scope;
 pub use watchdog::Watchdog;
@@ -60,6 +62,9 @@ pub struct Settings {
     pub quotas: Quotas,
     /// Where people reach the API: links in pull request comments and statuses.
     pub public_url: String,
+    /// Run the scheduled jobs (time to live, calendars) here: off in a passive region,
+    /// so that only the active one acts.
+    pub scheduled_jobs: bool,
 }
 
 /// What one deployment may use. A log or step quota that is hit ends the deployment
@@ -97,6 +102,7 @@ impl Default for Settings {
             start_next_inline: false,
             quotas: Quotas::default(),
             public_url: "http://127.0.0.1:8080".into(),
+            scheduled_jobs: true,
         }
     }
 }

@@ -1,6 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use envplane_core::model::{CreateEnvironment, Environment, Listing, UpdateEnvironment};
+use envplane_core::model::{CreateEnvironment, Environment, Listing, SetTtl, UpdateEnvironment};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -14,6 +14,7 @@ handlers!(
     get_environment,
     update_environment,
     delete_environment,
+    set_ttl,
 );
 
 #[utoipa::path(post, path = "/v1/environments", tag = "environments",
@@ -93,4 +94,18 @@ async fn delete_environment(
     let force = params.force.unwrap_or(false);
     platform.delete_environment(&caller, &id, force).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Extend, shorten or remove the environment's time to live: `ttl` from now (`null`
+/// removes it), or `expires_at`. When it ends, a destroy is queued.
+#[utoipa::path(post, path = "/v1/environments/{id}/ttl", tag = "environments",
+    params(("id" = String, Path)), request_body = SetTtl,
+    responses((status = 200, body = Environment), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn set_ttl(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Json(input): Json<SetTtl>,
+) -> Result<Json<Environment>, ApiError> {
+    Ok(Json(platform.set_ttl(&caller, &id, input).await?))
 }
