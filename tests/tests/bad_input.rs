@@ -191,6 +191,11 @@ async fn field_rules_are_enforced() {
         json!({"ttl": "forever"}),
         json!({"drift": {"cron": "* * * * *"}}),
         json!({"requires_approval": "yes"}),
+        json!({"schedules": {"deploy": {"cron": "every day"}}}),
+        json!({"schedules": {"deploy": {"cron": "0 8 * * *", "time_zone": "CEST"}}}),
+        json!({"schedules": {"destroy": {"cron": "0 0 31 2 *"}}}),
+        json!({"schedules": {"destroy": {"cron": "0 20 * * *", "zone": "UTC"}}}),
+        json!({"schedules": {"drift": {"cron": "0 20 * * *"}}}),
     ] {
         app.post("/v1/environments", &key, environment(extra))
             .await
@@ -203,6 +208,19 @@ async fn field_rules_are_enforced() {
     )
     .await
     .expect_error(404, "not_found");
+    let ttl = format!("/v1/environments/{}/ttl", seeded.environment_id);
+    for body in [
+        json!({}),
+        json!({"ttl": "8h", "expires_at": "2030-01-01T00:00:00Z"}),
+        json!({"expires_at": "2001-01-01T00:00:00Z"}),
+        json!({"expires_at": "tomorrow"}),
+        json!({"ttl": 8}),
+        json!({"ttl": "8h", "extend": true}),
+    ] {
+        app.post(&ttl, &key, body)
+            .await
+            .expect_error(422, "validation_failed");
+    }
     let variable = format!("/v1/environments/{}/variables", seeded.environment_id);
     app.put(&format!("{variable}/1bad"), &key, json!({"value": "x"}))
         .await

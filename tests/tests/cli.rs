@@ -61,7 +61,45 @@ fn projects_templates_and_environments_round_trip() {
     assert_eq!(renamed["revision"], "v2");
 
     let table = server.ok(&["environment", "list", "--project", &project]);
-    assert!(table.contains("staging") && table.contains("8h"), "{table}");
+    assert!(table.contains("staging"), "{table}");
+    let expiring = server.json(&["environment", "show", &environment]);
+    assert_eq!(expiring["ttl"], "8h");
+    assert!(expiring["expires_at"].is_string(), "{expiring}");
+    let scheduled = server.json(&[
+        "environment",
+        "update",
+        &environment,
+        "--deploy-cron",
+        "0 8 * * 1-5",
+        "--deploy-time-zone",
+        "Europe/Berlin",
+        "--destroy-cron",
+        "0 20 * * 1-5",
+    ]);
+    assert_eq!(scheduled["schedules"]["deploy"]["cron"], "0 8 * * 1-5");
+    assert_eq!(
+        scheduled["schedules"]["deploy"]["time_zone"],
+        "Europe/Berlin"
+    );
+    assert_eq!(scheduled["schedules"]["destroy"]["time_zone"], "UTC");
+    let table = server.ok(&["environment", "list", "--project", &project]);
+    assert!(table.contains("Europe/Berlin"), "{table}");
+    let bad_calendar = server.fails(&[
+        "environment",
+        "update",
+        &environment,
+        "--deploy-cron",
+        "daily",
+    ]);
+    assert!(
+        bad_calendar.stderr.contains("five-field"),
+        "{}",
+        bad_calendar.stderr
+    );
+    let extended = server.json(&["environment", "ttl", &environment, "--ttl", "2d"]);
+    assert_eq!(extended["ttl"], "2d");
+    let unscheduled = server.json(&["environment", "update", &environment, "--no-schedules"]);
+    assert_eq!(unscheduled["schedules"]["deploy"], Value::Null);
     let pinned = server.json(&[
         "environment",
         "update",

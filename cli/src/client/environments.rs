@@ -20,11 +20,18 @@ pub enum Command {
     },
     /// Show one environment.
     Show { id: String },
-    /// Change an environment's name, revision, approval or time to live.
+    /// Change an environment's name, revision, approval, time to live or calendars.
     Update {
         id: String,
         #[command(flatten)]
         changes: EnvironmentChanges,
+    },
+    /// Extend, shorten or remove an environment's time to live: a destroy is queued
+    /// when it ends.
+    Ttl {
+        id: String,
+        #[command(flatten)]
+        end: TtlEnd,
     },
     /// Delete an environment's record and variables (its infrastructure stays). Refused
     /// while deployments of it have not ended or it holds Terraform state.
@@ -53,9 +60,16 @@ pub struct NewEnvironment {
     /// The key that requested a deployment may approve it too (needs the admin role).
     #[arg(long)]
     allow_self_approval: bool,
-    /// How long the environment lives after a deployment, e.g. 8h.
+    /// Destroy the environment this long after its creation, e.g. 8h.
     #[arg(long)]
     ttl: Option<String>,
+    #[command(flatten)]
+    #[serde(
+        rename = "schedules",
+        serialize_with = "Calendars::serialize",
+        skip_serializing_if = "Calendars::is_empty"
+    )]
+    calendars: Calendars,
     /// Minutes one phase of a deployment may run before it fails as timed out
     /// (1 to 1440; 120 when left out).
     #[arg(long = "timeout-minutes", value_name = "MINUTES")]
@@ -92,12 +106,29 @@ pub struct EnvironmentChanges {
     /// Whether the requester may approve its own deployment (needs the admin role).
     #[arg(long, value_name = "true|false")]
     allow_self_approval: Option<bool>,
-    /// How long the environment lives after a deployment, e.g. 8h.
+    /// Destroy the environment this long from now, e.g. 8h.
     #[arg(long, conflicts_with = "no_ttl")]
     ttl: Option<String>,
     /// Remove the time to live: the environment lives until deleted.
     #[arg(long)]
     no_ttl: bool,
+    /// Replace the calendars with this deploy calendar and `--destroy-cron` (one left
+    /// out is removed), e.g. "0 8 * * 1-5".
+    #[arg(long, value_name = "CRON")]
+    deploy_cron: Option<String>,
+    /// The IANA time zone the deploy calendar is read in (UTC unless given).
+    #[arg(long, value_name = "ZONE", requires = "deploy_cron")]
+    deploy_time_zone: Option<String>,
+    /// Replace the calendars with this destroy calendar and `--deploy-cron` (one left
+    /// out is removed), e.g. "0 20 * * 1-5".
+    #[arg(long, value_name = "CRON")]
+    destroy_cron: Option<String>,
+    /// The IANA time zone the destroy calendar is read in (UTC unless given).
+    #[arg(long, value_name = "ZONE", requires = "destroy_cron")]
+    destroy_time_zone: Option<String>,
+    /// Remove both calendars.
+    #[arg(long, conflicts_with_all = ["deploy_cron", "destroy_cron"])]
+    no_schedules: bool,
     /// Minutes one phase of a deployment may run before it fails as timed out (1 to 1440).
     #[arg(long = "timeout-minutes", value_name = "MINUTES")]
     deployment_timeout_minutes: Option<u32>,
@@ -119,6 +150,71 @@ pub struct EnvironmentChanges {
     no_watch_paths: bool,
 }
 
+/// Deploy and destroy calendars: five-field cron expressions, each read in its time
+/// zone (UTC unless given).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Calendars {
+    /// Apply on this calendar, e.g. "0 8 * * 1-5" (weekdays at 08:00).
+    #[arg(long, value_name = "CRON")]
+    deploy_cron: Option<String>,
+    /// The IANA time zone the deploy calendar is read in, e.g. Europe/Berlin.
+    #[arg(long, value_name = "ZONE", requires = "deploy_cron")]
+    deploy_time_zone: Option<String>,
+    /// Destroy on this calendar, e.g. "0 20 * * 1-5" (weekdays at 20:00).
+    #[arg(long, value_name = "CRON")]
+    destroy_cron: Option<String>,
+    /// The IANA time zone the destroy calendar is read in.
+    #[arg(long, value_name = "ZONE", requires = "destroy_cron")]
+    destroy_time_zone: Option<String>,
+}
+
+impl Calendars {
+    fn is_empty(&self) -> bool {
+        self.deploy_cron.is_none() && self.destroy_cron.is_none()
+    }
+
+    /// The API's `schedules` object.
+    fn schedules(&self) -> serde_json::Value {
+        let calendar = |cron: &Option<String>, zone: &Option<String>| {
+            cron.as_ref()
+                .map(|cron| json!({ "cron": cron, "time_zone": zone.as_deref().unwrap_or("UTC") }))
+        };
+        json!({
+            "deploy": calendar(&self.deploy_cron, &self.deploy_time_zone),
+            "destroy": calendar(&self.destroy_cron, &self.destroy_time_zone),
+        })
+    }
+
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.schedules().serialize(serializer)
+    }
+}
+
+/// A new end of a time to live: exactly one of these.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct TtlEnd {
+    /// End it this long from now, e.g. 8h or 7d.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// End it at this time (RFC 3339, e.g. 2026-12-24T18:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    expires_at: Option<String>,
+    /// Remove it: the environment lives until deleted.
+    #[arg(long)]
+    remove: bool,
+}
+
+impl TtlEnd {
+    fn body(&self) -> serde_json::Value {
+        match (&self.ttl, &self.expires_at) {
+            (Some(ttl), _) => json!({ "ttl": ttl }),
+            (_, Some(at)) => json!({ "expires_at": at }),
+            _ => json!({ "ttl": null }),
+        }
+    }
+}
+
 /// The PATCH body: an absent field stays as it is, a `null` one is cleared.
 #[derive(Debug, Serialize)]
 struct EnvironmentPatch<'a> {
@@ -132,6 +228,8 @@ struct EnvironmentPatch<'a> {
     allow_self_approval: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedules: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deployment_timeout_minutes: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,12 +248,26 @@ impl EnvironmentChanges {
             requires_approval: self.requires_approval,
             allow_self_approval: self.allow_self_approval,
             ttl: set_or_clear(self.ttl.as_deref(), self.no_ttl),
+            schedules: self.calendars(),
             deployment_timeout_minutes: self.deployment_timeout_minutes,
             pull_request_plans: self.pull_request_plans,
             continuous_deployment: self.continuous_deployment,
             watch_paths: (self.no_watch_paths || !self.watch_paths.is_empty())
                 .then_some(self.watch_paths.as_slice()),
         }
+    }
+}
+
+impl EnvironmentChanges {
+    /// The calendars to send, if they change.
+    fn calendars(&self) -> Option<serde_json::Value> {
+        let calendars = Calendars {
+            deploy_cron: self.deploy_cron.clone(),
+            deploy_time_zone: self.deploy_time_zone.clone(),
+            destroy_cron: self.destroy_cron.clone(),
+            destroy_time_zone: self.destroy_time_zone.clone(),
+        };
+        (self.no_schedules || !calendars.is_empty()).then(|| calendars.schedules())
     }
 }
 
@@ -188,6 +300,11 @@ pub async fn run(api: &ApiClient, format: Format, command: Command) -> anyhow::R
             let environment = api.patch(&path, &changes.patch()).await?;
             output::print_one::<Environment>(format, environment)?;
         }
+        Command::Ttl { id, end } => {
+            let path = ["v1", "environments", id.as_str(), "ttl"];
+            let environment = api.post(&path, &end.body()).await?;
+            output::print_one::<Environment>(format, environment)?;
+        }
         Command::Delete { id, force } => {
             let query: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
             api.delete_query(&["v1", "environments", &id], query)
@@ -200,8 +317,15 @@ pub async fn run(api: &ApiClient, format: Format, command: Command) -> anyhow::R
 }
 
 impl Render for Environment {
-    const COLUMNS: &'static [&'static str] =
-        &["id", "name", "template", "revision", "approval", "ttl"];
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "name",
+        "template",
+        "revision",
+        "approval",
+        "expires",
+        "calendars",
+    ];
 
     fn row(&self) -> Vec<String> {
         vec![
@@ -217,8 +341,30 @@ impl Render for Environment {
                 (true, true) => "required (self allowed)",
             }
             .to_string(),
-            output::or_dash(self.ttl.as_deref()),
+            self.expires_at
+                .map_or_else(|| "-".to_string(), |at| at.to_rfc3339()),
+            calendars(self),
         ]
+    }
+}
+
+/// `deploy 0 8 * * 1-5 Europe/Berlin; destroy ...`, or `-`.
+fn calendars(environment: &Environment) -> String {
+    let schedules = &environment.schedules;
+    let described: Vec<String> = [
+        ("deploy", &schedules.deploy),
+        ("destroy", &schedules.destroy),
+    ]
+    .into_iter()
+    .filter_map(|(job, schedule)| {
+        let schedule = schedule.as_ref()?;
+        Some(format!("{job} {} {}", schedule.cron, schedule.time_zone))
+    })
+    .collect();
+    if described.is_empty() {
+        "-".into()
+    } else {
+        described.join("; ")
     }
 }
 
@@ -270,6 +416,26 @@ mod tests {
     }
 
     #[test]
+    fn calendars_are_sent_whole() {
+        assert_eq!(
+            patch(&[
+                "--deploy-cron",
+                "0 8 * * 1-5",
+                "--deploy-time-zone",
+                "Europe/Berlin"
+            ]),
+            json!({ "schedules": {
+                "deploy": { "cron": "0 8 * * 1-5", "time_zone": "Europe/Berlin" },
+                "destroy": null,
+            }})
+        );
+        assert_eq!(
+            patch(&["--no-schedules"]),
+            json!({ "schedules": { "deploy": null, "destroy": null } })
+        );
+    }
+
+    #[test]
     fn clearing_flags_send_null() {
         assert_eq!(
             patch(&["--follow-template", "--no-ttl"]),
@@ -284,6 +450,8 @@ mod tests {
         };
         assert!(parse(&["--revision", "v2", "--follow-template"]).is_err());
         assert!(parse(&["--ttl", "8h", "--no-ttl"]).is_err());
+        assert!(parse(&["--deploy-time-zone", "UTC"]).is_err());
+        assert!(parse(&["--destroy-cron", "0 20 * * *", "--no-schedules"]).is_err());
         assert!(parse(&[]).is_err());
     }
 }
