@@ -219,6 +219,7 @@ module "primary" {
   queue_visibility_timeout_seconds = var.queue_visibility_timeout_seconds
   deployer_max_concurrency         = var.deployer_max_concurrency
   reaper_schedule                  = var.reaper_schedule
+  region_role                      = var.region_role
 
   artifact_noncurrent_version_days = var.artifact_noncurrent_version_days
 

@@ -203,9 +203,20 @@ variable "deployer_max_concurrency" {
 }
 
 variable "reaper_schedule" {
-  description = "EventBridge schedule expression of the reaper."
+  description = "EventBridge schedule expression of the reaper, which also runs the watchdog and the scheduled jobs (time to live, deploy and destroy calendars): those act within one period of their time."
   type        = string
-  default     = "rate(5 minutes)"
+  default     = "rate(1 minute)"
+}
+
+variable "region_role" {
+  description = "ENVPLANE_REGION_ROLE: active, or passive for a standby region, which runs no scheduled jobs."
+  type        = string
+  default     = "active"
+
+  validation {
+    condition     = contains(["active", "passive"], var.region_role)
+    error_message = "region_role is active or passive."
+  }
 }
 
 # ---- functions -----------------------------------------------------------------------------

@@ -57,6 +57,7 @@ locals {
     task-events = local.common_environment
     reaper = merge(local.common_environment, {
       ENVPLANE_DEAD_LETTER_QUEUE_URL = aws_sqs_queue.dead_letters.url
+      ENVPLANE_REGION_ROLE           = var.region_role
     })
     webhook  = local.common_environment
     reporter = local.common_environment

@@ -151,6 +151,11 @@ variable "reaper_schedule" {
   type        = string
 }
 
+variable "region_role" {
+  description = "ENVPLANE_REGION_ROLE of the reaper: active or passive (no scheduled jobs)."
+  type        = string
+}
+
 # ---- storage -------------------------------------------------------------------------------------
 
 variable "artifact_noncurrent_version_days" {
