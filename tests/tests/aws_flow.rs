@@ -2,12 +2,13 @@
 //! -> RunTask -> runner (real Terraform) -> state on S3 -> task-events. See
 //! `envplane_e2e::aws` for what the harness plays instead of AWS.
 
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use envplane_aws::deployer::handle_batch;
 use envplane_aws::emulator::sqs_event;
-use envplane_aws::reaper::{reap_dead_letters, DeadLetters, DEAD_LETTER_REASON};
+use envplane_aws::reaper::{handle_schedule, reap_dead_letters, DeadLetters, DEAD_LETTER_REASON};
 use envplane_e2e::aws::{spawn_app_on_aws, Harness, Sandbox};
 use envplane_e2e::{git_repository, GREETING_CONFIG};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 use reqwest::Method;
@@ -656,6 +657,58 @@ async fn a_deployment_past_its_timeout_fails_and_frees_its_environment() {
     })
     .await;
     aws.wait_until_stopped(&format!("{slow}.1")).await;
+}
+
+/// The reaper's schedule runs the scheduled jobs where the region is active: an
+/// environment whose time to live ended gets one destroy (two reapers at once queue
+/// one), dispatched through SQS; a passive region's reaper queues nothing.
+#[tokio::test]
+async fn the_active_regions_reaper_destroys_an_environment_whose_time_to_live_ended() {
+    let aws = spawn_app_on_aws(Harness::API_ONLY).await;
+    let app = &aws.app;
+    let repository = git_repository(&[("main.tf", GREETING_CONFIG)]);
+    let seeded = aws.environment_on(&repository, "preview", false).await;
+    let environment = format!("/v1/environments/{}", seeded.environment_id);
+    app.post(
+        &format!("{environment}/ttl"),
+        &app.admin_key,
+        json!({"ttl": "1h"}),
+    )
+    .await
+    .expect(200);
+    let later = Arc::new(Later(chrono::Duration::minutes(61)));
+    let sdk = &aws.stack.sdk;
+    let tick = || EventBridgeEvent::<serde_json::Value>::default();
+
+    let mut passive = aws.stack.settings.clone();
+    passive.region_active = false;
+    let passive =
+        envplane_aws::config::concluding_platform_with_clock(&passive, sdk, later.clone());
+    handle_schedule(&passive.platform, &dead_letters(&aws), tick())
+        .await
+        .unwrap();
+    let deployments = format!("{environment}/deployments");
+    let none = app.get(&deployments, &app.admin_key).await.expect(200);
+    assert_eq!(none["items"], json!([]), "a passive region runs no job");
+
+    let active =
+        envplane_aws::config::concluding_platform_with_clock(&aws.stack.settings, sdk, later);
+    let dead_letters = dead_letters(&aws);
+    let (first, second) = tokio::join!(
+        handle_schedule(&active.platform, &dead_letters, tick()),
+        handle_schedule(&active.platform, &dead_letters, tick()),
+    );
+    (first.unwrap(), second.unwrap());
+    let queued = app.get(&deployments, &app.admin_key).await.expect(200);
+    let items = queued["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{queued}");
+    assert_eq!(items[0]["action"], "destroy");
+    assert_eq!(items[0]["requested_by"], "scheduler:ttl");
+    let destroy = items[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(deliver_queued(&aws).await, 1);
+    assert_eq!(aws.started_tasks().await, [format!("{destroy}.1")]);
+    let ended = app.get(&environment, &app.admin_key).await.expect(200);
+    assert_eq!(ended["expires_at"], Value::Null);
 }
 
 /// Deleting an environment is refused while deployments of it have not ended or it
