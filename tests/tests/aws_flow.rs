@@ -698,7 +698,8 @@ async fn the_active_regions_reaper_destroys_an_environment_whose_time_to_live_en
         handle_schedule(&active.platform, &dead_letters, tick()),
         handle_schedule(&active.platform, &dead_letters, tick()),
     );
-    (first.unwrap(), second.unwrap());
+    first.unwrap();
+    second.unwrap();
     let queued = app.get(&deployments, &app.admin_key).await.expect(200);
     let items = queued["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{queued}");

@@ -856,14 +856,36 @@ impl Store for DynamoDbStore {
 
     async fn list_indexed(&self, query: IndexQuery) -> Result<Page, StoreError> {
         let request = self.index_query(query.kind, &query.index_key);
-        let request = match &query.after {
-            None => request.key_condition_expression("#pk = :pk"),
-            Some(after) => request
-                .key_condition_expression("#pk = :pk AND #sk > :after")
+        let sort_key = |request: QueryFluentBuilder, condition: &str| {
+            request
+                .key_condition_expression(format!("#pk = :pk AND {condition}"))
                 .expression_attribute_names("#sk", GSI2SK)
-                .expression_attribute_values(":after", s(after)),
         };
-        let records = self.collect(request, query.limit.saturating_add(1)).await?;
+        // One range per key condition: both bounds are a BETWEEN, which includes
+        // `after`, dropped below (and one more record read to make up for it).
+        let (request, drop_after) = match (&query.after, &query.until) {
+            (None, None) => (request.key_condition_expression("#pk = :pk"), false),
+            (Some(after), None) => (
+                sort_key(request, "#sk > :after").expression_attribute_values(":after", s(after)),
+                false,
+            ),
+            (None, Some(until)) => (
+                sort_key(request, "#sk <= :until").expression_attribute_values(":until", s(until)),
+                false,
+            ),
+            (Some(after), Some(until)) if after >= until => return Ok(Page::default()),
+            (Some(after), Some(until)) => (
+                sort_key(request, "#sk BETWEEN :after AND :until")
+                    .expression_attribute_values(":after", s(after))
+                    .expression_attribute_values(":until", s(until)),
+                true,
+            ),
+        };
+        let wanted = query.limit.saturating_add(1 + usize::from(drop_after));
+        let mut records = self.collect(request, wanted).await?;
+        if drop_after && records.first().map(|r| &r.id) == query.after.as_ref() {
+            records.remove(0);
+        }
         for record in &records {
             ensure_listed(record, query.kind, None)?;
             if record.index_key.as_deref() != Some(query.index_key.as_str()) {

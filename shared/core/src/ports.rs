@@ -151,6 +151,8 @@ pub struct IndexQuery {
     pub kind: Kind,
     pub index_key: String,
     pub after: Option<String>,
+    /// Only ids up to this one (inclusive): a time line read up to now.
+    pub until: Option<String>,
     pub limit: usize,
 }
 
@@ -216,6 +218,7 @@ pub trait Store: Send + Sync {
                 kind,
                 index_key: index_key.to_string(),
                 after: None,
+                until: None,
                 limit,
             })
             .await?;

@@ -279,12 +279,18 @@ impl Store for SqliteStore {
         self.read(move |connection| {
             let sql = format!(
                 "SELECT {COLUMNS} FROM records WHERE kind = ?1 AND index_key = ?2 AND (?3 IS NULL OR id > ?3) \
-                 ORDER BY id LIMIT ?4"
+                 AND (?5 IS NULL OR id <= ?5) ORDER BY id LIMIT ?4"
             );
             let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
             let rows = statement
                 .query_map(
-                    params![query.kind.as_str(), query.index_key, query.after, (query.limit + 1) as i64],
+                    params![
+                        query.kind.as_str(),
+                        query.index_key,
+                        query.after,
+                        (query.limit + 1) as i64,
+                        query.until,
+                    ],
                     read_record(query.kind),
                 )
                 .map_err(backend)?;

@@ -235,7 +235,9 @@ impl Store for LaggingStore {
         })
         .await?;
         let listed = self.as_before(current, |record| {
-            record.kind == query.kind && record.index_key.as_ref() == Some(&query.index_key)
+            record.kind == query.kind
+                && record.index_key.as_ref() == Some(&query.index_key)
+                && query.until.as_ref().is_none_or(|until| &record.id <= until)
         });
         Ok(page_of(listed, query.after.as_ref(), query.limit, false))
     }

@@ -2,6 +2,7 @@
 //! local and the AWS adapters cannot drift apart in behaviour. `seed` makes the objects
 //! the handlers' tests start from.
 
+pub mod counting;
 pub mod faults;
 pub mod github;
 pub mod key_ring;

@@ -46,6 +46,7 @@ pub async fn conformance(store: &dyn Store) {
     the_index_spans_organizations(store).await;
     many_records_are_read_at_once_in_the_order_asked(store).await;
     the_index_counts_up_to_a_limit(store).await;
+    the_index_is_read_up_to_a_bound(store).await;
     expiring_records_keep_their_ids_until_forgotten(store).await;
 }
 
@@ -400,6 +401,7 @@ async fn the_index_spans_organizations(store: &dyn Store) {
         kind: Kind::Deployment,
         index_key: "running".into(),
         after: after.map(str::to_string),
+        until: None,
         limit: 1,
     };
     let first = store.list_indexed(query(None)).await.unwrap();
@@ -441,6 +443,51 @@ async fn the_index_spans_organizations(store: &dyn Store) {
         .map(|r| r.id)
         .collect();
     assert_eq!(ids, ["n_2"]);
+}
+
+/// An index read with `until` ends at that id (inclusive), also when it resumes after
+/// a page, so a time line is read up to now and no further.
+async fn the_index_is_read_up_to_a_bound(store: &dyn Store) {
+    let ids = ["0100.a", "0200.b", "0200.c", "0300.d", "0400.e"];
+    let ops = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            WriteOp::Insert(Record {
+                kind: Kind::DueJob,
+                index_key: Some("due".into()),
+                ..record(&format!("org_{n}"), id, None, None)
+            })
+        })
+        .collect();
+    store.commit(ops).await.unwrap();
+    let read = |after: Option<&str>, until: &str, limit: usize| {
+        let query = IndexQuery {
+            kind: Kind::DueJob,
+            index_key: "due".into(),
+            after: after.map(str::to_string),
+            until: Some(until.to_string()),
+            limit,
+        };
+        async move {
+            let page = store.list_indexed(query).await.unwrap();
+            let ids: Vec<String> = page.items.into_iter().map(|r| r.id).collect();
+            (ids, page.next)
+        }
+    };
+    assert_eq!(
+        read(None, "0300.~", 10).await,
+        (ids[..4].iter().map(|s| s.to_string()).collect(), None)
+    );
+    let (first, next) = read(None, "0300.~", 2).await;
+    assert_eq!(first, ["0100.a", "0200.b"]);
+    let (rest, last) = read(next.as_deref(), "0300.~", 2).await;
+    assert_eq!(
+        (rest, last),
+        (vec!["0200.c".to_string(), "0300.d".to_string()], None)
+    );
+    assert_eq!(read(Some("0300.d"), "0300.~", 2).await, (vec![], None));
+    assert_eq!(read(None, "0050.~", 2).await, (vec![], None));
 }
 
 /// Writes records that `check_sample` expects to find, for persistence tests.

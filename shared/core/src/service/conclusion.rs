@@ -479,6 +479,7 @@ impl Platform {
                     kind: T::KIND,
                     index_key: status.as_str().to_string(),
                     after,
+                    until: None,
                     limit: MAX_PAGE_SIZE,
                 })
                 .await?;
@@ -669,6 +670,7 @@ impl Platform {
                     kind: Kind::Deployment,
                     index_key: DeploymentStatus::Queued.as_str().to_string(),
                     after,
+                    until: None,
                     // The oldest few usually hold the one looked for.
                     limit: READY_SCAN_PAGE,
                 })

@@ -44,6 +44,12 @@ fn due_job_id(environment_id: &str, job: ScheduledJob, due_at: DateTime<Utc>) ->
     )
 }
 
+/// The last id a run due by `now` can have: every id of its second or earlier (`~`
+/// sorts after the job and environment that follow the time).
+fn due_until(now: DateTime<Utc>) -> String {
+    format!("{:012}.~", now.timestamp().max(0))
+}
+
 /// The writes that keep an environment's due-job records in step with its next runs,
 /// committed with the change of the environment that moved them.
 pub(super) fn due_job_writes(
@@ -122,6 +128,7 @@ impl Platform {
                     kind: Kind::DueJob,
                     index_key: DUE_INDEX.to_string(),
                     after,
+                    until: Some(due_until(now)),
                     limit: DUE_PAGE,
                 })
                 .await?;
