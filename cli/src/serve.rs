@@ -42,6 +42,18 @@ pub struct ServeArgs {
     /// link-local ranges they never reach; repeat for more.
     #[arg(long = "sandbox-deny", value_name = "CIDR", value_parser = parse_range)]
     blocked_ranges: Vec<String>,
+    /// Let notification targets be plain HTTP and on private, loopback or link-local
+    /// addresses (targets on your own network); off by default.
+    #[arg(long, env = "ENVPLANE_NOTIFICATIONS_ALLOW_PRIVATE")]
+    allow_private_notification_targets: bool,
+    /// Send no notifications (an installation that may reach nothing outside): adding a
+    /// notification target is refused.
+    #[arg(
+        long,
+        env = "ENVPLANE_NO_NOTIFICATIONS",
+        conflicts_with = "allow_private_notification_targets"
+    )]
+    no_notifications: bool,
     /// Run deployments as plain subprocesses when no sandbox can be made here (no
     /// bubblewrap, no slirp4netns, not root). Template code can then reach this host.
     #[arg(long)]
@@ -102,6 +114,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_parallel_deployments = args.max_parallel_deployments.into();
     config.local_repositories = args.local_repositories;
     config.blocked_ranges = args.blocked_ranges;
+    config.allow_private_notification_targets = args.allow_private_notification_targets;
+    config.notifications = !args.no_notifications;
     config.quotas = Quotas {
         log_bytes: args.quota_log_bytes,
         steps: args.quota_steps,

@@ -15,7 +15,9 @@ use envplane_core::secrecy::ExposeSecret;
 use envplane_core::service::{DispatchOutcome, Ports, Runner, Settings, TokenScope, Watchdog};
 use envplane_core::Platform;
 use envplane_local::{FileArtifacts, FileKeyRing, SqliteStore};
-use envplane_testkit::faults::{FaultyLauncher, FaultyQueue, LaggingStore, ManualClock};
+use envplane_testkit::faults::{
+    FaultyLauncher, FaultyQueue, LaggingStore, ManualClock, RecordingNotifier, ScriptedSender,
+};
 use serde_json::json;
 
 pub struct Kit {
@@ -24,6 +26,8 @@ pub struct Kit {
     pub queue: Arc<FaultyQueue>,
     pub launcher: Arc<FaultyLauncher>,
     pub clock: Arc<ManualClock>,
+    pub notifier: Arc<RecordingNotifier>,
+    pub sender: Arc<ScriptedSender>,
     pub caller: Caller,
     pub project_id: String,
     pub template_id: String,
@@ -79,6 +83,10 @@ impl Kit {
             Arc::new(FaultyLauncher::default()),
         );
         let clock = Arc::new(ManualClock::default());
+        let (notifier, sender) = (
+            Arc::new(RecordingNotifier::default()),
+            Arc::new(ScriptedSender::default()),
+        );
         let ports = Ports {
             store: store.clone(),
             key_ring: Arc::new(
@@ -90,6 +98,8 @@ impl Kit {
             artifacts: Arc::new(FileArtifacts::new(data_dir.path().join("artifacts"))),
             vcs: Arc::new(envplane_core::ports::Unwired),
             reports: Arc::new(envplane_core::ports::Unwired),
+            notifier: notifier.clone(),
+            sender: sender.clone(),
         };
         let platform = Platform::new(ports, settings);
         let key = platform.bootstrap().await.unwrap().unwrap();
@@ -117,6 +127,8 @@ impl Kit {
             queue,
             launcher,
             clock,
+            notifier,
+            sender,
             caller,
             project_id: project.id,
             template_id: template.id,

@@ -196,6 +196,8 @@ async fn field_rules_are_enforced() {
         json!({"schedules": {"destroy": {"cron": "0 0 31 2 *"}}}),
         json!({"schedules": {"destroy": {"cron": "0 20 * * *", "zone": "UTC"}}}),
         json!({"schedules": {"drift": {"cron": "0 20 * * *"}}}),
+        json!({"schedules": [null, null]}),
+        json!({"schedules": {"deploy": ["0 8 * * *", "UTC"]}}),
     ] {
         app.post("/v1/environments", &key, environment(extra))
             .await

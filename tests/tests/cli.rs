@@ -367,3 +367,61 @@ fn github_connections_take_secrets_from_files_and_never_print_them() {
     let transcript = server.transcript();
     assert!(!transcript.contains("PRIVATE KEY") && !transcript.contains("a-webhook-secret"));
 }
+
+#[test]
+fn notification_targets_are_added_listed_and_deleted() {
+    let server = Server::start();
+    let (project, _, _) = seed(&server);
+    let created = server.ok(&[
+        "notification-target",
+        "create",
+        "ops",
+        "--project",
+        &project,
+        "--kind",
+        "webhook",
+        "--target-url",
+        "https://hooks.example.com/envplane",
+        "--event",
+        "deployment.failed",
+        "--event",
+        "environment.expired",
+    ]);
+    assert!(created.contains("shown once"), "{created}");
+    let slack = server.json(&[
+        "notification-target",
+        "create",
+        "chat",
+        "--project",
+        &project,
+        "--kind",
+        "slack",
+        "--target-url",
+        "https://hooks.slack.com/services/T0/B0/SECRET",
+        "--event",
+        "deployment.succeeded",
+    ]);
+    assert_eq!(slack["secret"], Value::Null);
+    let table = server.ok(&["notification-target", "list", "--project", &project]);
+    assert!(
+        table.contains("https://hooks.slack.com") && !table.contains("SECRET"),
+        "{table}"
+    );
+    let refused = server.fails(&[
+        "notification-target",
+        "create",
+        "metadata",
+        "--project",
+        &project,
+        "--kind",
+        "webhook",
+        "--target-url",
+        "https://169.254.169.254/latest",
+        "--event",
+        "deployment.failed",
+    ]);
+    assert!(refused.stderr.contains("public host"), "{}", refused.stderr);
+    let id = id(&slack);
+    server.ok(&["notification-target", "delete", &id]);
+    server.fails(&["notification-target", "show", &id]);
+}

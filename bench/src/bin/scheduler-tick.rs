@@ -49,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
         artifacts: Arc::new(Unwired),
         vcs: Arc::new(Unwired),
         reports: Arc::new(Unwired),
+        notifier: Arc::new(Unwired),
+        sender: Arc::new(Unwired),
     };
     let platform = Platform::new(ports, Settings::default());
     let key = platform.bootstrap().await?.context("a fresh store")?;

@@ -9,6 +9,7 @@ mod deployments;
 mod environments;
 mod github;
 mod http;
+mod notifications;
 mod organization;
 mod output;
 mod plans;
@@ -60,6 +61,13 @@ pub enum ClientCommand {
         globals: Globals,
         #[command(subcommand)]
         command: environments::Command,
+    },
+    /// Send a project's deployment events to webhooks and Slack.
+    NotificationTarget {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: notifications::Command,
     },
     /// Set, list and delete variables at a scope.
     Variable {
@@ -202,6 +210,10 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Environment { globals, command } => {
             let (api, format) = globals.connect()?;
             environments::run(&api, format, command).await
+        }
+        ClientCommand::NotificationTarget { globals, command } => {
+            let (api, format) = globals.connect()?;
+            notifications::run(&api, format, command).await
         }
         ClientCommand::Variable { globals, command } => {
             let (api, format) = globals.connect()?;

@@ -8,11 +8,13 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{SharedCredentialsProvider, SharedHttpClient};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use envplane_core::ports::{
-    Artifacts, Clock, KeyRing, Launcher, Reports, SystemClock, Unwired, Vcs,
+    Artifacts, Clock, KeyRing, Launcher, NotificationSender, Notifier, Reports, SystemClock,
+    Unwired, Vcs,
 };
 use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
 use envplane_github::GitHubApi;
+use envplane_webhooks::HttpSender;
 use tracing_subscriber::filter::{ParseError, Targets};
 
 use crate::dynamodb::DynamoDbStore;
@@ -21,7 +23,7 @@ use crate::kms::KmsKeyRing;
 use crate::launch_file::LaunchFiles;
 use crate::lazy::LazyClient;
 use crate::reaper::DeadLetters;
-use crate::reports::SqsReports;
+use crate::reports::{SqsNotifier, SqsReports};
 use crate::s3::S3Artifacts;
 use crate::sqs::{SqsQueue, StopThroughQueue};
 
@@ -64,6 +66,9 @@ pub struct AwsSettings {
     pub reports_queue_url: Option<String>,
     /// GitHub's API (`ENVPLANE_GITHUB_API_URL`; `https://api.github.com` when unset).
     pub github_api_url: String,
+    /// Notification targets may be plain HTTP and on private addresses
+    /// (`ENVPLANE_NOTIFICATIONS_ALLOW_PRIVATE`: `true`; false when unset).
+    pub allow_private_notification_targets: bool,
     /// Whether this region is the active one (`ENVPLANE_REGION_ROLE`: `active`, the
     /// default, or `passive`): only the active region runs scheduled jobs.
     pub region_active: bool,
@@ -199,6 +204,7 @@ impl AwsSettings {
             reports_queue_url: optional("ENVPLANE_REPORTS_QUEUE_URL"),
             github_api_url: optional("ENVPLANE_GITHUB_API_URL")
                 .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.into()),
+            allow_private_notification_targets: flag("ENVPLANE_NOTIFICATIONS_ALLOW_PRIVATE")?,
             region_active: region_active()?,
         })
     }
@@ -251,7 +257,10 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
         Arc::new(artifacts),
         Arc::new(launcher),
         Arc::new(SystemClock),
-        Arc::new(GitHubApi::new(&settings.github_api_url)),
+        Outside {
+            vcs: Arc::new(GitHubApi::new(&settings.github_api_url)),
+            sender: Arc::new(HttpSender::new(settings.allow_private_notification_targets)),
+        },
     )
 }
 
@@ -297,7 +306,7 @@ pub fn dispatching_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatf
         unwired.clone(),
         Arc::new(launcher),
         clock,
-        unwired,
+        Outside::none(),
     )
 }
 
@@ -323,8 +332,24 @@ pub fn concluding_platform_with_clock(
         unwired.clone(),
         launcher,
         clock,
-        unwired,
+        Outside::none(),
     )
+}
+
+/// Who outside the platform a function calls: GitHub's API and notification targets.
+/// Only the api, webhook and reporter functions do.
+struct Outside {
+    vcs: Arc<dyn Vcs>,
+    sender: Arc<dyn NotificationSender>,
+}
+
+impl Outside {
+    fn none() -> Self {
+        Self {
+            vcs: Arc::new(Unwired),
+            sender: Arc::new(Unwired),
+        }
+    }
 }
 
 /// What every function has: the table's client (the store's, which the key ring
@@ -354,12 +379,16 @@ impl Common {
         artifacts: Arc<dyn Artifacts>,
         launcher: Arc<dyn Launcher>,
         clock: Arc<dyn Clock>,
-        vcs: Arc<dyn Vcs>,
+        outside: Outside,
     ) -> AwsPlatform {
-        let reports: Arc<dyn Reports> = match &settings.reports_queue_url {
-            Some(queue_url) => Arc::new(SqsReports::new(self.sqs.clone(), queue_url)),
-            None => Arc::new(Unwired),
-        };
+        let (reports, notifier): (Arc<dyn Reports>, Arc<dyn Notifier>) =
+            match &settings.reports_queue_url {
+                Some(queue_url) => (
+                    Arc::new(SqsReports::new(self.sqs.clone(), queue_url)),
+                    Arc::new(SqsNotifier::new(self.sqs.clone(), queue_url)),
+                ),
+                None => (Arc::new(Unwired), Arc::new(Unwired)),
+            };
         let ports = Ports {
             store: Arc::new(DynamoDbStore::new(self.dynamodb, &settings.table_name)),
             key_ring,
@@ -367,8 +396,10 @@ impl Common {
             queue: self.queue.clone(),
             launcher,
             artifacts,
-            vcs,
+            vcs: outside.vcs,
             reports,
+            notifier,
+            sender: outside.sender,
         };
         let platform_settings = Settings {
             max_parallel_deployments: settings.max_parallel_deployments,
@@ -380,6 +411,8 @@ impl Common {
             quotas: settings.quotas.clone(),
             public_url: settings.api_url.clone(),
             scheduled_jobs: settings.region_active,
+            allow_private_notification_targets: settings.allow_private_notification_targets,
+            notifications: true,
         };
         AwsPlatform {
             platform: Arc::new(Platform::new(ports, platform_settings)),

@@ -184,6 +184,8 @@ pub(crate) mod fixture {
                 artifacts: Arc::new(FileArtifacts::new(data_dir.path().join("artifacts"))),
                 vcs: Arc::new(envplane_core::ports::Unwired),
                 reports: Arc::new(envplane_core::ports::Unwired),
+                notifier: Arc::new(envplane_core::ports::Unwired),
+                sender: Arc::new(envplane_core::ports::Unwired),
             };
             let platform = Arc::new(Platform::new(
                 ports,

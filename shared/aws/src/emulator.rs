@@ -256,6 +256,8 @@ impl Stack {
             quotas: Default::default(),
             reports_queue_url: None,
             github_api_url: "http://127.0.0.1:9".into(),
+            // The tests' notification targets listen on loopback.
+            allow_private_notification_targets: true,
             region_active: true,
         };
         Self {

@@ -105,6 +105,14 @@ pub fn generate_runner_token() -> (SecretString, String) {
     random_secret(RUNNER_TOKEN_PREFIX)
 }
 
+/// Prefix of the secrets notification webhooks are signed with.
+pub const NOTIFICATION_SECRET_PREFIX: &str = "ens_";
+
+/// A new secret to sign a notification target's deliveries with.
+pub fn generate_notification_secret() -> SecretString {
+    random_secret(NOTIFICATION_SECRET_PREFIX).0
+}
+
 fn random_secret(prefix: &str) -> (SecretString, String) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

@@ -9,6 +9,7 @@ pub mod error;
 pub mod github;
 pub mod ids;
 pub mod model;
+pub mod notification;
 pub mod ports;
 pub mod schedule;
 pub mod service;

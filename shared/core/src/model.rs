@@ -8,6 +8,7 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::auth::Role;
+use crate::notification::{NotificationEvent, TargetKind};
 use crate::schedule::{Calendar, CalendarInput, ScheduledJob};
 use crate::validate::{MAX_VARIABLE_VALUE_LEN, MIN_SENSITIVE_VALUE_LEN};
 
@@ -241,9 +242,54 @@ pub fn next_run(calendar: &Calendar, now: DateTime<Utc>) -> crate::Result<DateTi
     })
 }
 
+/// Where a project's notifications go. The URL's path and the signing secret are never
+/// shown: a Slack webhook URL is itself a credential.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotificationTarget {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub kind: TargetKind,
+    /// Scheme, host and port of the URL.
+    pub origin: String,
+    pub events: Vec<NotificationEvent>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNotificationTarget {
+    pub project_id: String,
+    #[schema(schema_with = rules::name)]
+    pub name: String,
+    pub kind: TargetKind,
+    /// HTTPS, on a public host.
+    #[schema(
+        max_length = 2048,
+        example = "https://hooks.slack.com/services/T000/B000/XXXX"
+    )]
+    pub url: String,
+    /// At least one.
+    pub events: Vec<NotificationEvent>,
+}
+
+/// A new target, with the secret its webhook deliveries are signed with: shown this
+/// once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedNotificationTarget {
+    #[serde(flatten)]
+    pub target: NotificationTarget,
+    /// For `webhook` targets: check `X-Envplane-Signature-256` (`sha256=` and the hex
+    /// HMAC-SHA256 of the body under this secret). `null` for Slack.
+    #[serde(serialize_with = "expose_optional_secret")]
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<SecretString>,
+}
+
 /// A new end of an environment's time to live: `ttl` or `expires_at`, not both.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1, max_properties = 1)]
 pub struct SetTtl {
     /// Destroy the environment this long from now; `null` removes the time to live.
     #[serde(default, deserialize_with = "nullable")]
@@ -257,9 +303,9 @@ pub struct SetTtl {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSettings {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub deploy: Option<CalendarInput>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub destroy: Option<CalendarInput>,
 }
 
@@ -417,7 +463,7 @@ pub struct CreateEnvironment {
     #[serde(default)]
     #[schema(schema_with = rules::optional_ttl)]
     pub ttl: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub schedules: Option<ScheduleSettings>,
     /// 1 to 1440 minutes; 120 when left out.
     #[serde(default, deserialize_with = "whole_number")]
@@ -455,6 +501,7 @@ pub struct UpdateEnvironment {
     #[schema(schema_with = rules::optional_ttl)]
     pub ttl: Option<Option<String>>,
     /// Replaces both calendars: a job left out (or `null`) has none after.
+    #[serde(default, deserialize_with = "object")]
     pub schedules: Option<ScheduleSettings>,
     /// 1 to 1440 minutes.
     #[serde(default, deserialize_with = "whole_number")]
@@ -752,12 +799,37 @@ fn whole_number_up_to<'de, D: Deserializer<'de>>(
 }
 
 /// Tells a field that is absent (`None`) from one set to `null` (`Some(None)`).
+/// A nested object, `null` or absent: serde alone would also take an array for a struct.
+fn object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Some(_) => Err(serde::de::Error::custom("expected an object")),
+    }
+}
+
 fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+fn expose_optional_secret<S: Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    secret
+        .as_ref()
+        .map(ExposeSecret::expose_secret)
+        .serialize(serializer)
 }
 
 fn expose_secret<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {

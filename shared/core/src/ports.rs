@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::notification::{Notification, TargetUrl};
+
 /// The kinds of object the store holds. Each record is addressed by (kind, org, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -39,13 +41,15 @@ pub enum Kind {
     WebhookDelivery,
     /// A pull request envplane plans: its one comment and its environments' plans.
     PullRequest,
+    /// Where a project's notifications go, with its sealed URL and secret.
+    NotificationTarget,
     /// When one scheduled job of an environment runs next, listed by that time: what
     /// the scheduler reads.
     DueJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Organization,
         Kind::ApiKey,
         Kind::Project,
@@ -64,6 +68,7 @@ impl Kind {
         Kind::VcsConnection,
         Kind::WebhookDelivery,
         Kind::PullRequest,
+        Kind::NotificationTarget,
         Kind::DueJob,
     ];
 
@@ -87,6 +92,7 @@ impl Kind {
             Kind::VcsConnection => "vcs_connection",
             Kind::WebhookDelivery => "webhook_delivery",
             Kind::PullRequest => "pull_request",
+            Kind::NotificationTarget => "notification_target",
             Kind::DueJob => "due_job",
         }
     }
@@ -587,6 +593,64 @@ impl Vcs for Unwired {
 impl Reports for Unwired {
     async fn request(&self, request: ReportRequest) {
         tracing::warn!(pull_request = %request.pull_request_id, "no process makes pull request reports here; the report is skipped");
+    }
+}
+
+/// A notification on its way to one target; `attempt` counts the deliveries tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationDelivery {
+    pub org_id: String,
+    pub target_id: String,
+    pub notification: Notification,
+    pub attempt: u32,
+}
+
+/// Where notifications wait for delivery, off the path of what caused them: a
+/// deployment never waits for, or fails with, a target.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Hands `delivery` to whoever delivers, after `delay`. A failure is logged.
+    async fn enqueue(&self, delivery: NotificationDelivery, delay: std::time::Duration);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Worth another try later: no answer, a timeout, a 5xx or 429.
+    #[error("the target did not take the notification: {0}")]
+    Retry(String),
+    /// Another try would fare no better: an address the platform may not call, a 4xx.
+    #[error("the target refused the notification: {0}")]
+    Refused(String),
+}
+
+/// Posts notifications to their targets.
+#[async_trait]
+pub trait NotificationSender: Send + Sync {
+    async fn post(
+        &self,
+        url: &TargetUrl,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> Result<(), SendError>;
+}
+
+/// Where nobody delivers notifications, they are dropped, logged.
+#[async_trait]
+impl Notifier for Unwired {
+    async fn enqueue(&self, delivery: NotificationDelivery, _: std::time::Duration) {
+        tracing::warn!(target_id = %delivery.target_id, "no process delivers notifications here; dropped");
+    }
+}
+
+#[async_trait]
+impl NotificationSender for Unwired {
+    async fn post(
+        &self,
+        _: &TargetUrl,
+        _: Vec<(&'static str, String)>,
+        _: Vec<u8>,
+    ) -> Result<(), SendError> {
+        Err(SendError::Refused(Self::reason("notification sender")))
     }
 }
 

@@ -38,18 +38,31 @@ const MAX_TEXT: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarInput {
-    /// Five fields, minute to weekday (`0 20 * * 1-5`: weekdays at 20:00), or a
-    /// nickname such as `@daily`.
+    /// Five fields, minute to weekday (`0 20 * * 1-5`: weekdays at 20:00), each within
+    /// its range, or a nickname such as `@daily`; one that never fires (`0 0 30 2 *`)
+    /// is refused.
     #[schema(example = "0 20 * * 1-5", max_length = 100)]
     pub cron: String,
     /// An IANA time zone the expression is read in; `UTC` when left out.
     #[serde(default = "utc")]
-    #[schema(example = "Europe/Berlin", max_length = 100)]
+    #[schema(schema_with = time_zones)]
     pub time_zone: String,
 }
 
 fn utc() -> String {
     "UTC".into()
+}
+
+/// Every IANA time zone name the calendars read.
+fn time_zones() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name())))
+        .default(Some(serde_json::Value::from("UTC")))
+        .description(Some(
+            "An IANA time zone the expression is read in; `UTC` when left out.",
+        ))
+        .build()
 }
 
 /// A cron expression and its time zone, both checked.

@@ -123,6 +123,20 @@ const FOLLOWS: &[Follow] = &[
         path_id: Some("$response.body#/id"),
         body: &[],
     },
+    Follow {
+        from: "create_notification_target",
+        status: "201",
+        to: "get_notification_target",
+        path_id: Some("$response.body#/id"),
+        body: &[],
+    },
+    Follow {
+        from: "create_notification_target",
+        status: "201",
+        to: "delete_notification_target",
+        path_id: Some("$response.body#/id"),
+        body: &[],
+    },
 ];
 
 /// Adds the links that start at `operation`. They go in as the response's raw `links`

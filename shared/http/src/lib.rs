@@ -71,6 +71,7 @@ fn public_routes(router: Router<Arc<Platform>>) -> Router<Arc<Platform>> {
     let router = routes::variables::routes(router);
     let router = routes::audit::routes(router);
     let router = routes::github::routes(router);
+    let router = routes::notifications::routes(router);
     routes::deployments::routes(router)
 }
 
@@ -88,6 +89,7 @@ pub fn openapi() -> OpenApiDocument {
         .merge(routes::variables::documented())
         .merge(routes::audit::documented())
         .merge(routes::github::documented())
+        .merge(routes::notifications::documented())
         .merge(routes::deployments::documented())
         .into_openapi();
     contract::Contract.modify(&mut document);

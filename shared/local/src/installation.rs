@@ -6,14 +6,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use envplane_core::ports::{QueueError, ReportRequest, StoreError, SystemClock};
+use envplane_core::ports::{
+    NotificationDelivery, QueueError, ReportRequest, StoreError, SystemClock,
+};
 use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
 use envplane_github::GitHubApi;
+use envplane_webhooks::HttpSender;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 
 use crate::launcher::{Isolation, LauncherConfig, LocalLauncher, SandboxExit};
+use crate::notifications::{notification_loop, ChannelNotifier};
 use crate::queue::{Delivery, SqliteQueue};
 use crate::reports::{report_loop, ChannelReports};
 use crate::{FileArtifacts, FileKeyRing, KeyFileError, SqliteStore};
@@ -40,6 +44,11 @@ pub struct LocalConfig {
     pub quotas: Quotas,
     /// GitHub's API: `https://api.github.com`, or a GitHub Enterprise Server's.
     pub github_api_url: String,
+    /// Notification targets may be plain HTTP and on private, loopback or link-local
+    /// addresses (off by default).
+    pub allow_private_notification_targets: bool,
+    /// Send notifications (on by default).
+    pub notifications: bool,
 }
 
 impl LocalConfig {
@@ -61,6 +70,8 @@ impl LocalConfig {
             blocked_ranges: Vec::new(),
             quotas: Quotas::default(),
             github_api_url: "https://api.github.com".into(),
+            allow_private_notification_targets: false,
+            notifications: true,
         }
     }
 }
@@ -93,6 +104,7 @@ pub struct Installation {
     queue: SqliteQueue,
     exits: UnboundedReceiver<SandboxExit>,
     report_requests: UnboundedReceiver<ReportRequest>,
+    notifications: UnboundedReceiver<NotificationDelivery>,
 }
 
 /// The background loops; they stop when this is dropped.
@@ -131,6 +143,7 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
     let key_ring = FileKeyRing::open_or_create(&config.data_dir.join(MASTER_KEY_FILE))?;
     let (exit_sender, exits) = unbounded_channel();
     let (reports, report_requests) = ChannelReports::new();
+    let (notifier, notifications) = ChannelNotifier::new();
     let public_url = config.api_url.clone();
     let launcher = LocalLauncher::new(
         LauncherConfig {
@@ -152,6 +165,8 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         artifacts: Arc::new(FileArtifacts::new(config.data_dir.join(ARTIFACTS_DIR))),
         vcs: Arc::new(GitHubApi::new(&config.github_api_url)),
         reports: Arc::new(reports),
+        notifier: Arc::new(notifier),
+        sender: Arc::new(HttpSender::new(config.allow_private_notification_targets)),
     };
     let settings = Settings {
         cache_api_keys: true,
@@ -161,12 +176,15 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         quotas: config.quotas,
         public_url,
         scheduled_jobs: true,
+        allow_private_notification_targets: config.allow_private_notification_targets,
+        notifications: config.notifications,
     };
     Ok(Installation {
         platform: Arc::new(Platform::new(ports, settings)),
         queue,
         exits,
         report_requests,
+        notifications,
     })
 }
 
@@ -254,10 +272,11 @@ impl Installation {
         let watchdog = tokio::spawn(watchdog_loop(self.platform.clone()));
         let scheduler = tokio::spawn(scheduler_loop(self.platform.clone()));
         let reporter = tokio::spawn(report_loop(self.platform.clone(), self.report_requests));
+        let notifier = tokio::spawn(notification_loop(self.platform.clone(), self.notifications));
         Ok((
             self.platform,
             Background {
-                tasks: vec![dispatcher, watcher, watchdog, scheduler, reporter],
+                tasks: vec![dispatcher, watcher, watchdog, scheduler, reporter, notifier],
             },
         ))
     }

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use envplane_core::notification::TargetUrl;
 use envplane_core::ports::{
     Clock, DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest, Launcher, ListQuery,
-    Page, Queue, QueueError, Record, RecordKey, Store, StoreError, WriteOp,
+    NotificationDelivery, NotificationSender, Notifier, Page, Queue, QueueError, Record, RecordKey,
+    SendError, Store, StoreError, WriteOp,
 };
 use envplane_core::secrecy::SecretString;
 
@@ -375,5 +377,69 @@ impl Launcher for FaultyLauncher {
     async fn stop(&self, _: &str, deployment_id: &str, attempt: u32) -> Result<(), LaunchError> {
         lock(&self.stopped).push((deployment_id.to_string(), attempt));
         Ok(())
+    }
+}
+
+/// A notifier that keeps what it is handed, with each delay, for a test to deliver.
+#[derive(Default)]
+pub struct RecordingNotifier {
+    queued: Mutex<Vec<(NotificationDelivery, Duration)>>,
+}
+
+impl RecordingNotifier {
+    /// Takes everything queued so far.
+    pub fn take(&self) -> Vec<(NotificationDelivery, Duration)> {
+        std::mem::take(&mut *lock(&self.queued))
+    }
+}
+
+#[async_trait]
+impl Notifier for RecordingNotifier {
+    async fn enqueue(&self, delivery: NotificationDelivery, delay: Duration) {
+        lock(&self.queued).push((delivery, delay));
+    }
+}
+
+/// A notification target a test scripts: each post takes the next answer (success once
+/// they run out) and is kept with its headers and body.
+#[derive(Default)]
+pub struct ScriptedSender {
+    answers: Mutex<Vec<Result<(), SendError>>>,
+    posted: Mutex<Vec<Posted>>,
+}
+
+/// One post a [`ScriptedSender`] received.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ScriptedSender {
+    /// The next posts answer these, in order.
+    pub fn answer(&self, answers: Vec<Result<(), SendError>>) {
+        *lock(&self.answers) = answers.into_iter().rev().collect();
+    }
+
+    pub fn posted(&self) -> Vec<Posted> {
+        lock(&self.posted).clone()
+    }
+}
+
+#[async_trait]
+impl NotificationSender for ScriptedSender {
+    async fn post(
+        &self,
+        url: &TargetUrl,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> Result<(), SendError> {
+        lock(&self.posted).push(Posted {
+            url: url.as_str().to_string(),
+            headers,
+            body,
+        });
+        lock(&self.answers).pop().unwrap_or(Ok(()))
     }
 }

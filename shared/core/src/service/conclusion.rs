@@ -272,6 +272,7 @@ impl Platform {
             None => {}
         }
         self.report_if_triggered(&org_id, &deployment).await;
+        self.notify_status(&org_id, &deployment).await;
         Ok(deployment)
     }
 

@@ -9,6 +9,7 @@ mod dispatch;
 mod environments;
 mod github;
 mod key_cache;
+mod notifications;
 mod organizations;
 mod projects;
 mod runner;
@@ -27,14 +28,15 @@ use serde::Serialize;
 use crate::auth::Caller;
 use crate::model::Listing;
 use crate::ports::{
-    Artifacts, Clock, KeyRing, Kind, Launcher, ListQuery, Queue, Record, RecordKey, Reports, Store,
-    StoreError, Vcs, WriteOp,
+    Artifacts, Clock, KeyRing, Kind, Launcher, ListQuery, NotificationSender, Notifier, Queue,
+    Record, RecordKey, Reports, Store, StoreError, Vcs, WriteOp,
 };
 use crate::{validate, Error, Result};
 
 pub use credentials::TokenScope;
 pub use dispatch::DispatchOutcome;
 pub use github::{WebhookDelivery, WebhookOutcome};
+pub use notifications::{notification_backoff, MAX_NOTIFICATION_ATTEMPTS};
 pub use runner::Runner;
 pub use scheduler::SchedulerRound;
 pub use state::{StateLocked, StateVersion};
@@ -62,6 +64,12 @@ pub struct Settings {
     pub quotas: Quotas,
     /// Where people reach the API: links in pull request comments and statuses.
     pub public_url: String,
+    /// Send notifications at all: off for an installation that may reach nothing
+    /// outside (then no target can be added).
+    pub notifications: bool,
+    /// Notification targets may name private, loopback or link-local hosts and plain
+    /// HTTP: for an operator whose targets live on their own network (and for tests).
+    pub allow_private_notification_targets: bool,
     /// Run the scheduled jobs (time to live, calendars) here: off in a passive region,
     /// so that only the active one acts.
     pub scheduled_jobs: bool,
@@ -103,6 +111,8 @@ impl Default for Settings {
             quotas: Quotas::default(),
             public_url: "http://127.0.0.1:8080".into(),
             scheduled_jobs: true,
+            notifications: true,
+            allow_private_notification_targets: false,
         }
     }
 }
@@ -117,6 +127,8 @@ pub struct Ports {
     pub artifacts: Arc<dyn Artifacts>,
     pub vcs: Arc<dyn Vcs>,
     pub reports: Arc<dyn Reports>,
+    pub notifier: Arc<dyn Notifier>,
+    pub sender: Arc<dyn NotificationSender>,
 }
 
 /// The platform's use cases over its ports.
@@ -129,6 +141,8 @@ pub struct Platform {
     artifacts: Arc<dyn Artifacts>,
     vcs: Arc<dyn Vcs>,
     reports: Arc<dyn Reports>,
+    notifier: Arc<dyn Notifier>,
+    sender: Arc<dyn NotificationSender>,
     key_cache: Option<key_cache::KeyCache>,
     settings: Settings,
 }
@@ -273,6 +287,8 @@ impl Platform {
             artifacts: ports.artifacts,
             vcs: ports.vcs,
             reports: ports.reports,
+            notifier: ports.notifier,
+            sender: ports.sender,
             key_cache: settings.cache_api_keys.then(key_cache::KeyCache::default),
             settings,
         }

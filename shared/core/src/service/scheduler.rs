@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deployment::{Action, Deployment, Trigger};
 use crate::model::{Environment, Template};
+use crate::notification::NotificationEvent;
 use crate::ports::{IndexQuery, Kind, WriteOp};
 use crate::schedule::ScheduledJob;
 use crate::Result;
@@ -208,6 +209,10 @@ impl Platform {
         self.store.commit(ops).await?;
         tracing::info!(environment_id = %due.environment_id, job = due.job.as_str(), deployment_id = %deployment.id, "a scheduled job queued a deployment");
         self.announce(org_id, &deployment).await;
+        if due.job == ScheduledJob::Ttl {
+            self.notify(org_id, &deployment, NotificationEvent::EnvironmentExpired)
+                .await;
+        }
         Ok(JobOutcome::Queued)
     }
 
