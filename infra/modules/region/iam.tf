@@ -21,9 +21,11 @@
 #   webhook         + SQS SendMessage; KMS GenerateDataKey/Decrypt for the key ring (the
 #                   GitHub connection's secrets, encryption context as the api's)
 #   reporter        + SQS receive/delete on the reports queue (event source mapping); KMS
-#                   as the webhook's; S3 GetObject/ListBucket of plan views
-#   all but reporter + SQS SendMessage to the reports queue (a deployment that ends asks
-#                   for its pull request's report)
+#                   as the webhook's (also a notification target's sealed URL and
+#                   secret); S3 GetObject/ListBucket of plan views
+#   every function  + SQS SendMessage to the reports queue (a deployment that ends asks
+#                   for its pull request's report and queues its notifications; the
+#                   reporter queues a notification's retry)
 #
 # KMS encrypt/decrypt through DynamoDB (the table's customer-managed key) is allowed
 # to every role with kms:ViaService = dynamodb.<region>.amazonaws.com.
@@ -120,16 +122,13 @@ data "aws_iam_policy_document" "function_common" {
     resources = [aws_sqs_queue.deployments.arn]
   }
 
-  # Asking for a pull request's report when a deployment ends: every function that
-  # ends deployments, which is all but the reporter.
-  dynamic "statement" {
-    for_each = each.key == "reporter" ? [] : ["SendReports"]
-
-    content {
-      sid       = statement.value
-      actions   = ["sqs:SendMessage"]
-      resources = [aws_sqs_queue.reports.arn]
-    }
+  # Asking for a pull request's report and queueing notifications when a deployment
+  # ends (every function that ends deployments), and a notification's retry (the
+  # reporter).
+  statement {
+    sid       = "SendReports"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.reports.arn]
   }
 }
 
