@@ -8,11 +8,15 @@ pub mod network;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use envplane_core::service::Quotas;
 use envplane_local::LocalConfig;
 
+use axum::body::Bytes;
+use axum::http::HeaderMap;
 use envplane_core::secrecy::ExposeSecret;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -637,4 +641,36 @@ impl TestApp {
             .await;
         assert!(reply.status.is_success(), "{}", reply.text);
     }
+}
+
+/// What a loopback target received: each request's signature header and body, recorded
+/// as it arrives.
+pub type Received = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
+/// A target on loopback whose calls answer `statuses` in turn (then 200), the first
+/// after `first_delay`.
+pub async fn notification_target(statuses: Vec<u16>, first_delay: Duration) -> (String, Received) {
+    let received: Received = Arc::default();
+    let seen = received.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = move |headers: HeaderMap, body: Bytes| {
+        let (seen, calls, statuses) = (seen.clone(), calls.clone(), statuses.clone());
+        async move {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            let signature = headers
+                .get("x-envplane-signature-256")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string);
+            seen.lock().unwrap().push((signature, body.to_vec()));
+            if call == 0 {
+                tokio::time::sleep(first_delay).await;
+            }
+            StatusCode::from_u16(statuses.get(call).copied().unwrap_or(200)).unwrap()
+        }
+    };
+    let router = axum::Router::new().route("/hook", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, received)
 }
