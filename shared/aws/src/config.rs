@@ -23,7 +23,7 @@ use crate::kms::KmsKeyRing;
 use crate::launch_file::LaunchFiles;
 use crate::lazy::LazyClient;
 use crate::reaper::DeadLetters;
-use crate::reports::{SqsNotifier, SqsReports};
+use crate::reports::SqsOutbound;
 use crate::s3::S3Artifacts;
 use crate::sqs::{SqsQueue, StopThroughQueue};
 
@@ -383,10 +383,10 @@ impl Common {
     ) -> AwsPlatform {
         let (reports, notifier): (Arc<dyn Reports>, Arc<dyn Notifier>) =
             match &settings.reports_queue_url {
-                Some(queue_url) => (
-                    Arc::new(SqsReports::new(self.sqs.clone(), queue_url)),
-                    Arc::new(SqsNotifier::new(self.sqs.clone(), queue_url)),
-                ),
+                Some(queue_url) => {
+                    let outbound = Arc::new(SqsOutbound::new(self.sqs.clone(), queue_url));
+                    (outbound.clone(), outbound)
+                }
                 None => (Arc::new(Unwired), Arc::new(Unwired)),
             };
         let ports = Ports {

@@ -17,40 +17,6 @@ use serde::{Deserialize, Serialize};
 use crate::lazy::LazyClient;
 use crate::sqs::for_each_record;
 
-/// The Reports port on the SQS reports queue.
-pub struct SqsReports {
-    client: LazyClient<aws_sdk_sqs::Client>,
-    queue_url: String,
-}
-
-impl SqsReports {
-    pub fn new(client: impl Into<LazyClient<aws_sdk_sqs::Client>>, queue_url: &str) -> Self {
-        Self {
-            client: client.into(),
-            queue_url: queue_url.to_string(),
-        }
-    }
-}
-
-#[async_trait]
-impl Reports for SqsReports {
-    async fn request(&self, request: ReportRequest) {
-        let body = serde_json::to_string(&request).expect("a report request serializes");
-        let sent = self
-            .client
-            .get()
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
-            .await;
-        if let Err(error) = sent {
-            // The pull request's next change asks again; its deployment is unaffected.
-            tracing::error!(pull_request = %request.pull_request_id, error = %DisplayErrorContext(error), "asking for the pull request's report failed");
-        }
-    }
-}
-
 /// A message of the reports queue.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -59,45 +25,59 @@ enum Outbound {
     Report(ReportRequest),
 }
 
-/// The Notifier port on the reports queue: a retry waits in the queue as the message's
-/// delay (SQS allows up to 15 minutes).
-pub struct SqsNotifier {
+/// The longest delay SQS puts on a message.
+const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// The Reports and Notifier ports on the SQS reports queue.
+pub struct SqsOutbound {
     client: LazyClient<aws_sdk_sqs::Client>,
     queue_url: String,
 }
 
-/// The longest delay SQS puts on a message.
-const MAX_DELAY: Duration = Duration::from_secs(900);
-
-impl SqsNotifier {
+impl SqsOutbound {
     pub fn new(client: impl Into<LazyClient<aws_sdk_sqs::Client>>, queue_url: &str) -> Self {
         Self {
             client: client.into(),
             queue_url: queue_url.to_string(),
         }
     }
+
+    /// Sends `message`, held back `delay` (at most SQS's 15 minutes).
+    async fn send(&self, message: &Outbound, delay: Duration) -> Result<(), String> {
+        let body = serde_json::to_string(message).expect("an outbound message serializes");
+        self.client
+            .get()
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .delay_seconds(delay.min(MAX_DELAY).as_secs() as i32)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|error| DisplayErrorContext(error).to_string())
+    }
 }
 
 #[async_trait]
-impl Notifier for SqsNotifier {
+impl Reports for SqsOutbound {
+    async fn request(&self, request: ReportRequest) {
+        let pull_request = request.pull_request_id.clone();
+        if let Err(error) = self.send(&Outbound::Report(request), Duration::ZERO).await {
+            // The pull request's next change asks again; its deployment is unaffected.
+            tracing::error!(%pull_request, %error, "asking for the pull request's report failed");
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for SqsOutbound {
     async fn enqueue(&self, delivery: NotificationDelivery, delay: Duration) {
         let target_id = delivery.target_id.clone();
         let message = Outbound::Notification {
             notification: delivery,
         };
-        let body = serde_json::to_string(&message).expect("a notification serializes");
-        let delay_seconds = delay.min(MAX_DELAY).as_secs() as i32;
-        let sent = self
-            .client
-            .get()
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .delay_seconds(delay_seconds)
-            .send()
-            .await;
-        if let Err(error) = sent {
-            tracing::error!(%target_id, error = %DisplayErrorContext(error), "queueing a notification failed; dropped");
+        if let Err(error) = self.send(&message, delay).await {
+            tracing::error!(%target_id, %error, "queueing a notification failed; dropped");
         }
     }
 }

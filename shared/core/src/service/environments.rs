@@ -239,17 +239,35 @@ impl Platform {
             &name,
         )
         .await?;
-        let mut ops = vec![loaded.replace_with_unique_key(Some(unique))?];
-        ops.extend(due_job_writes(
-            &caller.org_id,
-            id,
+        let replace = loaded.replace_with_unique_key(Some(unique))?;
+        self.commit_changed(
+            caller,
+            "environment.update",
+            replace,
+            &loaded.value,
             &before,
-            &loaded.value.next_runs(),
-        )?);
-        self.commit_audited(caller, "environment.update", (Kind::Environment, id), ops)
-            .await
-            .map_err(changed_meanwhile)?;
+        )
+        .await?;
         Ok(loaded.value)
+    }
+
+    /// Commits `replace`, a change of `environment` whose scheduled runs were `before`,
+    /// with the due-job records it moves, audited as `action`.
+    async fn commit_changed(
+        &self,
+        caller: &Caller,
+        action: &str,
+        replace: WriteOp,
+        environment: &Environment,
+        before: &[(ScheduledJob, DateTime<Utc>)],
+    ) -> Result<()> {
+        let id = &environment.id;
+        let after = environment.next_runs();
+        let mut ops = vec![replace];
+        ops.extend(due_job_writes(&caller.org_id, id, before, &after)?);
+        self.commit_audited(caller, action, (Kind::Environment, id), ops)
+            .await
+            .map_err(changed_meanwhile)
     }
 
     /// Sets when the environment's time to live ends (`ttl` from now, or `expires_at`),
@@ -270,16 +288,9 @@ impl Platform {
             }
         };
         environment.updated_at = now;
-        let mut ops = vec![loaded.replace()?];
-        ops.extend(due_job_writes(
-            &caller.org_id,
-            id,
-            &before,
-            &loaded.value.next_runs(),
-        )?);
-        self.commit_audited(caller, "environment.ttl", (Kind::Environment, id), ops)
-            .await
-            .map_err(changed_meanwhile)?;
+        let replace = loaded.replace()?;
+        self.commit_changed(caller, "environment.ttl", replace, &loaded.value, &before)
+            .await?;
         Ok(loaded.value)
     }
 
