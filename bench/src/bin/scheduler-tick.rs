@@ -87,7 +87,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     clock.advance(Duration::minutes(31));
-    for label in ["round with the due ones", "round with none due"] {
+    let rounds = [
+        "round with the due ones",
+        "next round, none due",
+        "another round, none due",
+    ];
+    for label in rounds {
         store.take();
         let started = Instant::now();
         let round = platform.run_scheduler().await?;

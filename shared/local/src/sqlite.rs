@@ -172,6 +172,11 @@ fn poisoned() -> StoreError {
     StoreError::Backend("a store connection was poisoned by an earlier panic".into())
 }
 
+/// Sorts after every id (ids are ASCII): an index read's bounds are always plain
+/// comparisons, which SQLite answers from the index's range rather than by filtering
+/// every record under the index key.
+const LAST_ID: &str = "\u{10FFFF}";
+
 const COLUMNS: &str = "org_id, id, parent_id, unique_key, index_key, version, body, expires_at";
 
 /// Databases made before records could expire get the column (appended last, where
@@ -278,8 +283,8 @@ impl Store for SqliteStore {
     async fn list_indexed(&self, query: IndexQuery) -> Result<Page, StoreError> {
         self.read(move |connection| {
             let sql = format!(
-                "SELECT {COLUMNS} FROM records WHERE kind = ?1 AND index_key = ?2 AND (?3 IS NULL OR id > ?3) \
-                 AND (?5 IS NULL OR id <= ?5) ORDER BY id LIMIT ?4"
+                "SELECT {COLUMNS} FROM records WHERE kind = ?1 AND index_key = ?2 AND id > ?3 \
+                 AND id <= ?5 ORDER BY id LIMIT ?4"
             );
             let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
             let rows = statement
@@ -287,9 +292,9 @@ impl Store for SqliteStore {
                     params![
                         query.kind.as_str(),
                         query.index_key,
-                        query.after,
+                        query.after.as_deref().unwrap_or(""),
                         (query.limit + 1) as i64,
-                        query.until,
+                        query.until.as_deref().unwrap_or(LAST_ID),
                     ],
                     read_record(query.kind),
                 )
