@@ -67,6 +67,17 @@ async fn hundreds_of_abandoned_requests_leave_every_route_answering() {
     )
     .await
     .expect(200);
+    // Nothing here ends a deployment: the target is never called.
+    let target = app
+        .post(
+            "/v1/notification-targets",
+            &key,
+            json!({"project_id": seeded.project_id, "name": "ops", "kind": "slack",
+                   "url": "https://hooks.slack.com/services/T0/B0/X", "events": ["deployment.failed"]}),
+        )
+        .await
+        .expect(201);
+    let target_id = target["id"].as_str().unwrap().to_string();
     let document = app
         .call(reqwest::Method::GET, "/v1/openapi.json", None, None)
         .await;
@@ -77,6 +88,7 @@ async fn hundreds_of_abandoned_requests_leave_every_route_answering() {
             ("/v1/templates/", &seeded.template_id),
             ("/v1/environments/", &seeded.environment_id),
             ("/v1/deployments/", "dep_00000000000000000000000000"),
+            ("/v1/notification-targets/", &target_id),
         ],
     );
     assert!(routes.len() > 15, "{routes:?}");
