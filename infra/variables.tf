@@ -228,7 +228,7 @@ variable "function_memory_mb" {
 }
 
 variable "function_timeout_seconds" {
-  description = "Timeout per function, merged over the defaults { api = 29, deployer = 25, task-events = 30, reaper = 300, webhook = 29, reporter = 60 }. The api's and the webhook's must stay under API Gateway's 30 s integration limit."
+  description = "Timeout per function, merged over the defaults { api = 29, deployer = 25, task-events = 30, reaper = 300, webhook = 29, reporter = 180 }. The api's and the webhook's must stay under API Gateway's 30 s integration limit; the reporter's must hold a batch of 10 notifications to slow targets (10 s each)."
   type        = map(number)
   default     = {}
 }

@@ -91,6 +91,12 @@ async fn a_signed_webhook_and_a_slack_message_tell_of_a_failed_deployment() {
         &to_hook.body,
         signature
     ));
+    let delivery_id = to_hook
+        .headers
+        .iter()
+        .find(|(name, _)| *name == "x-envplane-delivery")
+        .map(|(_, value)| value.clone());
+    assert_eq!(delivery_id, Some(format!("{failed}.deployment.failed")));
     let body: Value = serde_json::from_slice(&to_hook.body).unwrap();
     assert_eq!(body["event"], "deployment.failed");
     assert_eq!(body["deployment_id"], failed);
@@ -241,6 +247,9 @@ async fn only_project_admins_add_targets_and_only_on_public_https_hosts() {
         .unwrap();
     kit.platform.deliver_notification(&queued[0]).await.unwrap();
     assert!(kit.sender.posted().is_empty());
+    // And a deleted target is told of nothing new.
+    planned(&kit, "prod", PhaseResult::Failed).await;
+    assert!(deliveries(&kit).is_empty());
 }
 
 /// Over HTTP with real Terraform: only project admins add targets; a target answering

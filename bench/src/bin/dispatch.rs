@@ -22,17 +22,12 @@ use envplane_aws::config::{concluding_platform, dispatching_platform, platform, 
 use envplane_aws::ecs::{parse_started_by, RUNNER_TOKEN_VARIABLE};
 use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
 use envplane_aws::task_events::handle_task_state_change;
+use envplane_bench::argument;
 use envplane_core::auth::Caller;
 use envplane_core::secrecy::ExposeSecret;
 use envplane_core::service::TokenScope;
 use envplane_core::Platform;
 use serde_json::json;
-
-fn argument(index: usize, default: usize) -> anyhow::Result<usize> {
-    std::env::args()
-        .nth(index)
-        .map_or(Ok(default), |value| value.parse().context("not a number"))
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Duration;
+use envplane_bench::argument;
 use envplane_core::ports::Unwired;
 use envplane_core::secrecy::ExposeSecret;
 use envplane_core::service::{Ports, Settings};
@@ -19,12 +20,6 @@ use envplane_local::{FileKeyRing, SqliteStore};
 use envplane_testkit::counting::CountingStore;
 use envplane_testkit::faults::{FaultyQueue, ManualClock};
 use serde_json::json;
-
-fn argument(index: usize, default: usize) -> anyhow::Result<usize> {
-    std::env::args()
-        .nth(index)
-        .map_or(Ok(default), |value| value.parse().context("not a number"))
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use envplane_bench::argument;
 use envplane_core::auth::Caller;
 use envplane_core::github::sign;
 use envplane_core::secrecy::ExposeSecret;
@@ -28,12 +29,6 @@ const SECRET: &str = "the-webhook-secret-of-the-bench";
 const APP_ID: u64 = 123456;
 const INSTALLATION_ID: u64 = 45678901;
 const REPOSITORY_URL: &str = "https://github.com/acme/infra.git";
-
-fn argument(index: usize, default: usize) -> anyhow::Result<usize> {
-    std::env::args()
-        .nth(index)
-        .map_or(Ok(default), |value| value.parse().context("not a number"))
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -106,10 +106,7 @@ impl Render for NotificationTarget {
             self.id.clone(),
             self.name.clone(),
             self.project_id.clone(),
-            serde_json::to_value(self.kind)
-                .ok()
-                .and_then(|kind| kind.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            self.kind.as_str().to_string(),
             self.origin.clone(),
             events.join(", "),
         ]

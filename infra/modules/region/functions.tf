@@ -15,8 +15,10 @@ locals {
     var.function_memory_mb,
   )
 
+  # The reporter handles a batch of 10 one after the other; a notification target may
+  # take the sender's 10 s timeout each, so a whole batch must fit in 180 s.
   timeout = merge(
-    { api = 29, deployer = 25, task-events = 30, reaper = 300, webhook = 29, reporter = 60 },
+    { api = 29, deployer = 25, task-events = 30, reaper = 300, webhook = 29, reporter = 180 },
     var.function_timeout_seconds,
   )
 

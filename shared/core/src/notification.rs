@@ -25,6 +25,15 @@ pub enum TargetKind {
     Slack,
 }
 
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Slack => "slack",
+        }
+    }
+}
+
 /// What a target can be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum NotificationEvent {
@@ -77,12 +86,15 @@ impl Notification {
         serde_json::to_vec(&value).expect("JSON serializes")
     }
 
+    /// The same for every delivery of this notification, its retries and repeats
+    /// included, so a target can act on it once.
+    pub fn delivery_id(&self) -> String {
+        format!("{}.{}", self.deployment_id, self.event.as_str())
+    }
+
     /// One line for a person.
     fn text(&self) -> String {
-        let action = serde_json::to_value(self.action)
-            .ok()
-            .and_then(|value| value.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let action = self.action.as_str();
         let what = match self.event {
             NotificationEvent::DeploymentSucceeded => format!("{action} succeeded"),
             NotificationEvent::DeploymentFailed => format!("{action} failed"),
@@ -108,9 +120,16 @@ impl Notification {
 /// A target's URL, checked: HTTPS (plain HTTP only where the operator allows private
 /// targets), no credentials in it, and no address of a private, shared, loopback,
 /// link-local or otherwise non-public range written as its host. Names are checked
-/// again when they are resolved, at each delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// again when they are resolved, at each delivery. Its path may be a credential (a
+/// Slack URL's is): `Debug` shows the origin only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TargetUrl(url::Url);
+
+impl std::fmt::Debug for TargetUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TargetUrl({}/…)", self.origin())
+    }
+}
 
 impl TargetUrl {
     pub fn parse(text: &str, allow_private: bool) -> Result<Self> {
@@ -243,6 +262,16 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
         assert!(TargetUrl::parse(&long, false).is_err());
+    }
+
+    #[test]
+    fn a_url_shows_its_origin_only() {
+        let url = TargetUrl::parse("https://hooks.slack.com/services/T0/B0/SECRET", false).unwrap();
+        let shown = format!("{url:?}");
+        assert!(
+            shown.contains("https://hooks.slack.com") && !shown.contains("SECRET"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -43,13 +43,16 @@ pub enum Kind {
     PullRequest,
     /// Where a project's notifications go, with its sealed URL and secret.
     NotificationTarget,
+    /// Which of a project's notification targets take which events, under the
+    /// project's id.
+    NotificationRoutes,
     /// When one scheduled job of an environment runs next, listed by that time: what
     /// the scheduler reads.
     DueJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Organization,
         Kind::ApiKey,
         Kind::Project,
@@ -69,6 +72,7 @@ impl Kind {
         Kind::WebhookDelivery,
         Kind::PullRequest,
         Kind::NotificationTarget,
+        Kind::NotificationRoutes,
         Kind::DueJob,
     ];
 
@@ -93,6 +97,7 @@ impl Kind {
             Kind::WebhookDelivery => "webhook_delivery",
             Kind::PullRequest => "pull_request",
             Kind::NotificationTarget => "notification_target",
+            Kind::NotificationRoutes => "notification_routes",
             Kind::DueJob => "due_job",
         }
     }

@@ -38,6 +38,24 @@ impl Stored for StoredTarget {
     const NOUN: &'static str = "notification target";
 }
 
+/// Which of a project's targets take which events, under the project's id: a
+/// deployment's end learns whom to tell with one point read, not a listing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ProjectRoutes {
+    routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Route {
+    target_id: String,
+    events: Vec<NotificationEvent>,
+}
+
+impl Stored for ProjectRoutes {
+    const KIND: Kind = Kind::NotificationRoutes;
+    const NOUN: &'static str = "notification routes";
+}
+
 /// How long before delivery `attempt` (1-based retries): 2 s, 8 s, 32 s, 128 s.
 pub fn notification_backoff(attempt: u32) -> Duration {
     Duration::from_secs(2 * 4u64.pow(attempt.saturating_sub(1).min(4)))
@@ -62,10 +80,11 @@ impl Platform {
         let events = distinct_events(input.events)?;
         self.load::<Project>(&caller.org_id, &input.project_id)
             .await?;
-        let existing = self
-            .all::<StoredTarget>(&caller.org_id, &input.project_id)
+        let routes = self
+            .find::<ProjectRoutes>(&caller.org_id, &input.project_id)
             .await?;
-        if existing.len() >= MAX_TARGETS_PER_PROJECT {
+        let routed = routes.as_ref().map_or(0, |found| found.value.routes.len());
+        if routed >= MAX_TARGETS_PER_PROJECT {
             return Err(Error::conflict(format!(
                 "a project has at most {MAX_TARGETS_PER_PROJECT} notification targets"
             )));
@@ -95,14 +114,27 @@ impl Platform {
             sealed_secret,
         };
         let insert = record(org_id, &target.id, Some(&target.project_id), None, &stored)?;
+        let route = Route {
+            target_id: target.id.clone(),
+            events: target.events.clone(),
+        };
+        let routes_write = match routes {
+            Some(mut found) => {
+                found.value.routes.push(route);
+                found.replace()?
+            }
+            None => {
+                let routes = ProjectRoutes {
+                    routes: vec![route],
+                };
+                WriteOp::Insert(record(org_id, &target.project_id, None, None, &routes)?)
+            }
+        };
         let audited = (Kind::NotificationTarget, target.id.as_str());
-        self.commit_audited(
-            caller,
-            "notification_target.create",
-            audited,
-            vec![WriteOp::Insert(insert)],
-        )
-        .await?;
+        let ops = vec![WriteOp::Insert(insert), routes_write];
+        self.commit_audited(caller, "notification_target.create", audited, ops)
+            .await
+            .map_err(changed_meanwhile)?;
         Ok(CreatedNotificationTarget { target, secret })
     }
 
@@ -144,16 +176,24 @@ impl Platform {
 
     pub async fn delete_notification_target(&self, caller: &Caller, id: &str) -> Result<()> {
         let loaded = self.load::<StoredTarget>(&caller.org_id, id).await?;
-        caller.require(Role::Admin, Some(&loaded.value.target.project_id))?;
+        let project_id = &loaded.value.target.project_id;
+        caller.require(Role::Admin, Some(project_id))?;
+        let mut ops = vec![loaded.delete()];
+        if let Some(mut routes) = self
+            .find::<ProjectRoutes>(&caller.org_id, project_id)
+            .await?
+        {
+            routes.value.routes.retain(|route| route.target_id != id);
+            ops.push(if routes.value.routes.is_empty() {
+                routes.delete()
+            } else {
+                routes.replace()?
+            });
+        }
         let audited = (Kind::NotificationTarget, id);
-        self.commit_audited(
-            caller,
-            "notification_target.delete",
-            audited,
-            vec![loaded.delete()],
-        )
-        .await
-        .map_err(changed_meanwhile)
+        self.commit_audited(caller, "notification_target.delete", audited, ops)
+            .await
+            .map_err(changed_meanwhile)
     }
 
     /// Tells the project's targets that the deployment reached `status`, when it is one
@@ -190,11 +230,14 @@ impl Platform {
         if !self.settings.notifications {
             return Ok(());
         }
-        let targets: Vec<_> = self
-            .all::<StoredTarget>(org_id, &deployment.project_id)
+        let targets: Vec<String> = self
+            .find::<ProjectRoutes>(org_id, &deployment.project_id)
             .await?
+            .map(|found| found.value.routes)
+            .unwrap_or_default()
             .into_iter()
-            .filter(|found| found.value.target.events.contains(&event))
+            .filter(|route| route.events.contains(&event))
+            .map(|route| route.target_id)
             .collect();
         if targets.is_empty() {
             return Ok(());
@@ -222,10 +265,10 @@ impl Platform {
             ),
             at: self.now(),
         };
-        for target in targets {
+        for target_id in targets {
             let delivery = NotificationDelivery {
                 org_id: org_id.to_string(),
-                target_id: target.value.target.id,
+                target_id,
                 notification: notification.clone(),
                 attempt: 1,
             };
@@ -289,6 +332,7 @@ impl Platform {
         let mut headers = vec![
             ("content-type", "application/json".to_string()),
             ("x-envplane-event", notification.event.as_str().to_string()),
+            ("x-envplane-delivery", notification.delivery_id()),
         ];
         if let Some(sealed) = &stored.sealed_secret {
             let secret = self.key_ring.open(org_id, sealed).await?;
