@@ -4,6 +4,7 @@
 //! Nothing in here knows about HTTP servers, SQLite or AWS.
 
 pub mod auth;
+pub mod cost;
 pub mod deployment;
 pub mod error;
 pub mod github;
