@@ -8,7 +8,7 @@ use chrono::Duration as Minutes;
 use envplane_aws::dynamodb::{self, DynamoDbStore};
 use envplane_aws::emulator;
 use envplane_core::auth::Caller;
-use envplane_core::deployment::{Deployment, PhaseReport, PhaseResult};
+use envplane_core::deployment::{Deployment, PhaseReport, PhaseResult, PlanSummary};
 use envplane_core::model::Environment;
 use envplane_core::ports::Store;
 use envplane_core::secrecy::ExposeSecret;
@@ -214,6 +214,29 @@ impl Kit {
             reason: Some("the runner said so".into()),
             plan_summary: None,
             commit: None,
+            outputs: None,
+        };
+        self.platform.finish_phase(runner, report).await.unwrap()
+    }
+
+    /// Ends the runner's phase successfully after a plan with `summary`, whose
+    /// `terraform show -json` (reduced as the runner reduces it) is `plan`.
+    pub async fn finish_planned(
+        &self,
+        runner: &Runner,
+        summary: PlanSummary,
+        plan: serde_json::Value,
+    ) -> Deployment {
+        let view = json!({"text": "(the plan)", "json": plan});
+        self.platform
+            .put_plan_view(runner, serde_json::to_vec(&view).unwrap())
+            .await
+            .unwrap();
+        let report = PhaseReport {
+            result: PhaseResult::Succeeded,
+            reason: None,
+            plan_summary: Some(summary),
+            commit: Some("c0ffee".into()),
             outputs: None,
         };
         self.platform.finish_phase(runner, report).await.unwrap()

@@ -195,7 +195,8 @@ async fn field_rules_are_enforced() {
         json!({"schedules": {"deploy": {"cron": "0 8 * * *", "time_zone": "CEST"}}}),
         json!({"schedules": {"destroy": {"cron": "0 0 31 2 *"}}}),
         json!({"schedules": {"destroy": {"cron": "0 20 * * *", "zone": "UTC"}}}),
-        json!({"schedules": {"drift": {"cron": "0 20 * * *"}}}),
+        json!({"schedules": {"drift": {"cron": "*/0 * * * *"}}}),
+        json!({"auto_remediate_drift": "yes"}),
         json!({"schedules": [null, null]}),
         json!({"schedules": {"deploy": ["0 8 * * *", "UTC"]}}),
     ] {

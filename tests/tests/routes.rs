@@ -173,7 +173,8 @@ async fn projects_templates_and_environments_round_trip() {
             key,
             json!({
                 "name": "staging", "project_id": project_id, "template_id": template_id,
-                "revision": "release-1", "requires_approval": true, "ttl": "8h", "drift": null
+                "revision": "release-1", "requires_approval": true, "ttl": "8h",
+                "schedules": {"drift": {"cron": "0 6 * * *", "time_zone": "Europe/Berlin"}}
             }),
         )
         .await
@@ -181,6 +182,11 @@ async fn projects_templates_and_environments_round_trip() {
     let environment_id = environment["id"].as_str().unwrap();
     assert_eq!(environment["requires_approval"], true);
     assert_eq!(environment["ttl"], "8h");
+    assert_eq!(
+        environment["schedules"]["drift"]["time_zone"],
+        "Europe/Berlin"
+    );
+    assert_eq!(environment["drift_status"], "unknown");
     let environment = app
         .patch(
             &format!("/v1/environments/{environment_id}"),

@@ -83,14 +83,18 @@ pub struct NewEnvironment {
     /// admin role).
     #[arg(long)]
     continuous_deployment: bool,
+    /// Apply when a drift check (`--drift-cron`) finds changes, with the approval
+    /// rules of any apply (needs the admin role).
+    #[arg(long)]
+    auto_remediate_drift: bool,
     /// More files whose change concerns the environment, as a glob from the
     /// repository root (`modules/**`); repeat for several.
     #[arg(long = "watch-path", value_name = "GLOB")]
     watch_paths: Vec<String>,
 }
 
+/// At least one change (checked once parsed: flattened calendars are in no group).
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = true)]
 pub struct EnvironmentChanges {
     #[arg(long)]
     name: Option<String>,
@@ -112,22 +116,11 @@ pub struct EnvironmentChanges {
     /// Remove the time to live: the environment lives until deleted.
     #[arg(long)]
     no_ttl: bool,
-    /// Replace the calendars with this deploy calendar and `--destroy-cron` (one left
-    /// out is removed), e.g. "0 8 * * 1-5".
-    #[arg(long, value_name = "CRON")]
-    deploy_cron: Option<String>,
-    /// The IANA time zone the deploy calendar is read in (UTC unless given).
-    #[arg(long, value_name = "ZONE", requires = "deploy_cron")]
-    deploy_time_zone: Option<String>,
-    /// Replace the calendars with this destroy calendar and `--deploy-cron` (one left
-    /// out is removed), e.g. "0 20 * * 1-5".
-    #[arg(long, value_name = "CRON")]
-    destroy_cron: Option<String>,
-    /// The IANA time zone the destroy calendar is read in (UTC unless given).
-    #[arg(long, value_name = "ZONE", requires = "destroy_cron")]
-    destroy_time_zone: Option<String>,
-    /// Remove both calendars.
-    #[arg(long, conflicts_with_all = ["deploy_cron", "destroy_cron"])]
+    /// Replace all calendars with those given (one left out is removed).
+    #[command(flatten)]
+    calendars: Calendars,
+    /// Remove all calendars.
+    #[arg(long, conflicts_with_all = ["deploy_cron", "destroy_cron", "drift_cron"])]
     no_schedules: bool,
     /// Minutes one phase of a deployment may run before it fails as timed out (1 to 1440).
     #[arg(long = "timeout-minutes", value_name = "MINUTES")]
@@ -138,6 +131,9 @@ pub struct EnvironmentChanges {
     /// Apply pushes to the environment's branch (needs the admin role).
     #[arg(long, value_name = "true|false")]
     continuous_deployment: Option<bool>,
+    /// Apply when a drift check finds changes (needs the admin role).
+    #[arg(long, value_name = "true|false")]
+    auto_remediate_drift: Option<bool>,
     /// Replace the watched path globs; repeat for several.
     #[arg(
         long = "watch-path",
@@ -150,8 +146,8 @@ pub struct EnvironmentChanges {
     no_watch_paths: bool,
 }
 
-/// Deploy and destroy calendars: five-field cron expressions, each read in its time
-/// zone (UTC unless given).
+/// Deploy, destroy and drift check calendars: five-field cron expressions, each read
+/// in its time zone (UTC unless given).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Calendars {
     /// Apply on this calendar, e.g. "0 8 * * 1-5" (weekdays at 08:00).
@@ -166,11 +162,18 @@ pub struct Calendars {
     /// The IANA time zone the destroy calendar is read in.
     #[arg(long, value_name = "ZONE", requires = "destroy_cron")]
     destroy_time_zone: Option<String>,
+    /// Check for drift on this calendar (a plan that applies nothing unless
+    /// auto-remediation is on), e.g. "0 6 * * *".
+    #[arg(long, value_name = "CRON")]
+    drift_cron: Option<String>,
+    /// The IANA time zone the drift calendar is read in.
+    #[arg(long, value_name = "ZONE", requires = "drift_cron")]
+    drift_time_zone: Option<String>,
 }
 
 impl Calendars {
     fn is_empty(&self) -> bool {
-        self.deploy_cron.is_none() && self.destroy_cron.is_none()
+        self.deploy_cron.is_none() && self.destroy_cron.is_none() && self.drift_cron.is_none()
     }
 
     /// The API's `schedules` object.
@@ -182,6 +185,7 @@ impl Calendars {
         json!({
             "deploy": calendar(&self.deploy_cron, &self.deploy_time_zone),
             "destroy": calendar(&self.destroy_cron, &self.destroy_time_zone),
+            "drift": calendar(&self.drift_cron, &self.drift_time_zone),
         })
     }
 
@@ -237,6 +241,8 @@ struct EnvironmentPatch<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     continuous_deployment: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    auto_remediate_drift: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     watch_paths: Option<&'a [String]>,
 }
 
@@ -252,6 +258,7 @@ impl EnvironmentChanges {
             deployment_timeout_minutes: self.deployment_timeout_minutes,
             pull_request_plans: self.pull_request_plans,
             continuous_deployment: self.continuous_deployment,
+            auto_remediate_drift: self.auto_remediate_drift,
             watch_paths: (self.no_watch_paths || !self.watch_paths.is_empty())
                 .then_some(self.watch_paths.as_slice()),
         }
@@ -261,13 +268,20 @@ impl EnvironmentChanges {
 impl EnvironmentChanges {
     /// The calendars to send, if they change.
     fn calendars(&self) -> Option<serde_json::Value> {
-        let calendars = Calendars {
-            deploy_cron: self.deploy_cron.clone(),
-            deploy_time_zone: self.deploy_time_zone.clone(),
-            destroy_cron: self.destroy_cron.clone(),
-            destroy_time_zone: self.destroy_time_zone.clone(),
-        };
-        (self.no_schedules || !calendars.is_empty()).then(|| calendars.schedules())
+        (self.no_schedules || !self.calendars.is_empty()).then(|| self.calendars.schedules())
+    }
+
+    /// The patch, or a usage error (exit code 2, like clap's) when it changes nothing.
+    fn checked_patch(&self) -> EnvironmentPatch<'_> {
+        let patch = self.patch();
+        if serde_json::to_value(&patch).is_ok_and(|body| body == json!({})) {
+            clap::Error::raw(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "nothing to change: give at least one option (see --help)\n",
+            )
+            .exit();
+        }
+        patch
     }
 }
 
@@ -297,7 +311,7 @@ pub async fn run(api: &ApiClient, format: Format, command: Command) -> anyhow::R
         }
         Command::Update { id, changes } => {
             let path = ["v1", "environments", id.as_str()];
-            let environment = api.patch(&path, &changes.patch()).await?;
+            let environment = api.patch(&path, &changes.checked_patch()).await?;
             output::print_one::<Environment>(format, environment)?;
         }
         Command::Ttl { id, end } => {
@@ -325,6 +339,7 @@ impl Render for Environment {
         "approval",
         "expires",
         "calendars",
+        "drift",
     ];
 
     fn row(&self) -> Vec<String> {
@@ -344,6 +359,7 @@ impl Render for Environment {
             self.expires_at
                 .map_or_else(|| "-".to_string(), |at| at.to_rfc3339()),
             calendars(self),
+            self.drift_status.as_str().to_string(),
         ]
     }
 }
@@ -354,6 +370,7 @@ fn calendars(environment: &Environment) -> String {
     let described: Vec<String> = [
         ("deploy", &schedules.deploy),
         ("destroy", &schedules.destroy),
+        ("drift", &schedules.drift),
     ]
     .into_iter()
     .filter_map(|(job, schedule)| {
@@ -427,11 +444,12 @@ mod tests {
             json!({ "schedules": {
                 "deploy": { "cron": "0 8 * * 1-5", "time_zone": "Europe/Berlin" },
                 "destroy": null,
+                "drift": null,
             }})
         );
         assert_eq!(
             patch(&["--no-schedules"]),
-            json!({ "schedules": { "deploy": null, "destroy": null } })
+            json!({ "schedules": { "deploy": null, "destroy": null, "drift": null } })
         );
     }
 
@@ -452,6 +470,7 @@ mod tests {
         assert!(parse(&["--ttl", "8h", "--no-ttl"]).is_err());
         assert!(parse(&["--deploy-time-zone", "UTC"]).is_err());
         assert!(parse(&["--destroy-cron", "0 20 * * *", "--no-schedules"]).is_err());
-        assert!(parse(&[]).is_err());
+        assert!(parse(&["--drift-cron", "0 6 * * *", "--no-schedules"]).is_err());
+        assert_eq!(patch(&[]), json!({}));
     }
 }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cost;
 pub mod deployment;
+pub mod drift;
 pub mod error;
 pub mod github;
 pub mod ids;

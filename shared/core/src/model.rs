@@ -8,6 +8,7 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::auth::Role;
+use crate::drift::{DriftCheck, DriftStatus};
 use crate::notification::{NotificationEvent, TargetKind};
 use crate::schedule::{Calendar, CalendarInput, ScheduledJob};
 use crate::validate::{MAX_VARIABLE_VALUE_LEN, MIN_SENSITIVE_VALUE_LEN};
@@ -121,9 +122,16 @@ pub struct Environment {
     /// "timed out after …" (1 to 1440; 120 by default).
     #[serde(default = "default_deployment_timeout")]
     pub deployment_timeout_minutes: u32,
-    /// Drift detection settings; not configurable yet, always `null`.
-    #[schema(value_type = Option<Object>)]
-    pub drift: Option<serde_json::Value>,
+    /// Whether a drift check that finds changes queues an apply (approval rules apply
+    /// as for any other). Changing it needs the admin role.
+    #[serde(default)]
+    pub auto_remediate_drift: bool,
+    /// What the last drift check found (`schedules.drift` sets when checks run).
+    #[serde(default)]
+    pub drift_status: DriftStatus,
+    /// The last drift check, and the resources it would change.
+    #[serde(default)]
+    pub drift_check: Option<DriftCheck>,
     /// Plan every pull request of the template's repository that touches the template's
     /// directory or `watch_paths`, and report on the pull request. Pull request code
     /// runs with the environment's variables: changing it needs the admin role.
@@ -149,9 +157,13 @@ pub struct Environment {
 impl Environment {
     /// When each of its scheduled jobs runs next.
     pub fn next_runs(&self) -> Vec<(ScheduledJob, DateTime<Utc>)> {
-        let calendars = [ScheduledJob::Deploy, ScheduledJob::Destroy]
-            .into_iter()
-            .filter_map(|job| Some((job, self.schedules.get(job)?.next_run_at)));
+        let calendars = [
+            ScheduledJob::Deploy,
+            ScheduledJob::Destroy,
+            ScheduledJob::Drift,
+        ]
+        .into_iter()
+        .filter_map(|job| Some((job, self.schedules.get(job)?.next_run_at)));
         self.expires_at
             .map(|at| (ScheduledJob::Ttl, at))
             .into_iter()
@@ -174,6 +186,9 @@ pub struct Schedules {
     pub deploy: Option<Schedule>,
     /// Queues a destroy.
     pub destroy: Option<Schedule>,
+    /// Queues a drift check: a plan that never applies (unless `auto_remediate_drift`).
+    #[serde(default)]
+    pub drift: Option<Schedule>,
 }
 
 impl Schedules {
@@ -182,6 +197,7 @@ impl Schedules {
         match job {
             ScheduledJob::Deploy => self.deploy.as_ref(),
             ScheduledJob::Destroy => self.destroy.as_ref(),
+            ScheduledJob::Drift => self.drift.as_ref(),
             ScheduledJob::Ttl => None,
         }
     }
@@ -191,6 +207,7 @@ impl Schedules {
         match job {
             ScheduledJob::Deploy => Some(&mut self.deploy),
             ScheduledJob::Destroy => Some(&mut self.destroy),
+            ScheduledJob::Drift => Some(&mut self.drift),
             ScheduledJob::Ttl => None,
         }
     }
@@ -307,6 +324,9 @@ pub struct ScheduleSettings {
     pub deploy: Option<CalendarInput>,
     #[serde(default, deserialize_with = "object")]
     pub destroy: Option<CalendarInput>,
+    /// A drift check: a plan whose changes mark the environment drifted.
+    #[serde(default, deserialize_with = "object")]
+    pub drift: Option<CalendarInput>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -469,9 +489,9 @@ pub struct CreateEnvironment {
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(schema_with = rules::optional_timeout_minutes)]
     pub deployment_timeout_minutes: Option<u32>,
+    /// Setting it needs the admin role.
     #[serde(default)]
-    #[schema(schema_with = rules::no_drift)]
-    pub drift: Option<serde_json::Value>,
+    pub auto_remediate_drift: bool,
     /// Setting it needs the admin role.
     #[serde(default)]
     pub pull_request_plans: bool,
@@ -507,9 +527,8 @@ pub struct UpdateEnvironment {
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(schema_with = rules::optional_timeout_minutes)]
     pub deployment_timeout_minutes: Option<u32>,
-    #[serde(default)]
-    #[schema(schema_with = rules::no_drift)]
-    pub drift: Option<serde_json::Value>,
+    /// Changing it needs the admin role.
+    pub auto_remediate_drift: Option<bool>,
     /// Changing it needs the admin role.
     pub pull_request_plans: Option<bool>,
     /// Changing it needs the admin role.
@@ -751,14 +770,6 @@ mod rules {
         let mut schema = watch_paths();
         schema.schema_type = SchemaType::Array(vec![Type::Array, Type::Null]);
         schema
-    }
-    /// Drift detection arrives with the scheduler; until then only `null` is taken, so
-    /// that a setting is never silently ignored.
-    pub fn no_drift() -> Object {
-        ObjectBuilder::new()
-            .schema_type(Type::Null)
-            .description(Some("Drift detection is not available yet: only `null`."))
-            .build()
     }
 }
 

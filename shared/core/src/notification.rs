@@ -46,6 +46,16 @@ pub enum NotificationEvent {
     /// An environment's time to live ended: its destroy was queued.
     #[serde(rename = "environment.expired")]
     EnvironmentExpired,
+    /// A drift check found changes.
+    #[serde(rename = "drift.detected")]
+    DriftDetected,
+    /// A drifted environment is in sync again (a check found no change, or an apply
+    /// ended the drift).
+    #[serde(rename = "drift.resolved")]
+    DriftResolved,
+    /// A drift check failed.
+    #[serde(rename = "drift.check_failed")]
+    DriftCheckFailed,
 }
 
 impl NotificationEvent {
@@ -55,6 +65,9 @@ impl NotificationEvent {
             Self::DeploymentFailed => "deployment.failed",
             Self::DeploymentWaitingForApproval => "deployment.waiting_for_approval",
             Self::EnvironmentExpired => "environment.expired",
+            Self::DriftDetected => "drift.detected",
+            Self::DriftResolved => "drift.resolved",
+            Self::DriftCheckFailed => "drift.check_failed",
         }
     }
 }
@@ -104,6 +117,9 @@ impl Notification {
             NotificationEvent::EnvironmentExpired => {
                 "time to live ended: destroy queued".to_string()
             }
+            NotificationEvent::DriftDetected => "drifted from its code".to_string(),
+            NotificationEvent::DriftResolved => "is in sync with its code again".to_string(),
+            NotificationEvent::DriftCheckFailed => "drift check failed".to_string(),
         };
         let reason = self
             .reason

@@ -19,6 +19,8 @@ pub enum ScheduledJob {
     Deploy,
     /// Its destroy calendar fired: destroy it.
     Destroy,
+    /// Its drift calendar fired: plan it, to see whether it drifted.
+    Drift,
 }
 
 impl ScheduledJob {
@@ -27,6 +29,7 @@ impl ScheduledJob {
             Self::Ttl => "ttl",
             Self::Deploy => "deploy",
             Self::Destroy => "destroy",
+            Self::Drift => "drift",
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::{Error, Result};
 use super::credentials::{attempt_credential_ids, EnvironmentLock, RunnerTokenRecord};
 use super::deployments::{message_for, status_index};
 use super::dispatch::{SlotChange, Start};
+use super::drift::{may_change_drift, DriftAftermath};
 use super::state::{state_lock_release, StateLock};
 use super::{decode, key_of, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
@@ -221,7 +222,7 @@ impl Platform {
         let (org_id, id) = (loaded.stored.org_id.clone(), loaded.stored.id.clone());
         // The first try uses what the caller read; a conflict reads it again.
         let mut given = Some(loaded);
-        let (deployment, next, freed) =
+        let (deployment, next, freed, drift) =
             retrying_conflicts("the deployment kept changing; try again", || {
                 let given = given.take();
                 let (org_id, id) = (&org_id, &id);
@@ -253,10 +254,10 @@ impl Platform {
                         None => (Vec::new(), None),
                     };
                     let was_running = loaded.value.status == DeploymentStatus::Running;
-                    let released_lock = self
+                    let (released_lock, drift) = self
                         .try_conclude(&mut loaded, &conclusion, now, also)
                         .await?;
-                    Ok((loaded.value, next, was_running || released_lock))
+                    Ok((loaded.value, next, was_running || released_lock, drift))
                 }
             })
             .await?;
@@ -273,6 +274,7 @@ impl Platform {
         }
         self.report_if_triggered(&org_id, &deployment).await;
         self.notify_status(&org_id, &deployment).await;
+        self.follow_drift(&org_id, &deployment, drift).await;
         Ok(deployment)
     }
 
@@ -341,14 +343,15 @@ impl Platform {
     }
 
     /// Commits the conclusion at `now`, with `also` (the start of the deployment that
-    /// takes the freed slot, if one does); answers whether it released the environment.
+    /// takes the freed slot, if one does); answers whether it released the environment,
+    /// and what follows from the drift it found.
     async fn try_conclude(
         &self,
         loaded: &mut Loaded<Deployment>,
         conclusion: &Conclusion,
         now: DateTime<Utc>,
         also: Vec<WriteOp>,
-    ) -> Result<bool> {
+    ) -> Result<(bool, DriftAftermath)> {
         let org_id = loaded.stored.org_id.clone();
         let deployment = &mut loaded.value;
         deployment.status = conclusion.status;
@@ -381,6 +384,7 @@ impl Platform {
             }
         }
         let mut released_lock = false;
+        let mut drift = DriftAftermath::default();
         if conclusion.status.is_final() {
             if let Some(lock) = Loaded::<EnvironmentLock>::found(lock)? {
                 if lock.value.deployment_id == deployment_id {
@@ -393,19 +397,31 @@ impl Platform {
                 &deployment_id,
             ));
             // In the same transaction: whoever sees the deployment ended sees its
-            // outputs on the environment (a conflict concludes again from the start).
-            if let Some(outputs) = &conclusion.outputs {
+            // outputs and what it found of drift on the environment (a conflict
+            // concludes again from the start).
+            if conclusion.outputs.is_some() || may_change_drift(&loaded.value) {
                 if let Some(mut environment) =
                     self.find::<Environment>(&org_id, &environment_id).await?
                 {
-                    environment.value.outputs = Some(outputs.clone());
+                    if let Some(outputs) = &conclusion.outputs {
+                        environment.value.outputs = Some(outputs.clone());
+                    }
+                    drift = self
+                        .record_drift(
+                            &org_id,
+                            &mut environment.value,
+                            &loaded.value,
+                            now,
+                            &mut ops,
+                        )
+                        .await?;
                     ops.push(environment.replace()?);
                 }
             }
         }
         ops.extend(also);
         self.store.commit(ops).await?;
-        Ok(released_lock)
+        Ok((released_lock, drift))
     }
 
     /// After a restart of a single-process installation: sandboxes died with the

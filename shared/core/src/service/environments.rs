@@ -1,4 +1,5 @@
 use crate::auth::{Caller, Role};
+use crate::drift::DriftStatus;
 use crate::ids::new_id;
 use chrono::{DateTime, Duration, Utc};
 
@@ -18,17 +19,6 @@ use super::{changed_meanwhile, name_taken, record, PageRequest, Platform, Stored
 impl Stored for Environment {
     const KIND: Kind = Kind::Environment;
     const NOUN: &'static str = "environment";
-}
-
-/// Drift detection arrives with the scheduler; until then only `null` is accepted, so a
-/// setting is never silently ignored.
-fn no_drift_settings(drift: Option<serde_json::Value>) -> Result<()> {
-    match drift {
-        None | Some(serde_json::Value::Null) => Ok(()),
-        Some(_) => Err(Error::invalid(
-            "drift detection is not available yet; drift must be null",
-        )),
-    }
 }
 
 /// A time to live from `now`: the duration as written, and when it ends.
@@ -65,6 +55,7 @@ fn schedules(
     Ok(Schedules {
         deploy: schedule(ScheduledJob::Deploy, settings.deploy)?,
         destroy: schedule(ScheduledJob::Destroy, settings.destroy)?,
+        drift: schedule(ScheduledJob::Drift, settings.drift)?,
     })
 }
 
@@ -75,7 +66,11 @@ impl Platform {
         input: CreateEnvironment,
     ) -> Result<Environment> {
         caller.require(Role::Deployer, Some(&input.project_id))?;
-        if input.allow_self_approval || input.pull_request_plans || input.continuous_deployment {
+        if input.allow_self_approval
+            || input.pull_request_plans
+            || input.continuous_deployment
+            || input.auto_remediate_drift
+        {
             caller.require(Role::Admin, Some(&input.project_id))?;
         }
         let watch_paths = validate::watch_paths(input.watch_paths)?;
@@ -96,7 +91,6 @@ impl Platform {
             Ok(validate::DEFAULT_DEPLOYMENT_TIMEOUT_MINUTES),
             validate::deployment_timeout_minutes,
         )?;
-        no_drift_settings(input.drift)?;
         self.load::<Project>(&caller.org_id, &input.project_id)
             .await?;
         let template = self
@@ -118,7 +112,9 @@ impl Platform {
             expires_at,
             schedules,
             deployment_timeout_minutes,
-            drift: None,
+            auto_remediate_drift: input.auto_remediate_drift,
+            drift_status: DriftStatus::Unknown,
+            drift_check: None,
             pull_request_plans: input.pull_request_plans,
             continuous_deployment: input.continuous_deployment,
             watch_paths,
@@ -177,7 +173,6 @@ impl Platform {
     ) -> Result<Environment> {
         let mut loaded = self.load::<Environment>(&caller.org_id, id).await?;
         caller.require(Role::Deployer, Some(&loaded.value.project_id))?;
-        no_drift_settings(input.drift)?;
         let now = self.now();
         let before = loaded.value.next_runs();
         let environment = &mut loaded.value;
@@ -194,13 +189,17 @@ impl Platform {
                 .allow_self_approval
                 .is_some_and(|v| v != environment.allow_self_approval);
         // Pull request plans run code anyone who can push a branch wrote, with the
-        // environment's variables; continuous deployment applies without a person.
+        // environment's variables; continuous deployment and drift remediation apply
+        // without a person asking.
         let automation_changes = input
             .pull_request_plans
             .is_some_and(|v| v != environment.pull_request_plans)
             || input
                 .continuous_deployment
-                .is_some_and(|v| v != environment.continuous_deployment);
+                .is_some_and(|v| v != environment.continuous_deployment)
+            || input
+                .auto_remediate_drift
+                .is_some_and(|v| v != environment.auto_remediate_drift);
         if approval_changes || automation_changes {
             caller.require(Role::Admin, Some(&environment.project_id))?;
         }
@@ -209,6 +208,9 @@ impl Platform {
         }
         if let Some(enabled) = input.continuous_deployment {
             environment.continuous_deployment = enabled;
+        }
+        if let Some(enabled) = input.auto_remediate_drift {
+            environment.auto_remediate_drift = enabled;
         }
         if let Some(globs) = input.watch_paths {
             environment.watch_paths = validate::watch_paths(globs)?;

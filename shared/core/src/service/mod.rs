@@ -6,6 +6,7 @@ mod conclusion;
 mod credentials;
 mod deployments;
 mod dispatch;
+mod drift;
 mod environments;
 mod github;
 mod key_cache;

@@ -1,5 +1,5 @@
-//! The scheduler: environments' jobs that come due (a time to live that ends, a deploy or
-//! destroy calendar that fires). It runs on a schedule (a loop in `envplane serve`, the
+//! The scheduler: environments' jobs that come due (a time to live that ends, a deploy,
+//! destroy or drift calendar that fires). It runs on a schedule (a loop in `envplane serve`, the
 //! reaper on AWS), only where the platform is active. Each job's next run is a record
 //! listed by its time, so a round reads what is due and nothing else; running a job is
 //! one conditional commit on its environment, so two schedulers at once run it once.
@@ -270,6 +270,7 @@ impl Platform {
         let action = match due.job {
             ScheduledJob::Deploy => Action::Apply,
             ScheduledJob::Ttl | ScheduledJob::Destroy => Action::Destroy,
+            ScheduledJob::Drift => Action::Plan,
         };
         let revision = environment.revision.clone().unwrap_or(template.revision);
         let trigger = Trigger::Schedule {
