@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use envplane_core::cost::{self, PricingRules};
 use envplane_core::secrecy::{ExposeSecret, SecretString};
 use envplane_core::service::Quotas;
 use envplane_local::{Isolation, LocalConfig, ADMIN_KEY_FILE};
@@ -54,6 +55,13 @@ pub struct ServeArgs {
         conflicts_with = "allow_private_notification_targets"
     )]
     no_notifications: bool,
+    /// Price a resource type as a catalog type, e.g. `mycloud_vm=aws_instance` (its
+    /// attributes named as the catalog type's); repeat for several.
+    #[arg(long = "price-as", value_name = "TYPE=CATALOG_TYPE", value_parser = PricingRules::alias)]
+    price_aliases: Vec<(String, String)>,
+    /// The AWS region whose prices apply when a plan's provider names none.
+    #[arg(long, value_name = "REGION", value_parser = catalog_region)]
+    price_region: Option<String>,
     /// Run deployments as plain subprocesses when no sandbox can be made here (no
     /// bubblewrap, no slirp4netns, not root). Template code can then reach this host.
     #[arg(long)]
@@ -116,6 +124,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.blocked_ranges = args.blocked_ranges;
     config.allow_private_notification_targets = args.allow_private_notification_targets;
     config.notifications = !args.no_notifications;
+    config.pricing = PricingRules {
+        aliases: args.price_aliases.into_iter().collect(),
+        default_region: args.price_region,
+    };
     config.quotas = Quotas {
         log_bytes: args.quota_log_bytes,
         steps: args.quota_steps,
@@ -175,4 +187,17 @@ async fn shutdown_signal() {
         _ = terminate.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+/// A region the price catalog has prices for.
+fn catalog_region(region: &str) -> Result<String, String> {
+    let catalog = cost::catalog();
+    if catalog.regions().any(|known| known == region) {
+        return Ok(region.to_string());
+    }
+    let known: Vec<&str> = catalog.regions().collect();
+    Err(format!(
+        "the price catalog has no prices for {region}; it has {}",
+        known.join(", ")
+    ))
 }

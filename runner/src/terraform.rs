@@ -118,7 +118,9 @@ pub fn plan_view(
 ) -> Result<PlanView, serde_json::Error> {
     let mut plan: Map<String, Value> = serde_json::from_slice(shown)?;
     let sensitive_variables = sensitive_variable_names(&plan);
+    let provider_regions = provider_regions(&plan);
     plan.retain(|member, _| PLAN_VIEW_MEMBERS.contains(&member.as_str()));
+    plan.insert("configuration".into(), provider_regions);
     if let Some(Value::Object(variables)) = plan.get_mut("variables") {
         for (name, variable) in variables.iter_mut() {
             if sensitive_variables.contains(name) {
@@ -144,6 +146,33 @@ pub fn plan_view(
         serde_json::from_slice(&mask(&serde_json::to_vec(&json)?, secrets)).unwrap_or(Value::Null);
     let text = String::from_utf8_lossy(&mask(text, secrets)).into_owned();
     Ok(PlanView { text, json })
+}
+
+/// Of the configuration, only where each provider configuration says its resources
+/// live (the `region` expression), for the cost estimate: `{"provider_config": {...}}`.
+fn provider_regions(plan: &Map<String, Value>) -> Value {
+    const KEPT: [&str; 4] = ["name", "full_name", "alias", "module_address"];
+    let configs = plan
+        .get("configuration")
+        .and_then(|configuration| configuration["provider_config"].as_object());
+    let reduced: Map<String, Value> = configs
+        .into_iter()
+        .flatten()
+        .map(|(key, config)| {
+            let mut kept: Map<String, Value> = KEPT
+                .iter()
+                .filter_map(|member| Some((member.to_string(), config.get(*member)?.clone())))
+                .collect();
+            if let Some(region) = config["expressions"].get("region") {
+                kept.insert(
+                    "expressions".into(),
+                    serde_json::json!({ "region": region }),
+                );
+            }
+            (key.clone(), Value::Object(kept))
+        })
+        .collect();
+    serde_json::json!({ "provider_config": reduced })
 }
 
 fn sensitive_variable_names(plan: &Map<String, Value>) -> Vec<String> {
@@ -281,7 +310,13 @@ mod tests {
             "variables": {"password": {"value": "p4ssw0rd!"}, "region": {"value": "eu-west-1"}},
             "planned_values": {"outputs": {"token": {"value": "t0ken-value"}}},
             "prior_state": {"values": {}},
-            "configuration": {"root_module": {"variables": {"password": {"sensitive": true}, "region": {}}}},
+            "configuration": {
+                "provider_config": {"aws": {"name": "aws", "full_name": "registry.terraform.io/hashicorp/aws", "expressions": {
+                    "region": {"references": ["var.region"]},
+                    "access_key": {"constant_value": "AKIA-IN-THE-CODE"}
+                }}},
+                "root_module": {"variables": {"password": {"sensitive": true}, "region": {}}}
+            },
             "resource_changes": [{
                 "address": "aws_db_instance.db",
                 "change": {
@@ -315,7 +350,14 @@ mod tests {
         assert_eq!(after["username"], "admin");
         assert_eq!(after["tags"], serde_json::json!(["a", SENSITIVE]));
         assert!(view.json.get("planned_values").is_none());
-        assert!(view.json.get("configuration").is_none());
+        // Of the configuration, only where the provider's resources live.
+        assert_eq!(
+            view.json["configuration"],
+            serde_json::json!({"provider_config": {"aws": {
+                "name": "aws", "full_name": "registry.terraform.io/hashicorp/aws",
+                "expressions": {"region": {"references": ["var.region"]}}
+            }}})
+        );
         assert!(
             view.text.contains("+ url = \"https://x/?k=***"),
             "{}",

@@ -337,6 +337,9 @@ fn outcome(deployment: &Deployment) -> String {
         };
         lines.push(format!("Plan: {}{outputs}", summary(Some(plan))));
     }
+    if let Some(cost) = &deployment.cost_estimate {
+        lines.push(format!("Estimated cost: {}", cost.headline()));
+    }
     if let Some(reason) = &deployment.reason {
         lines.push(format!("Reason: {reason}"));
     }

@@ -413,6 +413,8 @@ impl Common {
             scheduled_jobs: settings.region_active,
             allow_private_notification_targets: settings.allow_private_notification_targets,
             notifications: true,
+            // Plans of AWS resources price from the catalog as they are.
+            pricing: Default::default(),
         };
         AwsPlatform {
             platform: Arc::new(Platform::new(ports, platform_settings)),

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::deployment::{Action, Deployment, DeploymentStatus};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -208,6 +210,77 @@ pub struct CostEstimate {
     /// Addresses of the resources not priced (unknown type or region, values known only
     /// after apply): the totals leave them out, so they are lower bounds.
     pub unpriced: Vec<String>,
+}
+
+/// A plan's estimate in brief, as its deployment shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CostSummary {
+    #[schema(example = "USD")]
+    pub currency: String,
+    pub monthly_before: f64,
+    pub monthly_after: f64,
+    pub monthly_delta: f64,
+    /// Resources left out of the totals (`GET /v1/deployments/{id}/plan` names them).
+    pub unpriced: usize,
+}
+
+impl CostEstimate {
+    pub fn summary(&self) -> CostSummary {
+        CostSummary {
+            currency: self.currency.clone(),
+            monthly_before: self.monthly_before,
+            monthly_after: self.monthly_after,
+            monthly_delta: self.monthly_delta,
+            unpriced: self.unpriced.len(),
+        }
+    }
+}
+
+impl CostSummary {
+    /// `USD 7.59 → 60.74 a month (+53.14)`, and how many resources are not priced.
+    pub fn headline(&self) -> String {
+        let mut line = format!(
+            "{} {:.2} → {:.2} a month ({:+.2})",
+            self.currency, self.monthly_before, self.monthly_after, self.monthly_delta
+        );
+        if self.unpriced > 0 {
+            line.push_str(&format!(", {} resource(s) not priced", self.unpriced));
+        }
+        line
+    }
+}
+
+/// What an environment's resources cost a month, as its last successful apply
+/// estimated them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CurrentCost {
+    #[schema(example = "USD")]
+    pub currency: String,
+    pub monthly: f64,
+    /// Resources left out (unknown type or region): the amount is a lower bound.
+    pub unpriced: usize,
+    /// The apply whose plan it comes from.
+    pub deployment_id: String,
+}
+
+impl CurrentCost {
+    /// What the environment costs after `ended`: a successful apply's plan; nothing
+    /// after a destroy. `None`: its end changes nothing.
+    pub fn after(ended: &Deployment) -> Option<Option<CurrentCost>> {
+        if ended.status != DeploymentStatus::Succeeded {
+            return None;
+        }
+        match ended.action {
+            Action::Apply => Some(ended.cost_estimate.as_ref().map(|estimate| CurrentCost {
+                currency: estimate.currency.clone(),
+                monthly: estimate.monthly_after,
+                unpriced: estimate.unpriced,
+                deployment_id: ended.id.clone(),
+            })),
+            Action::Destroy => Some(None),
+            Action::Plan => None,
+        }
+    }
 }
 
 /// One resource of a plan priced.

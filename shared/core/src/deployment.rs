@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::cost::{CostEstimate, CostSummary};
 use crate::model::{Environment, VariableKind};
 use crate::schedule::ScheduledJob;
 
@@ -140,6 +141,8 @@ pub struct DeploymentPlan {
     /// `"(sensitive value)"` and the deployment's sensitive variables masked.
     #[schema(value_type = Object)]
     pub json: serde_json::Value,
+    /// The plan priced from the catalog, resource by resource.
+    pub cost_estimate: CostEstimate,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -157,6 +160,9 @@ pub struct Deployment {
     pub commit: Option<String>,
     pub steps: Vec<Step>,
     pub plan_summary: Option<PlanSummary>,
+    /// What its latest plan costs a month, before and after, from the price catalog.
+    #[serde(default)]
+    pub cost_estimate: Option<CostSummary>,
     /// SHA-256 of the saved plan, for deployments that wait for approval.
     #[serde(default)]
     pub plan_sha256: Option<String>,
@@ -262,6 +268,7 @@ impl Deployment {
             commit: None,
             steps: Vec::new(),
             plan_summary: None,
+            cost_estimate: None,
             plan_sha256: None,
             approved_plan_sha256: None,
             log_bytes: 0,

@@ -326,6 +326,9 @@ pub fn render_comment(head_sha: &str, sections: &[CommentSection<'_>]) -> String
             deployment.id,
             section.log_url
         );
+        if let Some(cost) = &deployment.cost_estimate {
+            frame.push_str(&format!("\nEstimated cost: {}\n", cost.headline()));
+        }
         if let Some(reason) = &deployment.reason {
             frame.push_str(&format!("\n> {}\n", reason.replace('\n', " ")));
         }

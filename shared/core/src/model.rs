@@ -8,6 +8,7 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::auth::Role;
+use crate::cost::CurrentCost;
 use crate::drift::{DriftCheck, DriftStatus};
 use crate::notification::{NotificationEvent, TargetKind};
 use crate::schedule::{Calendar, CalendarInput, ScheduledJob};
@@ -132,6 +133,10 @@ pub struct Environment {
     /// The last drift check, and the resources it would change.
     #[serde(default)]
     pub drift_check: Option<DriftCheck>,
+    /// What its resources cost a month, as its last successful apply's plan priced
+    /// them (`None` before one, and after a destroy).
+    #[serde(default)]
+    pub cost_estimate: Option<CurrentCost>,
     /// Plan every pull request of the template's repository that touches the template's
     /// directory or `watch_paths`, and report on the pull request. Pull request code
     /// runs with the environment's variables: changing it needs the admin role.

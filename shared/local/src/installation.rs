@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use envplane_core::cost::PricingRules;
 use envplane_core::ports::{
     NotificationDelivery, QueueError, ReportRequest, StoreError, SystemClock,
 };
@@ -49,6 +50,8 @@ pub struct LocalConfig {
     pub allow_private_notification_targets: bool,
     /// Send notifications (on by default).
     pub notifications: bool,
+    /// How plans are priced beyond the catalog.
+    pub pricing: PricingRules,
 }
 
 impl LocalConfig {
@@ -72,6 +75,7 @@ impl LocalConfig {
             github_api_url: "https://api.github.com".into(),
             allow_private_notification_targets: false,
             notifications: true,
+            pricing: PricingRules::default(),
         }
     }
 }
@@ -178,6 +182,7 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         scheduled_jobs: true,
         allow_private_notification_targets: config.allow_private_notification_targets,
         notifications: config.notifications,
+        pricing: config.pricing,
     };
     Ok(Installation {
         platform: Arc::new(Platform::new(ports, settings)),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::cost::CurrentCost;
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::model::Environment;
 use crate::ports::{DeploymentMessage, IndexQuery, Kind, ReportRequest, WriteOp};
@@ -397,14 +398,18 @@ impl Platform {
                 &deployment_id,
             ));
             // In the same transaction: whoever sees the deployment ended sees its
-            // outputs and what it found of drift on the environment (a conflict
+            // outputs, cost and what it found of drift on the environment (a conflict
             // concludes again from the start).
-            if conclusion.outputs.is_some() || may_change_drift(&loaded.value) {
+            let cost = CurrentCost::after(&loaded.value);
+            if conclusion.outputs.is_some() || cost.is_some() || may_change_drift(&loaded.value) {
                 if let Some(mut environment) =
                     self.find::<Environment>(&org_id, &environment_id).await?
                 {
                     if let Some(outputs) = &conclusion.outputs {
                         environment.value.outputs = Some(outputs.clone());
+                    }
+                    if let Some(cost) = cost {
+                        environment.value.cost_estimate = cost;
                     }
                     drift = self
                         .record_drift(

@@ -1,6 +1,7 @@
 //! What users do with deployments: ask for one, follow it, approve, reject, cancel.
 
 use crate::auth::{Caller, Role};
+use crate::cost::{self, CostEstimate};
 use crate::deployment::{
     Action, CreateDeployment, Deployment, DeploymentPlan, DeploymentStatus, LogChunk, LogPage,
     PlanView,
@@ -114,9 +115,15 @@ impl Platform {
         Ok(DeploymentPlan {
             deployment_id: deployment.id,
             plan_summary: deployment.plan_summary,
+            cost_estimate: self.price(&view),
             text: view.text,
             json: view.json,
         })
+    }
+
+    /// The plan priced from the catalog, with the operator's pricing rules.
+    pub(super) fn price(&self, view: &PlanView) -> CostEstimate {
+        cost::estimate(&view.json, cost::catalog(), &self.settings.pricing)
     }
 
     /// The plan view a deployment's sandbox saved; 404 until it has planned.

@@ -115,6 +115,7 @@ impl Platform {
             auto_remediate_drift: input.auto_remediate_drift,
             drift_status: DriftStatus::Unknown,
             drift_check: None,
+            cost_estimate: None,
             pull_request_plans: input.pull_request_plans,
             continuous_deployment: input.continuous_deployment,
             watch_paths,

@@ -74,6 +74,8 @@ pub struct Settings {
     /// Run the scheduled jobs (time to live, calendars) here: off in a passive region,
     /// so that only the active one acts.
     pub scheduled_jobs: bool,
+    /// How plans are priced beyond the catalog: aliases and a default region.
+    pub pricing: crate::cost::PricingRules,
 }
 
 /// What one deployment may use. A log or step quota that is hit ends the deployment
@@ -114,6 +116,7 @@ impl Default for Settings {
             scheduled_jobs: true,
             notifications: true,
             allow_private_notification_targets: false,
+            pricing: crate::cost::PricingRules::default(),
         }
     }
 }

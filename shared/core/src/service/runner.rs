@@ -346,7 +346,7 @@ impl Platform {
     /// approves that hash.
     /// Keeps the plan as people read it (a [`PlanView`] in JSON), from whichever phase
     /// planned; a later attempt's replaces an earlier one's. Sealed like the plan itself:
-    /// it shows the infrastructure's values.
+    /// it shows the infrastructure's values. Its cost estimate goes on the deployment.
     pub async fn put_plan_view(&self, runner: &Runner, view: Vec<u8>) -> Result<()> {
         let quota = self.settings.quotas.plan_bytes;
         if view.len() > quota {
@@ -354,7 +354,7 @@ impl Platform {
                 "the plan view is over the quota of {quota} bytes"
             )));
         }
-        serde_json::from_slice::<PlanView>(&view)
+        let parsed = serde_json::from_slice::<PlanView>(&view)
             .map_err(|_| Error::invalid("a plan view is {\"text\": ..., \"json\": ...}"))?;
         let sealed = self.key_ring.seal_bytes(&runner.org_id, &view).await?;
         self.artifacts
@@ -364,7 +364,11 @@ impl Platform {
                 sealed,
             )
             .await?;
-        Ok(())
+        let summary = self.price(&parsed).summary();
+        self.modify_running(runner, |deployment, _| {
+            deployment.cost_estimate = Some(summary.clone());
+        })
+        .await
     }
 
     pub async fn put_plan(&self, runner: &Runner, plan: Vec<u8>) -> Result<()> {
