@@ -358,6 +358,25 @@ fn base_environment(job: &Job) -> BTreeMap<String, String> {
     environment
 }
 
+/// Writes the CLI configuration that installs the providers of the tools directory's
+/// mirror from there (offline); answers its path, `None` without a mirror.
+fn mirror_config(context: &Context) -> Result<Option<String>, Failure> {
+    let Some(tools_dir) = &context.tools_dir else {
+        return Ok(None);
+    };
+    let mirror = tools_dir.join(terraform::PROVIDER_MIRROR_DIR);
+    if !mirror.is_dir() {
+        return Ok(None);
+    }
+    let failed = |e: std::io::Error| Failure(format!("the provider mirror could not be read: {e}"));
+    let Some(config) = terraform::mirror_cli_config(&mirror).map_err(failed)? else {
+        return Ok(None);
+    };
+    let path = context.work_dir.join(terraform::CLI_CONFIG_FILE);
+    std::fs::write(&path, config).map_err(failed)?;
+    Ok(Some(path.to_string_lossy().into_owned()))
+}
+
 /// The resolved Terraform binary and how to run it in the template's directory.
 struct Terraform {
     binary: PathBuf,
@@ -383,6 +402,11 @@ impl Terraform {
             ))
         })?;
         let mut environment = base_environment(job);
+        if let Some(config) = mirror_config(context)? {
+            environment
+                .entry("TF_CLI_CONFIG_FILE".into())
+                .or_insert(config);
+        }
         let declared = terraform::declares_backend(dir)
             .map_err(|e| Failure(format!("the template could not be read: {e}")))?;
         if declared {

@@ -1,5 +1,5 @@
 //! What the runner reads from and writes for Terraform: the backend override, the
-//! plan summary and the outputs.
+//! provider mirror's CLI configuration, the plan summary and the outputs.
 
 use std::path::Path;
 
@@ -49,6 +49,45 @@ fn text_declares_backend(text: &str) -> bool {
 /// `TF_HTTP_*` variables, so nothing secret lands in `.terraform/` or the plan file.
 pub fn add_backend(dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join(BACKEND_FILE), BACKEND_BLOCK)
+}
+
+/// Where, inside the tools directory, the operator keeps providers for offline
+/// installation: a Terraform filesystem mirror (`<host>/<namespace>/<type>/...`).
+pub const PROVIDER_MIRROR_DIR: &str = "providers";
+/// The Terraform CLI configuration the runner writes when there is a mirror.
+pub const CLI_CONFIG_FILE: &str = "envplane.tfrc";
+
+/// The CLI configuration that installs the providers of `mirror` from it and every
+/// other one as usual; `None` when the mirror holds no provider.
+pub fn mirror_cli_config(mirror: &Path) -> std::io::Result<Option<String>> {
+    let mut providers = Vec::new();
+    for host in subdirectories(mirror)? {
+        for namespace in subdirectories(&mirror.join(&host))? {
+            for kind in subdirectories(&mirror.join(&host).join(&namespace))? {
+                providers.push(format!("{host}/{namespace}/{kind}"));
+            }
+        }
+    }
+    if providers.is_empty() {
+        return Ok(None);
+    }
+    providers.sort();
+    let listed = serde_json::to_string(&providers).expect("strings serialize");
+    let path = serde_json::to_string(&mirror.to_string_lossy()).expect("strings serialize");
+    Ok(Some(format!(
+        "provider_installation {{\n  filesystem_mirror {{\n    path    = {path}\n    include = {listed}\n  }}\n  direct {{\n    exclude = {listed}\n  }}\n}}\n"
+    )))
+}
+
+fn subdirectories(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(names)
 }
 
 #[derive(Deserialize)]
@@ -300,6 +339,27 @@ mod tests {
         assert!(!declares_backend(dir.path()).unwrap());
         add_backend(dir.path()).unwrap();
         assert!(declares_backend(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_mirror_installs_its_providers_and_only_those() {
+        let mirror = tempfile::tempdir().unwrap();
+        assert_eq!(mirror_cli_config(mirror.path()).unwrap(), None);
+        for provider in ["envplane/testcloud", "hashicorp/null"] {
+            let version = format!("registry.terraform.io/{provider}/1.0.0/linux_amd64");
+            std::fs::create_dir_all(mirror.path().join(version)).unwrap();
+        }
+        let config = mirror_cli_config(mirror.path()).unwrap().unwrap();
+        let listed = r#"["registry.terraform.io/envplane/testcloud","registry.terraform.io/hashicorp/null"]"#;
+        assert!(
+            config.contains(&format!("include = {listed}")),
+            "{config}"
+        );
+        assert!(
+            config.contains(&format!("exclude = {listed}")),
+            "{config}"
+        );
+        assert!(config.contains(&format!("path    = \"{}\"", mirror.path().display())));
     }
 
     #[test]
