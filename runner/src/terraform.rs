@@ -351,14 +351,8 @@ mod tests {
         }
         let config = mirror_cli_config(mirror.path()).unwrap().unwrap();
         let listed = r#"["registry.terraform.io/envplane/testcloud","registry.terraform.io/hashicorp/null"]"#;
-        assert!(
-            config.contains(&format!("include = {listed}")),
-            "{config}"
-        );
-        assert!(
-            config.contains(&format!("exclude = {listed}")),
-            "{config}"
-        );
+        assert!(config.contains(&format!("include = {listed}")), "{config}");
+        assert!(config.contains(&format!("exclude = {listed}")), "{config}");
         assert!(config.contains(&format!("path    = \"{}\"", mirror.path().display())));
     }
 

@@ -35,6 +35,39 @@ ensure_sandbox_tools() {
     command -v git >/dev/null 2>&1 || { echo "installing git..."; apt_install git; }
 }
 
+# protoc, with the well-known types (google/protobuf/*.proto, in libprotobuf-dev), for
+# tf-provider's build script (tests/testcloud, the tests' Terraform provider): on PATH, so
+# that a plain `cargo build --workspace` finds it. Debian's version is whatever the
+# release ships (3.21 on bookworm); the check is that it is at least the first one that
+# accepts the `optional` fields tf-provider compiles.
+PROTOC_MIN_VERSION=3.12
+
+ensure_protoc() {
+    if protoc_usable; then
+        return
+    fi
+    echo "installing protoc (protobuf-compiler, libprotobuf-dev)..."
+    apt_install protobuf-compiler libprotobuf-dev
+    if ! protoc_usable; then
+        echo "protoc $PROTOC_MIN_VERSION or later with google/protobuf/empty.proto expected, found '$(protoc_version)'" >&2
+        exit 1
+    fi
+}
+
+protoc_version() {
+    protoc --version 2>/dev/null | sed -n 's/^libprotoc \([0-9.]*\).*/\1/p'
+}
+
+# protoc is recent enough and finds the well-known types beside it (../include).
+protoc_usable() {
+    local version protoc
+    version="$(protoc_version)"
+    [ -n "$version" ] || return 1
+    [ "$(printf '%s\n%s\n' "$PROTOC_MIN_VERSION" "$version" | sort -V | head -1)" = "$PROTOC_MIN_VERSION" ] || return 1
+    protoc="$(command -v protoc)"
+    [ -f "$(dirname "$protoc")/../include/google/protobuf/empty.proto" ]
+}
+
 # Where the test tools live: project-local, never the system's Python or PATH. A script
 # that sourced this file may set TOOLS_DIR first (the benchmarks use their target dir).
 ENVPLANE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -128,6 +161,7 @@ print_tool_versions() {
     echo "  $(bwrap --version) ($(command -v bwrap))"
     echo "  $(slirp4netns --version | head -1) ($(command -v slirp4netns))"
     echo "  $(git --version) ($(command -v git))"
+    echo "  protoc $(protoc_version) ($(command -v protoc))"
 }
 
 # Starts moto on a free port and points the AWS SDK at it (AWS_ENDPOINT_URL and fake

@@ -159,6 +159,7 @@ pub async fn spawn_app_on_aws_with_github(
             server,
             quotas: Default::default(),
             github_api_url: None,
+            configure: None,
         },
         stack,
         deployer,

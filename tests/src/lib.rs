@@ -5,6 +5,7 @@ pub mod aws;
 pub mod cli;
 pub mod kit;
 pub mod network;
+pub mod testcloud;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,11 @@ pub struct TestApp {
     server: JoinHandle<()>,
     quotas: Quotas,
     github_api_url: Option<String>,
+    configure: Option<Configure>,
 }
+
+/// Changes a test makes to the installation's configuration, at each (re)start.
+pub type Configure = Arc<dyn Fn(&mut LocalConfig) + Send + Sync>;
 
 /// A response: status and JSON body (`Value::Null` when empty).
 #[derive(Debug)]
@@ -105,10 +110,27 @@ pub async fn spawn_app_with_github(github_api_url: &str) -> TestApp {
     spawn(Quotas::default(), Some(github_api_url.to_string())).await
 }
 
+/// An app whose configuration `configure` changes.
+pub async fn spawn_app_configured(configure: Configure) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temporary data directory");
+    let (address, server, admin_key) =
+        serve(data_dir.path(), &Quotas::default(), None, Some(&configure)).await;
+    TestApp {
+        address,
+        admin_key: admin_key.expect("a fresh data directory bootstraps"),
+        data_dir,
+        client: reqwest::Client::new(),
+        server,
+        quotas: Quotas::default(),
+        github_api_url: None,
+        configure: Some(configure),
+    }
+}
+
 async fn spawn(quotas: Quotas, github_api_url: Option<String>) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary data directory");
     let (address, server, admin_key) =
-        serve(data_dir.path(), &quotas, github_api_url.as_deref()).await;
+        serve(data_dir.path(), &quotas, github_api_url.as_deref(), None).await;
     TestApp {
         address,
         admin_key: admin_key.expect("a fresh data directory bootstraps"),
@@ -117,6 +139,7 @@ async fn spawn(quotas: Quotas, github_api_url: Option<String>) -> TestApp {
         server,
         quotas,
         github_api_url,
+        configure: None,
     }
 }
 
@@ -124,6 +147,7 @@ async fn serve(
     data_dir: &Path,
     quotas: &Quotas,
     github_api_url: Option<&str>,
+    configure: Option<&Configure>,
 ) -> (SocketAddr, JoinHandle<()>, Option<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -136,6 +160,9 @@ async fn serve(
     config.allow_private_notification_targets = true;
     if let Some(url) = github_api_url {
         config.github_api_url = url.to_string();
+    }
+    if let Some(configure) = configure {
+        configure(&mut config);
     }
     let installation = envplane_local::open(config).expect("open the installation");
     let (platform, background) = installation.start().await.expect("start the installation");
@@ -189,6 +216,7 @@ impl TestApp {
             self.data_dir.path(),
             &self.quotas,
             self.github_api_url.as_deref(),
+            self.configure.as_ref(),
         )
         .await;
         assert!(admin_key.is_none(), "a restart must not bootstrap again");
@@ -408,9 +436,9 @@ impl TestApp {
     }
 }
 
-/// The path of a workspace binary (`envplane` or `envplane-runner`), built once per test
-/// run (a no-op when they are fresh): tests of one package cannot depend on another
-/// package's binaries directly.
+/// The path of a workspace binary (`envplane`, `envplane-runner` or the tests' provider
+/// `terraform-provider-testcloud`), built once per test run (a no-op when they are
+/// fresh): tests of one package cannot depend on another package's binaries directly.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let directory = BUILT.get_or_init(|| {
@@ -423,6 +451,8 @@ pub fn binary(name: &str) -> PathBuf {
                 "envplane-cli",
                 "-p",
                 "envplane-runner",
+                "-p",
+                "envplane-testcloud",
                 "--bins",
             ])
             .current_dir(workspace_dir());
