@@ -659,6 +659,51 @@ impl NotificationSender for Unwired {
     }
 }
 
+/// The tags the runner asks Terraform to put on every resource (see
+/// `docs/costs.md`), which the bill is grouped by.
+pub const ORGANIZATION_TAG: &str = "envplane:organization";
+pub const ENVIRONMENT_TAG: &str = "envplane:environment";
+
+/// What one environment's resources cost on one day, as the cloud's bill says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaySpend {
+    pub org_id: String,
+    pub environment_id: String,
+    pub day: chrono::NaiveDate,
+    /// In `currency`'s units (USD for AWS), unrounded.
+    pub amount: f64,
+    pub currency: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the bill could not be read: {0}")]
+pub struct SpendError(pub String);
+
+/// Where actual spend comes from: on AWS, Cost Explorer.
+#[async_trait]
+pub trait SpendSource: Send + Sync {
+    /// Each tagged environment's spend per day from `from` up to `until` (exclusive),
+    /// grouped by [`ORGANIZATION_TAG`] and [`ENVIRONMENT_TAG`]; untagged spend is left
+    /// out.
+    async fn daily_spend(
+        &self,
+        from: chrono::NaiveDate,
+        until: chrono::NaiveDate,
+    ) -> Result<Vec<DaySpend>, SpendError>;
+}
+
+/// Where no bill can be read (local mode), no spend is recorded.
+#[async_trait]
+impl SpendSource for Unwired {
+    async fn daily_spend(
+        &self,
+        _: chrono::NaiveDate,
+        _: chrono::NaiveDate,
+    ) -> Result<Vec<DaySpend>, SpendError> {
+        Err(SpendError(Self::reason("spend source")))
+    }
+}
+
 /// Time, injectable so that expiry and TTL logic can be tested without waiting.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
