@@ -17,6 +17,7 @@ use envplane_core::Platform;
 use envplane_local::{FileArtifacts, FileKeyRing, SqliteStore};
 use envplane_testkit::faults::{
     FaultyLauncher, FaultyQueue, LaggingStore, ManualClock, RecordingNotifier, ScriptedSender,
+    ScriptedSpend,
 };
 use serde_json::json;
 
@@ -28,6 +29,7 @@ pub struct Kit {
     pub clock: Arc<ManualClock>,
     pub notifier: Arc<RecordingNotifier>,
     pub sender: Arc<ScriptedSender>,
+    pub spend: Arc<ScriptedSpend>,
     pub caller: Caller,
     pub project_id: String,
     pub template_id: String,
@@ -87,6 +89,7 @@ impl Kit {
             Arc::new(RecordingNotifier::default()),
             Arc::new(ScriptedSender::default()),
         );
+        let spend = Arc::new(ScriptedSpend::default());
         let ports = Ports {
             store: store.clone(),
             key_ring: Arc::new(
@@ -100,6 +103,7 @@ impl Kit {
             reports: Arc::new(envplane_core::ports::Unwired),
             notifier: notifier.clone(),
             sender: sender.clone(),
+            spend: spend.clone(),
         };
         let platform = Platform::new(ports, settings);
         let key = platform.bootstrap().await.unwrap().unwrap();
@@ -129,6 +133,7 @@ impl Kit {
             clock,
             notifier,
             sender,
+            spend,
             caller,
             project_id: project.id,
             template_id: template.id,

@@ -195,7 +195,7 @@ async fn approvals_waiting_and_ended_times_to_live_are_told_too() {
     kit.finish(&runner, PhaseResult::PlanReady).await;
     let waiting = deliveries(&kit);
     assert_eq!(waiting.len(), 1);
-    assert_eq!(waiting[0].notification.deployment_id, apply.id);
+    assert_eq!(waiting[0].notification.deployment_id, Some(apply.id));
 
     kit.clock.advance(Minutes::minutes(31));
     kit.platform.run_scheduler().await.unwrap();

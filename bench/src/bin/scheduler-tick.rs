@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         reports: Arc::new(Unwired),
         notifier: Arc::new(Unwired),
         sender: Arc::new(Unwired),
+        spend: Arc::new(Unwired),
     };
     let platform = Platform::new(ports, Settings::default());
     let key = platform.bootstrap().await?.context("a fresh store")?;

@@ -8,8 +8,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{SharedCredentialsProvider, SharedHttpClient};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use envplane_core::ports::{
-    Artifacts, Clock, KeyRing, Launcher, NotificationSender, Notifier, Reports, SystemClock,
-    Unwired, Vcs,
+    Artifacts, Clock, KeyRing, Launcher, NotificationSender, Notifier, Reports, SpendSource,
+    SystemClock, Unwired, Vcs,
 };
 use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
@@ -260,6 +260,7 @@ pub fn platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
         Outside {
             vcs: Arc::new(GitHubApi::new(&settings.github_api_url)),
             sender: Arc::new(HttpSender::new(settings.allow_private_notification_targets)),
+            spend: Arc::new(Unwired),
         },
     )
 }
@@ -341,6 +342,8 @@ pub fn concluding_platform_with_clock(
 struct Outside {
     vcs: Arc<dyn Vcs>,
     sender: Arc<dyn NotificationSender>,
+    /// The bill: only the reaper reads it.
+    spend: Arc<dyn SpendSource>,
 }
 
 impl Outside {
@@ -348,6 +351,7 @@ impl Outside {
         Self {
             vcs: Arc::new(Unwired),
             sender: Arc::new(Unwired),
+            spend: Arc::new(Unwired),
         }
     }
 }
@@ -400,6 +404,7 @@ impl Common {
             reports,
             notifier,
             sender: outside.sender,
+            spend: outside.spend,
         };
         let platform_settings = Settings {
             max_parallel_deployments: settings.max_parallel_deployments,

@@ -186,6 +186,7 @@ pub(crate) mod fixture {
                 reports: Arc::new(envplane_core::ports::Unwired),
                 notifier: Arc::new(envplane_core::ports::Unwired),
                 sender: Arc::new(envplane_core::ports::Unwired),
+                spend: Arc::new(envplane_core::ports::Unwired),
             };
             let platform = Arc::new(Platform::new(
                 ports,

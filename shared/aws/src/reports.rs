@@ -21,7 +21,9 @@ use crate::sqs::for_each_record;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 enum Outbound {
-    Notification { notification: NotificationDelivery },
+    Notification {
+        notification: Box<NotificationDelivery>,
+    },
     Report(ReportRequest),
 }
 
@@ -74,7 +76,7 @@ impl Notifier for SqsOutbound {
     async fn enqueue(&self, delivery: NotificationDelivery, delay: Duration) {
         let target_id = delivery.target_id.clone();
         let message = Outbound::Notification {
-            notification: delivery,
+            notification: Box::new(delivery),
         };
         if let Err(error) = self.send(&message, delay).await {
             tracing::error!(%target_id, %error, "queueing a notification failed; dropped");

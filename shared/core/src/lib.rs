@@ -15,6 +15,7 @@ pub mod notification;
 pub mod ports;
 pub mod schedule;
 pub mod service;
+pub mod spend;
 pub mod validate;
 
 pub use error::{Error, Result};

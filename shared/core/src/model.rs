@@ -137,6 +137,10 @@ pub struct Environment {
     /// them (`None` before one, and after a destroy).
     #[serde(default)]
     pub cost_estimate: Option<CurrentCost>,
+    /// What its resources may cost a month (in the bill's currency, USD on AWS):
+    /// `budget.threshold` is told when the bill reaches 80% and 100% of it.
+    #[serde(default)]
+    pub monthly_budget: Option<f64>,
     /// Plan every pull request of the template's repository that touches the template's
     /// directory or `watch_paths`, and report on the pull request. Pull request code
     /// runs with the environment's variables: changing it needs the admin role.
@@ -497,6 +501,9 @@ pub struct CreateEnvironment {
     /// Setting it needs the admin role.
     #[serde(default)]
     pub auto_remediate_drift: bool,
+    #[serde(default)]
+    #[schema(schema_with = rules::optional_budget)]
+    pub monthly_budget: Option<f64>,
     /// Setting it needs the admin role.
     #[serde(default)]
     pub pull_request_plans: bool,
@@ -534,6 +541,10 @@ pub struct UpdateEnvironment {
     pub deployment_timeout_minutes: Option<u32>,
     /// Changing it needs the admin role.
     pub auto_remediate_drift: Option<bool>,
+    /// `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = rules::optional_budget)]
+    pub monthly_budget: Option<Option<f64>>,
     /// Changing it needs the admin role.
     pub pull_request_plans: Option<bool>,
     /// Changing it needs the admin role.
@@ -763,6 +774,16 @@ mod rules {
             .schema_type(SchemaType::Array(vec![Type::Integer, Type::Null]))
             .minimum(Some(1))
             .maximum(Some(MAX_DEPLOYMENT_TIMEOUT_MINUTES))
+            .build()
+    }
+    pub fn optional_budget() -> Object {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(vec![Type::Number, Type::Null]))
+            .exclusive_minimum(Some(0))
+            .maximum(Some(crate::validate::MAX_MONTHLY_BUDGET))
+            .description(Some(
+                "What the environment's resources may cost a month, in the bill's currency (USD on AWS).",
+            ))
             .build()
     }
     pub fn watch_paths() -> Array {

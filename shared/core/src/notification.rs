@@ -56,6 +56,9 @@ pub enum NotificationEvent {
     /// A drift check failed.
     #[serde(rename = "drift.check_failed")]
     DriftCheckFailed,
+    /// An environment's spend this month reached 80% or 100% of its monthly budget.
+    #[serde(rename = "budget.threshold")]
+    BudgetThreshold,
 }
 
 impl NotificationEvent {
@@ -68,25 +71,43 @@ impl NotificationEvent {
             Self::DriftDetected => "drift.detected",
             Self::DriftResolved => "drift.resolved",
             Self::DriftCheckFailed => "drift.check_failed",
+            Self::BudgetThreshold => "budget.threshold",
         }
     }
 }
 
 /// One thing that happened, as every target is told it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     pub event: NotificationEvent,
     pub organization_id: String,
     pub project_id: String,
     pub environment_id: String,
     pub environment_name: String,
-    pub deployment_id: String,
-    pub action: Action,
+    /// The deployment it is about; `null` for a budget threshold.
+    pub deployment_id: Option<String>,
+    pub action: Option<Action>,
     /// Why it failed, when it did.
     pub reason: Option<String>,
-    /// The deployment in the API.
+    /// The deployment (or, for a budget, the environment's costs) in the API.
     pub url: String,
     pub at: DateTime<Utc>,
+    /// What reached which share of the budget, for `budget.threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetNotice>,
+}
+
+/// A budget threshold reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetNotice {
+    /// `2026-12`.
+    pub month: String,
+    /// 80 or 100 (percent).
+    pub threshold: u8,
+    pub monthly_budget: f64,
+    /// The month's spend so far, rounded to cents.
+    pub spent: f64,
+    pub currency: String,
 }
 
 impl Notification {
@@ -102,12 +123,22 @@ impl Notification {
     /// The same for every delivery of this notification, its retries and repeats
     /// included, so a target can act on it once.
     pub fn delivery_id(&self) -> String {
-        format!("{}.{}", self.deployment_id, self.event.as_str())
+        match (&self.deployment_id, &self.budget) {
+            (Some(deployment_id), _) => format!("{deployment_id}.{}", self.event.as_str()),
+            (None, Some(budget)) => format!(
+                "{}.{}.{}.{}",
+                self.environment_id,
+                budget.month,
+                budget.threshold,
+                self.event.as_str()
+            ),
+            (None, None) => format!("{}.{}", self.environment_id, self.event.as_str()),
+        }
     }
 
     /// One line for a person.
     fn text(&self) -> String {
-        let action = self.action.as_str();
+        let action = self.action.map_or("deployment", Action::as_str);
         let what = match self.event {
             NotificationEvent::DeploymentSucceeded => format!("{action} succeeded"),
             NotificationEvent::DeploymentFailed => format!("{action} failed"),
@@ -120,6 +151,13 @@ impl Notification {
             NotificationEvent::DriftDetected => "drifted from its code".to_string(),
             NotificationEvent::DriftResolved => "is in sync with its code again".to_string(),
             NotificationEvent::DriftCheckFailed => "drift check failed".to_string(),
+            NotificationEvent::BudgetThreshold => match &self.budget {
+                Some(b) => format!(
+                    "spent {} {:.2} of its {:.2} budget for {} ({}%)",
+                    b.currency, b.spent, b.monthly_budget, b.month, b.threshold
+                ),
+                None => "reached a budget threshold".to_string(),
+            },
         };
         let reason = self
             .reason
@@ -305,11 +343,12 @@ mod tests {
             project_id: "prj_1".into(),
             environment_id: "env_1".into(),
             environment_name: "staging".into(),
-            deployment_id: "dep_1".into(),
-            action: Action::Apply,
+            deployment_id: Some("dep_1".into()),
+            action: Some(Action::Apply),
             reason: Some("timed out after 2h".into()),
             url: "https://envplane.example.com/v1/deployments/dep_1".into(),
             at: Utc::now(),
+            budget: None,
         };
         let slack: serde_json::Value =
             serde_json::from_slice(&notification.body(TargetKind::Slack)).unwrap();
@@ -321,5 +360,40 @@ mod tests {
             serde_json::from_slice(&notification.body(TargetKind::Webhook)).unwrap();
         assert_eq!(webhook["event"], "deployment.failed");
         assert_eq!(webhook["deployment_id"], "dep_1");
+        assert!(webhook.get("budget").is_none());
+        assert_eq!(notification.delivery_id(), "dep_1.deployment.failed");
+    }
+
+    #[test]
+    fn a_budget_threshold_names_the_spend_and_is_delivered_once_per_month_and_threshold() {
+        let notification = Notification {
+            event: NotificationEvent::BudgetThreshold,
+            organization_id: "org_1".into(),
+            project_id: "prj_1".into(),
+            environment_id: "env_1".into(),
+            environment_name: "staging".into(),
+            deployment_id: None,
+            action: None,
+            reason: None,
+            url: "https://envplane.example.com/v1/environments/env_1/costs".into(),
+            at: Utc::now(),
+            budget: Some(BudgetNotice {
+                month: "2026-12".into(),
+                threshold: 80,
+                monthly_budget: 100.0,
+                spent: 84.5,
+                currency: "USD".into(),
+            }),
+        };
+        let slack: serde_json::Value =
+            serde_json::from_slice(&notification.body(TargetKind::Slack)).unwrap();
+        assert_eq!(
+            slack["text"],
+            "envplane: staging spent USD 84.50 of its 100.00 budget for 2026-12 (80%) (https://envplane.example.com/v1/environments/env_1/costs)"
+        );
+        assert_eq!(
+            notification.delivery_id(),
+            "env_1.2026-12.80.budget.threshold"
+        );
     }
 }

@@ -49,10 +49,14 @@ pub enum Kind {
     /// When one scheduled job of an environment runs next, listed by that time: what
     /// the scheduler reads.
     DueJob,
+    /// One environment's spend in one month, day by day, under the environment.
+    SpendMonth,
+    /// The day's run of the spend job, claimed by the first round of the day.
+    SpendRun,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Organization,
         Kind::ApiKey,
         Kind::Project,
@@ -74,6 +78,8 @@ impl Kind {
         Kind::NotificationTarget,
         Kind::NotificationRoutes,
         Kind::DueJob,
+        Kind::SpendMonth,
+        Kind::SpendRun,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +105,8 @@ impl Kind {
             Kind::NotificationTarget => "notification_target",
             Kind::NotificationRoutes => "notification_routes",
             Kind::DueJob => "due_job",
+            Kind::SpendMonth => "spend_month",
+            Kind::SpendRun => "spend_run",
         }
     }
 }
@@ -602,7 +610,7 @@ impl Reports for Unwired {
 }
 
 /// A notification on its way to one target; `attempt` counts the deliveries tried.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotificationDelivery {
     pub org_id: String,
     pub target_id: String,
@@ -682,6 +690,11 @@ pub struct SpendError(pub String);
 /// Where actual spend comes from: on AWS, Cost Explorer.
 #[async_trait]
 pub trait SpendSource: Send + Sync {
+    /// Whether there is a bill to read here at all.
+    fn available(&self) -> bool {
+        true
+    }
+
     /// Each tagged environment's spend per day from `from` up to `until` (exclusive),
     /// grouped by [`ORGANIZATION_TAG`] and [`ENVIRONMENT_TAG`]; untagged spend is left
     /// out.
@@ -695,6 +708,10 @@ pub trait SpendSource: Send + Sync {
 /// Where no bill can be read (local mode), no spend is recorded.
 #[async_trait]
 impl SpendSource for Unwired {
+    fn available(&self) -> bool {
+        false
+    }
+
     async fn daily_spend(
         &self,
         _: chrono::NaiveDate,

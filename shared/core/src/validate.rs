@@ -35,6 +35,20 @@ pub fn deployment_timeout_minutes(value: u32) -> Result<u32> {
     }
 }
 
+/// The largest monthly budget taken, in the bill's currency.
+pub const MAX_MONTHLY_BUDGET: f64 = 1_000_000_000.0;
+
+/// A monthly budget: more than nothing, at most [`MAX_MONTHLY_BUDGET`].
+pub fn monthly_budget(value: f64) -> Result<f64> {
+    if value.is_finite() && value > 0.0 && value <= MAX_MONTHLY_BUDGET {
+        Ok(value)
+    } else {
+        Err(Error::invalid(format!(
+            "monthly_budget must be more than 0 and at most {MAX_MONTHLY_BUDGET}"
+        )))
+    }
+}
+
 /// A text input's rule, written once: validation matches `pattern` and counts characters
 /// against `max_chars`, and the OpenAPI document publishes the same `pattern` and
 /// `maxLength`, so what a generated client checks and what the API refuses cannot drift

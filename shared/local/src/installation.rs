@@ -171,6 +171,8 @@ pub fn open(config: LocalConfig) -> Result<Installation, OpenError> {
         reports: Arc::new(reports),
         notifier: Arc::new(notifier),
         sender: Arc::new(HttpSender::new(config.allow_private_notification_targets)),
+        // No bill to read from a laptop: actual spend is read on AWS.
+        spend: Arc::new(envplane_core::ports::Unwired),
     };
     let settings = Settings {
         cache_api_keys: true,

@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use envplane_core::notification::TargetUrl;
 use envplane_core::ports::{
-    Clock, DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest, Launcher, ListQuery,
-    NotificationDelivery, NotificationSender, Notifier, Page, Queue, QueueError, Record, RecordKey,
-    SendError, Store, StoreError, WriteOp,
+    Clock, DaySpend, DeploymentMessage, IndexQuery, Kind, LaunchError, LaunchRequest, Launcher,
+    ListQuery, NotificationDelivery, NotificationSender, Notifier, Page, Queue, QueueError, Record,
+    RecordKey, SendError, SpendError, SpendSource, Store, StoreError, WriteOp,
 };
 use envplane_core::secrecy::SecretString;
 
@@ -441,5 +441,48 @@ impl NotificationSender for ScriptedSender {
             body,
         });
         lock(&self.answers).pop().unwrap_or(Ok(()))
+    }
+}
+
+/// A bill a test writes: each reading answers what was set last (or fails, once, when
+/// told to), and the readings are counted with their periods.
+#[derive(Default)]
+pub struct ScriptedSpend {
+    bill: Mutex<Vec<DaySpend>>,
+    fail_next: AtomicBool,
+    readings: Mutex<Vec<(chrono::NaiveDate, chrono::NaiveDate)>>,
+}
+
+impl ScriptedSpend {
+    pub fn set(&self, bill: Vec<DaySpend>) {
+        *lock(&self.bill) = bill;
+    }
+
+    pub fn fail_next(&self) {
+        self.fail_next.store(true, Ordering::SeqCst);
+    }
+
+    /// The periods read so far, `[from, until)`.
+    pub fn readings(&self) -> Vec<(chrono::NaiveDate, chrono::NaiveDate)> {
+        lock(&self.readings).clone()
+    }
+}
+
+#[async_trait]
+impl SpendSource for ScriptedSpend {
+    async fn daily_spend(
+        &self,
+        from: chrono::NaiveDate,
+        until: chrono::NaiveDate,
+    ) -> Result<Vec<DaySpend>, SpendError> {
+        lock(&self.readings).push((from, until));
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(SpendError("the scripted bill failed".into()));
+        }
+        Ok(lock(&self.bill)
+            .iter()
+            .filter(|day| from <= day.day && day.day < until)
+            .cloned()
+            .collect())
     }
 }

@@ -116,6 +116,10 @@ impl Platform {
             drift_status: DriftStatus::Unknown,
             drift_check: None,
             cost_estimate: None,
+            monthly_budget: input
+                .monthly_budget
+                .map(validate::monthly_budget)
+                .transpose()?,
             pull_request_plans: input.pull_request_plans,
             continuous_deployment: input.continuous_deployment,
             watch_paths,
@@ -212,6 +216,9 @@ impl Platform {
         }
         if let Some(enabled) = input.auto_remediate_drift {
             environment.auto_remediate_drift = enabled;
+        }
+        if let Some(budget) = input.monthly_budget {
+            environment.monthly_budget = budget.map(validate::monthly_budget).transpose()?;
         }
         if let Some(globs) = input.watch_paths {
             environment.watch_paths = validate::watch_paths(globs)?;

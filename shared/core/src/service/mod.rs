@@ -15,6 +15,7 @@ mod organizations;
 mod projects;
 mod runner;
 mod scheduler;
+mod spend;
 mod state;
 mod templates;
 mod variables;
@@ -30,7 +31,7 @@ use crate::auth::Caller;
 use crate::model::Listing;
 use crate::ports::{
     Artifacts, Clock, KeyRing, Kind, Launcher, ListQuery, NotificationSender, Notifier, Queue,
-    Record, RecordKey, Reports, Store, StoreError, Vcs, WriteOp,
+    Record, RecordKey, Reports, SpendSource, Store, StoreError, Vcs, WriteOp,
 };
 use crate::{validate, Error, Result};
 
@@ -40,6 +41,7 @@ pub use github::{WebhookDelivery, WebhookOutcome};
 pub use notifications::{notification_backoff, MAX_NOTIFICATION_ATTEMPTS};
 pub use runner::Runner;
 pub use scheduler::SchedulerRound;
+pub use spend::SpendRound;
 pub use state::{StateLocked, StateVersion};
 pub use variables::Scope;
 pub use watchdog::Watchdog;
@@ -133,6 +135,7 @@ pub struct Ports {
     pub reports: Arc<dyn Reports>,
     pub notifier: Arc<dyn Notifier>,
     pub sender: Arc<dyn NotificationSender>,
+    pub spend: Arc<dyn SpendSource>,
 }
 
 /// The platform's use cases over its ports.
@@ -147,6 +150,7 @@ pub struct Platform {
     reports: Arc<dyn Reports>,
     notifier: Arc<dyn Notifier>,
     sender: Arc<dyn NotificationSender>,
+    spend: Arc<dyn SpendSource>,
     key_cache: Option<key_cache::KeyCache>,
     settings: Settings,
 }
@@ -293,6 +297,7 @@ impl Platform {
             reports: ports.reports,
             notifier: ports.notifier,
             sender: ports.sender,
+            spend: ports.spend,
             key_cache: settings.cache_api_keys.then(key_cache::KeyCache::default),
             settings,
         }

@@ -14,7 +14,7 @@ use crate::model::{
     CreateNotificationTarget, CreatedNotificationTarget, Environment, Listing, NotificationTarget,
     Project,
 };
-use crate::notification::{Notification, NotificationEvent, TargetKind, TargetUrl};
+use crate::notification::{BudgetNotice, Notification, NotificationEvent, TargetKind, TargetUrl};
 use crate::ports::{Kind, NotificationDelivery, SendError, WriteOp};
 use crate::{validate, Error, Result};
 
@@ -227,18 +227,9 @@ impl Platform {
         deployment: &Deployment,
         event: NotificationEvent,
     ) -> Result<()> {
-        if !self.settings.notifications {
-            return Ok(());
-        }
-        let targets: Vec<String> = self
-            .find::<ProjectRoutes>(org_id, &deployment.project_id)
-            .await?
-            .map(|found| found.value.routes)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|route| route.events.contains(&event))
-            .map(|route| route.target_id)
-            .collect();
+        let targets = self
+            .routed_targets(org_id, &deployment.project_id, event)
+            .await?;
         if targets.is_empty() {
             return Ok(());
         }
@@ -255,16 +246,69 @@ impl Platform {
             project_id: deployment.project_id.clone(),
             environment_id: deployment.environment_id.clone(),
             environment_name,
-            deployment_id: deployment.id.clone(),
-            action: deployment.action,
+            deployment_id: Some(deployment.id.clone()),
+            action: Some(deployment.action),
             reason: deployment.reason.clone(),
-            url: format!(
-                "{}/v1/deployments/{}",
-                self.settings.public_url.trim_end_matches('/'),
-                deployment.id
-            ),
+            url: self.api_url(&format!("v1/deployments/{}", deployment.id)),
             at: self.now(),
+            budget: None,
         };
+        self.enqueue_to(org_id, targets, &notification).await;
+        Ok(())
+    }
+
+    /// Tells the project's targets that `environment`'s spend reached a budget
+    /// threshold.
+    pub(super) async fn notify_budget(
+        &self,
+        org_id: &str,
+        environment: &Environment,
+        budget: BudgetNotice,
+    ) -> Result<()> {
+        let event = NotificationEvent::BudgetThreshold;
+        let targets = self
+            .routed_targets(org_id, &environment.project_id, event)
+            .await?;
+        let notification = Notification {
+            event,
+            organization_id: org_id.to_string(),
+            project_id: environment.project_id.clone(),
+            environment_id: environment.id.clone(),
+            environment_name: environment.name.clone(),
+            deployment_id: None,
+            action: None,
+            reason: None,
+            url: self.api_url(&format!("v1/environments/{}/costs", environment.id)),
+            at: self.now(),
+            budget: Some(budget),
+        };
+        self.enqueue_to(org_id, targets, &notification).await;
+        Ok(())
+    }
+
+    /// The targets of `project_id` that asked for `event` (none when notifications are
+    /// off).
+    async fn routed_targets(
+        &self,
+        org_id: &str,
+        project_id: &str,
+        event: NotificationEvent,
+    ) -> Result<Vec<String>> {
+        if !self.settings.notifications {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .find::<ProjectRoutes>(org_id, project_id)
+            .await?
+            .map(|found| found.value.routes)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|route| route.events.contains(&event))
+            .map(|route| route.target_id)
+            .collect())
+    }
+
+    async fn enqueue_to(&self, org_id: &str, targets: Vec<String>, notification: &Notification) {
         for target_id in targets {
             let delivery = NotificationDelivery {
                 org_id: org_id.to_string(),
@@ -274,7 +318,10 @@ impl Platform {
             };
             self.notifier.enqueue(delivery, Duration::ZERO).await;
         }
-        Ok(())
+    }
+
+    fn api_url(&self, path: &str) -> String {
+        format!("{}/{path}", self.settings.public_url.trim_end_matches('/'))
     }
 
     /// Delivers one notification to its target. One the target did not take is queued

@@ -1,6 +1,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use envplane_core::model::{CreateEnvironment, Environment, Listing, SetTtl, UpdateEnvironment};
+use envplane_core::spend::EnvironmentCosts;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -15,6 +16,7 @@ handlers!(
     update_environment,
     delete_environment,
     set_ttl,
+    get_environment_costs,
 );
 
 #[utoipa::path(post, path = "/v1/environments", tag = "environments",
@@ -108,4 +110,29 @@ async fn set_ttl(
     Json(input): Json<SetTtl>,
 ) -> Result<Json<Environment>, ApiError> {
     Ok(Json(platform.set_ttl(&caller, &id, input).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CostsParams {
+    /// `YYYY-MM`; this month when left out.
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$", example = "2026-12")]
+    month: Option<String>,
+}
+
+/// What the environment costs: the estimate of its last successful apply's plan, the
+/// bill's spend day by day in `month` (read once a day on AWS from Cost Explorer,
+/// grouped by the `envplane:environment` tag), and how much of its monthly budget that
+/// used.
+#[utoipa::path(get, path = "/v1/environments/{id}/costs", tag = "environments",
+    params(("id" = String, Path), CostsParams),
+    responses((status = 200, body = EnvironmentCosts), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn get_environment_costs(
+    State(platform): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(params): Query<CostsParams>,
+) -> Result<Json<EnvironmentCosts>, ApiError> {
+    let month = params.month.as_deref();
+    Ok(Json(platform.environment_costs(&caller, &id, month).await?))
 }
