@@ -358,6 +358,33 @@ fn base_environment(job: &Job) -> BTreeMap<String, String> {
     environment
 }
 
+/// Hands Terraform the cost tags as `var.envplane_tags` (a template may use them in
+/// its own `default_tags`) and, when the environment asks, adds them to the default
+/// AWS provider's.
+fn tag_resources(
+    context: &Context,
+    dir: &Path,
+    environment: &mut BTreeMap<String, String>,
+) -> Result<(), Failure> {
+    let job = &context.job;
+    let tags = serde_json::to_string(&job.cost_tags).expect("strings serialize");
+    environment
+        .entry("TF_VAR_envplane_tags".into())
+        .or_insert(tags);
+    if !job.tag_resources {
+        return Ok(());
+    }
+    let tagged = terraform::add_default_tags(dir, &job.cost_tags)
+        .map_err(|e| Failure(format!("the cost tags could not be added: {e}")))?;
+    if !tagged {
+        context.shipper.note(
+            "init",
+            "tag_resources: the template has no provider \"aws\" block without an alias, so its resources are not tagged; add `provider \"aws\" {}` (or use var.envplane_tags in your own default_tags).",
+        );
+    }
+    Ok(())
+}
+
 /// Writes the CLI configuration that installs the providers of the tools directory's
 /// mirror from there (offline); answers its path, `None` without a mirror.
 fn mirror_config(context: &Context) -> Result<Option<String>, Failure> {
@@ -407,6 +434,7 @@ impl Terraform {
                 .entry("TF_CLI_CONFIG_FILE".into())
                 .or_insert(config);
         }
+        tag_resources(context, dir, &mut environment)?;
         let declared = terraform::declares_backend(dir)
             .map_err(|e| Failure(format!("the template could not be read: {e}")))?;
         if declared {
@@ -639,6 +667,8 @@ mod tests {
             path: ".".into(),
             iac_version: "1.0.3".into(),
             variables,
+            cost_tags: Default::default(),
+            tag_resources: false,
         }
     }
 

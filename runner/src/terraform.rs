@@ -16,13 +16,9 @@ const BACKEND_BLOCK: &str = "terraform {\n  backend \"http\" {}\n}\n";
 /// Whether any `.tf` file of the directory declares a backend (a `backend "..."` block
 /// inside `terraform { }`). Comments are skipped; that is all the parsing it needs.
 pub fn declares_backend(dir: &Path) -> std::io::Result<bool> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|ext| ext == "tf") && path.is_file() {
-            let text = std::fs::read_to_string(&path)?;
-            if text_declares_backend(&text) {
-                return Ok(true);
-            }
+    for path in tf_files(dir)? {
+        if text_declares_backend(&std::fs::read_to_string(&path)?) {
+            return Ok(true);
         }
     }
     Ok(false)
@@ -49,6 +45,73 @@ fn text_declares_backend(text: &str) -> bool {
 /// `TF_HTTP_*` variables, so nothing secret lands in `.terraform/` or the plan file.
 pub fn add_backend(dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join(BACKEND_FILE), BACKEND_BLOCK)
+}
+
+/// The override file that adds the cost tags to the default AWS provider.
+pub const TAGS_FILE: &str = "envplane_tags_override.tf";
+
+/// Adds `tags` as the `default_tags` of the root module's default (unaliased) AWS
+/// provider configuration, through an override file (it replaces a `default_tags` block
+/// the template wrote). `false`: the directory has no such block to override.
+pub fn add_default_tags(
+    dir: &Path,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> std::io::Result<bool> {
+    let mut declared = false;
+    for path in tf_files(dir)? {
+        declared |= declares_default_aws_provider(&std::fs::read_to_string(path)?);
+    }
+    if declared {
+        let tags = serde_json::to_string(tags).expect("strings serialize");
+        let block =
+            format!("provider \"aws\" {{\n  default_tags {{\n    tags = {tags}\n  }}\n}}\n");
+        std::fs::write(dir.join(TAGS_FILE), block)?;
+    }
+    Ok(declared)
+}
+
+fn tf_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "tf") && path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Whether `text` has a `provider "aws"` block without `alias` (by its lines and
+/// braces: enough for how provider blocks are written).
+fn declares_default_aws_provider(text: &str) -> bool {
+    let mut lines = text.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        let opens = line.starts_with("provider \"aws\"") || line.starts_with("provider aws");
+        if !opens || !line.contains('{') {
+            continue;
+        }
+        let mut depth = brace_depth(line);
+        let mut aliased = false;
+        while depth > 0 {
+            let Some(inner) = lines.next() else { break };
+            aliased |= depth == 1 && inner.starts_with("alias");
+            depth += brace_depth(inner);
+        }
+        if !aliased {
+            return true;
+        }
+    }
+    false
+}
+
+fn brace_depth(line: &str) -> i32 {
+    line.chars()
+        .map(|c| match c {
+            '{' => 1,
+            '}' => -1,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Where, inside the tools directory, the operator keeps providers for offline
@@ -339,6 +402,29 @@ mod tests {
         assert!(!declares_backend(dir.path()).unwrap());
         add_backend(dir.path()).unwrap();
         assert!(declares_backend(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn cost_tags_override_only_a_default_aws_provider() {
+        let tags = [("envplane:environment".to_string(), "env_1".to_string())].into();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |text: &str| std::fs::write(dir.path().join("main.tf"), text).unwrap();
+        for (text, overridden) in [
+            ("resource \"aws_s3_bucket\" \"b\" {}\n", false),
+            ("provider \"aws\" {\n  alias  = \"west\"\n  region = \"us-west-2\"\n}\n", false),
+            ("provider \"aws\" {\n  region = \"eu-west-1\"\n  assume_role {\n    role_arn = \"x\"\n  }\n}\n", true),
+            ("provider \"aws\" {}\n", true),
+        ] {
+            write(text);
+            let _ = std::fs::remove_file(dir.path().join(TAGS_FILE));
+            assert_eq!(add_default_tags(dir.path(), &tags).unwrap(), overridden, "{text}");
+            assert_eq!(dir.path().join(TAGS_FILE).exists(), overridden, "{text}");
+        }
+        let written = std::fs::read_to_string(dir.path().join(TAGS_FILE)).unwrap();
+        assert!(
+            written.contains(r#"tags = {"envplane:environment":"env_1"}"#),
+            "{written}"
+        );
     }
 
     #[test]

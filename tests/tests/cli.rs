@@ -125,6 +125,33 @@ fn projects_templates_and_environments_round_trip() {
         shown.contains("(template)") && shown.contains("required"),
         "{shown}"
     );
+    let watched = server.json(&[
+        "environment",
+        "update",
+        &environment,
+        "--drift-cron",
+        "0 6 * * *",
+        "--monthly-budget",
+        "250",
+        "--tag-resources",
+        "true",
+    ]);
+    assert_eq!(watched["schedules"]["drift"]["cron"], "0 6 * * *");
+    assert_eq!(watched["monthly_budget"], 250.0);
+    assert_eq!(watched["tag_resources"], true);
+    let costs = server.ok(&["environment", "costs", &environment]);
+    assert!(
+        costs.contains("no bill read yet") && costs.contains("250.00 a month, 0.0% used"),
+        "{costs}"
+    );
+    let bad_month = server.fails(&["environment", "costs", &environment, "--month", "2026-13"]);
+    assert!(
+        bad_month.stderr.contains("HTTP 422"),
+        "{}",
+        bad_month.stderr
+    );
+    let unbudgeted = server.json(&["environment", "update", &environment, "--no-budget"]);
+    assert_eq!(unbudgeted["monthly_budget"], Value::Null);
 
     let page = server.json(&["project", "list", "--limit", "1"]);
     assert_eq!(page["items"].as_array().unwrap().len(), 1);

@@ -26,11 +26,14 @@ const TERRAFORM_VERSION: &str = "1.0.3";
 
 fn resources() -> &'static str {
     r#"
+# The runner passes the tags the bill is grouped by (docs/costs.md).
+variable "envplane_tags" {
+  type = map(string)
+}
+
 resource "testcloud_instance" "web" {
   instance_type = "t3.micro"
-  tags = {
-    team = "payments"
-  }
+  tags          = merge(var.envplane_tags, { team = "payments" })
 }
 
 resource "testcloud_volume" "data" {
@@ -120,6 +123,12 @@ async fn real_drift_is_found_told_and_remediated_once_and_real_plans_are_priced(
     let cloud = Cloud::new(cloud_dir.path());
     let instance = cloud.instances().remove(0);
     assert_eq!(instance["instance_type"], "t3.micro");
+    let tags = &instance["tags"];
+    assert_eq!(tags["envplane:environment"], seeded.environment_id.as_str());
+    assert!(tags["envplane:organization"]
+        .as_str()
+        .unwrap()
+        .starts_with("org_"));
     assert_eq!(cloud.volumes().len(), 1);
     let priced = &applied["cost_estimate"];
     assert_eq!(priced["monthly_before"], 0.0, "{priced}");

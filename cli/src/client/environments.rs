@@ -1,6 +1,7 @@
 //! `envplane environment`: deployable instances of a template.
 
 use envplane_core::model::Environment;
+use envplane_core::spend::EnvironmentCosts;
 use serde::Serialize;
 use serde_json::json;
 
@@ -32,6 +33,14 @@ pub enum Command {
         id: String,
         #[command(flatten)]
         end: TtlEnd,
+    },
+    /// What an environment costs: its plans' estimate, the bill's spend this month (or
+    /// `--month`), its budget's use.
+    Costs {
+        id: String,
+        /// YYYY-MM; this month when left out.
+        #[arg(long)]
+        month: Option<String>,
     },
     /// Delete an environment's record and variables (its infrastructure stays). Refused
     /// while deployments of it have not ended or it holds Terraform state.
@@ -87,6 +96,14 @@ pub struct NewEnvironment {
     /// rules of any apply (needs the admin role).
     #[arg(long)]
     auto_remediate_drift: bool,
+    /// What its resources may cost a month (USD on AWS): told at 80% and 100%.
+    #[arg(long, value_name = "AMOUNT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    monthly_budget: Option<f64>,
+    /// Tag the default AWS provider's resources with envplane:organization and
+    /// envplane:environment (its default_tags), for the bill per environment.
+    #[arg(long)]
+    tag_resources: bool,
     /// More files whose change concerns the environment, as a glob from the
     /// repository root (`modules/**`); repeat for several.
     #[arg(long = "watch-path", value_name = "GLOB")]
@@ -134,6 +151,15 @@ pub struct EnvironmentChanges {
     /// Apply when a drift check finds changes (needs the admin role).
     #[arg(long, value_name = "true|false")]
     auto_remediate_drift: Option<bool>,
+    /// What its resources may cost a month (USD on AWS).
+    #[arg(long, value_name = "AMOUNT", conflicts_with = "no_budget")]
+    monthly_budget: Option<f64>,
+    /// Remove the monthly budget.
+    #[arg(long)]
+    no_budget: bool,
+    /// Tag the default AWS provider's resources for the bill per environment.
+    #[arg(long, value_name = "true|false")]
+    tag_resources: Option<bool>,
     /// Replace the watched path globs; repeat for several.
     #[arg(
         long = "watch-path",
@@ -243,6 +269,10 @@ struct EnvironmentPatch<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     auto_remediate_drift: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    monthly_budget: Option<Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag_resources: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     watch_paths: Option<&'a [String]>,
 }
 
@@ -259,6 +289,12 @@ impl EnvironmentChanges {
             pull_request_plans: self.pull_request_plans,
             continuous_deployment: self.continuous_deployment,
             auto_remediate_drift: self.auto_remediate_drift,
+            monthly_budget: if self.no_budget {
+                Some(None)
+            } else {
+                self.monthly_budget.map(Some)
+            },
+            tag_resources: self.tag_resources,
             watch_paths: (self.no_watch_paths || !self.watch_paths.is_empty())
                 .then_some(self.watch_paths.as_slice()),
         }
@@ -319,6 +355,15 @@ pub async fn run(api: &ApiClient, format: Format, command: Command) -> anyhow::R
             let environment = api.post(&path, &end.body()).await?;
             output::print_one::<Environment>(format, environment)?;
         }
+        Command::Costs { id, month } => {
+            let path = ["v1", "environments", id.as_str(), "costs"];
+            let query: Vec<(&str, &str)> = month.iter().map(|m| ("month", m.as_str())).collect();
+            let costs = api.get_query(&path, &query).await?;
+            match format {
+                Format::Json => output::print_json(&costs),
+                Format::Table => println!("{}", costs_text(&from_json(costs)?)),
+            }
+        }
         Command::Delete { id, force } => {
             let query: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
             api.delete_query(&["v1", "environments", &id], query)
@@ -362,6 +407,40 @@ impl Render for Environment {
             self.drift_status.as_str().to_string(),
         ]
     }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> anyhow::Result<T> {
+    Ok(serde_json::from_value(value)?)
+}
+
+/// The estimate, the month's spend and the budget, a line each.
+fn costs_text(costs: &EnvironmentCosts) -> String {
+    let estimate = costs.estimate.as_ref().map_or_else(
+        || "no successful apply priced yet".to_string(),
+        |e| {
+            format!(
+                "{} {:.2} a month ({} unpriced)",
+                e.currency, e.monthly, e.unpriced
+            )
+        },
+    );
+    let actual = costs.actual.as_ref().map_or_else(
+        || "no bill read yet".to_string(),
+        |a| format!("{} {:.2} over {} day(s)", a.currency, a.total, a.days.len()),
+    );
+    let budget = costs.budget.as_ref().map_or_else(
+        || "none".to_string(),
+        |b| {
+            format!(
+                "{:.2} a month, {:.1}% used",
+                b.monthly_budget, b.used_percent
+            )
+        },
+    );
+    format!(
+        "Estimate: {estimate}\nSpend in {}: {actual}\nBudget: {budget}",
+        costs.month
+    )
 }
 
 /// `deploy 0 8 * * 1-5 Europe/Berlin; destroy ...`, or `-`.

@@ -345,6 +345,14 @@ pub struct Job {
     pub path: String,
     pub iac_version: String,
     pub variables: Vec<JobVariable>,
+    /// The tags the bill is grouped by (`envplane:organization`, `envplane:environment`):
+    /// Terraform gets them as `var.envplane_tags`.
+    #[serde(default)]
+    pub cost_tags: std::collections::BTreeMap<String, String>,
+    /// Add `cost_tags` to the default AWS provider's `default_tags` (the environment's
+    /// `tag_resources`).
+    #[serde(default)]
+    pub tag_resources: bool,
 }
 
 /// What a sandbox gets, once, for its launch credential: the job, and the credentials

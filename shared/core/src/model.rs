@@ -141,6 +141,11 @@ pub struct Environment {
     /// `budget.threshold` is told when the bill reaches 80% and 100% of it.
     #[serde(default)]
     pub monthly_budget: Option<f64>,
+    /// Tag every resource of the template's default AWS provider with
+    /// `envplane:organization` and `envplane:environment` (its `default_tags`, which
+    /// this replaces), so the bill can be read per environment.
+    #[serde(default)]
+    pub tag_resources: bool,
     /// Plan every pull request of the template's repository that touches the template's
     /// directory or `watch_paths`, and report on the pull request. Pull request code
     /// runs with the environment's variables: changing it needs the admin role.
@@ -504,6 +509,8 @@ pub struct CreateEnvironment {
     #[serde(default)]
     #[schema(schema_with = rules::optional_budget)]
     pub monthly_budget: Option<f64>,
+    #[serde(default)]
+    pub tag_resources: bool,
     /// Setting it needs the admin role.
     #[serde(default)]
     pub pull_request_plans: bool,
@@ -545,6 +552,7 @@ pub struct UpdateEnvironment {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(schema_with = rules::optional_budget)]
     pub monthly_budget: Option<Option<f64>>,
+    pub tag_resources: Option<bool>,
     /// Changing it needs the admin role.
     pub pull_request_plans: Option<bool>,
     /// Changing it needs the admin role.

@@ -56,7 +56,7 @@ impl SpendMonth {
 }
 
 /// One day of an environment's bill.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SpendDay {
     pub day: NaiveDate,
     /// Unrounded, in `currency`.
@@ -64,7 +64,7 @@ pub struct SpendDay {
 }
 
 /// An environment's actual spend in a month.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ActualSpend {
     #[schema(example = "USD")]
     pub currency: String,
@@ -74,7 +74,7 @@ pub struct ActualSpend {
 }
 
 /// The environment's budget in a month.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BudgetUse {
     pub monthly_budget: f64,
     /// How much of it the month's spend used, in percent (rounded to one decimal).
@@ -84,7 +84,7 @@ pub struct BudgetUse {
 }
 
 /// `GET /v1/environments/{id}/costs`: what the plans estimate, what the bill says.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EnvironmentCosts {
     pub environment_id: String,
     /// What its last successful apply's plan priced a month.

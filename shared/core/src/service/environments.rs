@@ -120,6 +120,7 @@ impl Platform {
                 .monthly_budget
                 .map(validate::monthly_budget)
                 .transpose()?,
+            tag_resources: input.tag_resources,
             pull_request_plans: input.pull_request_plans,
             continuous_deployment: input.continuous_deployment,
             watch_paths,
@@ -216,6 +217,9 @@ impl Platform {
         }
         if let Some(enabled) = input.auto_remediate_drift {
             environment.auto_remediate_drift = enabled;
+        }
+        if let Some(enabled) = input.tag_resources {
+            environment.tag_resources = enabled;
         }
         if let Some(budget) = input.monthly_budget {
             environment.monthly_budget = budget.map(validate::monthly_budget).transpose()?;

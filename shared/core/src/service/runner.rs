@@ -11,7 +11,7 @@ use crate::deployment::{
     PhaseResult, PlanView, Session, Step, StepReport, StepStatus,
 };
 use crate::model::{Environment, Template};
-use crate::ports::{Kind, StoreError, WriteOp};
+use crate::ports::{Kind, StoreError, WriteOp, ENVIRONMENT_TAG, ORGANIZATION_TAG};
 use crate::{Error, Result};
 
 use super::credentials::{launch_token_id, minted_token_id, RunnerTokenRecord, TokenScope};
@@ -170,6 +170,12 @@ impl Platform {
             path: template.path,
             iac_version: template.iac_version,
             variables,
+            cost_tags: [
+                (ORGANIZATION_TAG.to_string(), runner.org_id.clone()),
+                (ENVIRONMENT_TAG.to_string(), environment.id.clone()),
+            ]
+            .into(),
+            tag_resources: environment.tag_resources,
         })
     }
 
