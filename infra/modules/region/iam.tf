@@ -17,7 +17,9 @@
 #                   iam:PassRole of the two task roles to ECS tasks
 #   task-events     + SQS SendMessage (the environment's next deployment), and to its
 #                   failure queue (asynchronous invocation destination)
-#   reaper          + SQS SendMessage; ReceiveMessage/DeleteMessage on the dead-letter queue
+#   reaper          + SQS SendMessage; ReceiveMessage/DeleteMessage on the dead-letter queue;
+#                   ce:GetCostAndUsage (the daily spend job; Cost Explorer has no
+#                   resource-level permissions)
 #   webhook         + SQS SendMessage; KMS GenerateDataKey/Decrypt for the key ring (the
 #                   GitHub connection's secrets, encryption context as the api's)
 #   reporter        + SQS receive/delete on the reports queue (event source mapping); KMS
@@ -319,6 +321,12 @@ data "aws_iam_policy_document" "reaper" {
     sid       = "DrainDeadLetters"
     actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage"]
     resources = [aws_sqs_queue.dead_letters.arn]
+  }
+
+  statement {
+    sid       = "ReadTheBill"
+    actions   = ["ce:GetCostAndUsage"]
+    resources = ["*"]
   }
 }
 
