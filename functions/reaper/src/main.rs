@@ -1,5 +1,6 @@
 //! λ reaper: on an EventBridge schedule, messages the deployments queue moved to its
-//! dead-letter queue fail their deployment. This file only reads configuration and wires.
+//! dead-letter queue fail their deployment; then the watchdog, the scheduled jobs and
+//! the daily spend job run. This file only reads configuration and wires.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use envplane_aws::reaper::handle_schedule;
@@ -8,7 +9,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     envplane_aws::config::init_lambda_tracing()?;
-    let aws = envplane_aws::config::platform_from_env(envplane_aws::config::concluding_platform)?;
+    let aws = envplane_aws::config::platform_from_env(envplane_aws::config::reaper_platform)?;
     let dead_letters = envplane_aws::config::dead_letters_from_env(&aws.sdk)?;
     let (platform, dead_letters) = (&aws.platform, &dead_letters);
     lambda_runtime::run(service_fn(

@@ -17,6 +17,7 @@ use envplane_github::GitHubApi;
 use envplane_webhooks::HttpSender;
 use tracing_subscriber::filter::{ParseError, Targets};
 
+use crate::cost_explorer::CostExplorerSpend;
 use crate::dynamodb::DynamoDbStore;
 use crate::ecs::{EcsLauncher, EcsSettings};
 use crate::kms::KmsKeyRing;
@@ -334,6 +335,34 @@ pub fn concluding_platform_with_clock(
         launcher,
         clock,
         Outside::none(),
+    )
+}
+
+/// The reaper's adapters: those of [`concluding_platform`], and the bill (Cost
+/// Explorer) for the daily spend job.
+pub fn reaper_platform(settings: &AwsSettings, sdk: &SdkConfig) -> AwsPlatform {
+    reaper_platform_with_clock(settings, sdk, Arc::new(SystemClock))
+}
+
+/// [`reaper_platform`] on another clock: which days the spend job reads depends on it.
+pub fn reaper_platform_with_clock(
+    settings: &AwsSettings,
+    sdk: &SdkConfig,
+    clock: Arc<dyn Clock>,
+) -> AwsPlatform {
+    let unwired = Arc::new(Unwired);
+    let common = Common::new(settings, sdk);
+    let launcher = Arc::new(StopThroughQueue::new(common.queue.clone()));
+    common.assemble(
+        settings,
+        unwired.clone(),
+        unwired.clone(),
+        launcher,
+        clock,
+        Outside {
+            spend: Arc::new(CostExplorerSpend::from_sdk(sdk)),
+            ..Outside::none()
+        },
     )
 }
 

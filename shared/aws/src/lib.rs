@@ -2,6 +2,7 @@
 //! service that carries it in production.
 
 pub mod config;
+pub mod cost_explorer;
 pub mod deployer;
 pub mod dynamodb;
 pub mod ecs;

@@ -110,6 +110,12 @@ pub async fn handle_schedule(
         Ok(round) => tracing::info!(?round, "scheduler round done"),
         Err(error) => tracing::error!(%error, "the scheduler failed"),
     }
+    // The bill, read by the day's first run only.
+    match platform.run_spend_job().await {
+        Ok(round) if round.ran => tracing::info!(?round, "the daily spend job ran"),
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "the daily spend job failed"),
+    }
     Ok(reaped)
 }
 
