@@ -14,7 +14,8 @@ use aws_sdk_ecs::error::DisplayErrorContext;
 use aws_sdk_ecs::types::{ContainerOverride, DesiredStatus, Task};
 use envplane_aws::config::AwsPlatform;
 use envplane_aws::ecs::RUNNER_TOKEN_VARIABLE;
-use envplane_aws::emulator::{deliver_batch, task_state_change, Stack};
+use envplane_aws::emulator::{deliver_batch, sqs_event, task_state_change, Stack};
+use envplane_aws::reports::handle_reports;
 use envplane_aws::task_events::handle_task_state_change;
 use envplane_core::secrecy::ExposeSecret;
 use envplane_core::Platform;
@@ -388,6 +389,29 @@ async fn try_tasks(
 }
 
 impl AwsApp {
+    /// Plays λ reporter once, as the SQS event source mapping runs it: what the reports
+    /// queue holds (after waiting up to a second) goes to `reporter`'s handler, which
+    /// must take every record.
+    pub async fn run_reporter_once(&self, reporter: &Platform) -> Result<(), String> {
+        let reports_queue = self.stack.settings.reports_queue_url.clone();
+        let messages = self
+            .sqs
+            .receive_message()
+            .queue_url(reports_queue.expect("a stack with a reports queue"))
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .messages
+            .unwrap_or_default();
+        if !messages.is_empty() {
+            let failed = handle_reports(reporter, sqs_event(&messages)).await;
+            assert!(failed.batch_item_failures.is_empty());
+        }
+        Ok(())
+    }
+
     /// A project, a template on `repository` (served at an `https://` URL) and an
     /// environment; returns their ids.
     pub async fn environment_on(

@@ -12,7 +12,9 @@ use envplane_core::deployment::{Deployment, PhaseReport, PhaseResult, PlanSummar
 use envplane_core::model::Environment;
 use envplane_core::ports::Store;
 use envplane_core::secrecy::ExposeSecret;
-use envplane_core::service::{DispatchOutcome, Ports, Runner, Settings, TokenScope, Watchdog};
+use envplane_core::service::{
+    DispatchOutcome, PageRequest, Ports, Runner, Settings, TokenScope, Watchdog,
+};
 use envplane_core::Platform;
 use envplane_local::{FileArtifacts, FileKeyRing, SqliteStore};
 use envplane_testkit::faults::{
@@ -180,6 +182,22 @@ impl Kit {
             .await
             .unwrap()
             .id
+    }
+
+    /// The environment's deployments, newest first.
+    pub async fn deployments_of(&self, environment_id: &str) -> Vec<Deployment> {
+        self.platform
+            .list_deployments(&self.caller, environment_id, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    pub async fn environment_now(&self, id: &str) -> Environment {
+        self.platform
+            .get_environment(&self.caller, id)
+            .await
+            .unwrap()
     }
 
     pub async fn deployment(&self, id: &str) -> Deployment {

@@ -112,25 +112,26 @@ pub async fn spawn_app_with_github(github_api_url: &str) -> TestApp {
 
 /// An app whose configuration `configure` changes.
 pub async fn spawn_app_configured(configure: Configure) -> TestApp {
-    let data_dir = tempfile::tempdir().expect("temporary data directory");
-    let (address, server, admin_key) =
-        serve(data_dir.path(), &Quotas::default(), None, Some(&configure)).await;
-    TestApp {
-        address,
-        admin_key: admin_key.expect("a fresh data directory bootstraps"),
-        data_dir,
-        client: reqwest::Client::new(),
-        server,
-        quotas: Quotas::default(),
-        github_api_url: None,
-        configure: Some(configure),
-    }
+    spawn_with(Quotas::default(), None, Some(configure)).await
 }
 
 async fn spawn(quotas: Quotas, github_api_url: Option<String>) -> TestApp {
+    spawn_with(quotas, github_api_url, None).await
+}
+
+async fn spawn_with(
+    quotas: Quotas,
+    github_api_url: Option<String>,
+    configure: Option<Configure>,
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary data directory");
-    let (address, server, admin_key) =
-        serve(data_dir.path(), &quotas, github_api_url.as_deref(), None).await;
+    let (address, server, admin_key) = serve(
+        data_dir.path(),
+        &quotas,
+        github_api_url.as_deref(),
+        configure.as_ref(),
+    )
+    .await;
     TestApp {
         address,
         admin_key: admin_key.expect("a fresh data directory bootstraps"),
@@ -139,7 +140,7 @@ async fn spawn(quotas: Quotas, github_api_url: Option<String>) -> TestApp {
         server,
         quotas,
         github_api_url,
-        configure: None,
+        configure,
     }
 }
 

@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{Datelike, Days, NaiveDate};
 use envplane_aws::cost_explorer::CostExplorerSpend;
-use envplane_aws::emulator::{sdk_config, sqs_event};
-use envplane_aws::reports::handle_reports;
+use envplane_aws::emulator::sdk_config;
 use envplane_core::ports::{DaySpend, SpendSource, ENVIRONMENT_TAG, ORGANIZATION_TAG};
 use envplane_e2e::aws::{spawn_app_on_aws_with_github, Harness};
 use envplane_e2e::{eventually, git_repository, notification_target, GREETING_CONFIG};
@@ -145,23 +144,8 @@ async fn the_reapers_spend_job_lands_the_bill_on_its_environments_and_trips_a_bu
     // λ reporter delivers the budget threshold from the reports queue.
     let settings = &aws.stack.settings;
     let reporter = envplane_aws::config::platform(settings, &aws.stack.sdk);
-    let reports_queue = settings.reports_queue_url.clone().unwrap();
     eventually("the budget threshold delivered", || async {
-        let messages = aws
-            .sqs
-            .receive_message()
-            .queue_url(&reports_queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .messages
-            .unwrap_or_default();
-        if !messages.is_empty() {
-            let failed = handle_reports(&reporter.platform, sqs_event(&messages)).await;
-            assert!(failed.batch_item_failures.is_empty());
-        }
+        aws.run_reporter_once(&reporter.platform).await?;
         let calls = received.lock().unwrap().len();
         (calls >= 1)
             .then_some(())

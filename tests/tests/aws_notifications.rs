@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use envplane_aws::emulator::sqs_event;
-use envplane_aws::reports::handle_reports;
 use envplane_core::github::signature_matches;
 use envplane_e2e::aws::{spawn_app_on_aws_with_github, Harness};
 use envplane_e2e::{eventually, git_repository, notification_target, GREETING_CONFIG};
@@ -38,23 +36,8 @@ async fn a_notification_goes_through_the_reports_queue_and_its_retry_comes_back_
     // λ reporter, as the SQS event source mapping runs it.
     let settings = &aws.stack.settings;
     let reporter = envplane_aws::config::platform(settings, &aws.stack.sdk);
-    let reports_queue = settings.reports_queue_url.clone().unwrap();
     eventually("the notification, on its second try", || async {
-        let messages = aws
-            .sqs
-            .receive_message()
-            .queue_url(&reports_queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .messages
-            .unwrap_or_default();
-        if !messages.is_empty() {
-            let failed = handle_reports(&reporter.platform, sqs_event(&messages)).await;
-            assert!(failed.batch_item_failures.is_empty());
-        }
+        aws.run_reporter_once(&reporter.platform).await?;
         let calls = received.lock().unwrap().len();
         (calls >= 2)
             .then_some(())

@@ -14,7 +14,7 @@ use envplane_core::drift::DriftStatus;
 use envplane_core::model::Environment;
 use envplane_core::ports::Clock;
 use envplane_core::schedule::ScheduledJob;
-use envplane_core::service::{PageRequest, SchedulerRound};
+use envplane_core::service::SchedulerRound;
 use envplane_e2e::kit::{from, Kit};
 use serde_json::{json, Value};
 
@@ -74,24 +74,12 @@ fn told(kit: &Kit) -> Vec<String> {
         .collect()
 }
 
-async fn deployments_of(kit: &Kit, environment_id: &str) -> Vec<Deployment> {
-    kit.platform
-        .list_deployments(&kit.caller, environment_id, &PageRequest::default())
-        .await
-        .unwrap()
-        .items
-}
-
-async fn environment_now(kit: &Kit, id: &str) -> Environment {
-    kit.platform.get_environment(&kit.caller, id).await.unwrap()
-}
-
 /// Moves the clock a day on, runs the scheduler and answers the check it queued.
 async fn next_check(kit: &Kit, environment_id: &str) -> Deployment {
     kit.clock.advance(Duration::days(1));
     let round = kit.platform.run_scheduler().await.unwrap();
     assert_eq!(round.queued, 1, "{round:?}");
-    let check = deployments_of(kit, environment_id).await.remove(0);
+    let check = kit.deployments_of(environment_id).await.remove(0);
     assert_eq!(check.action, Action::Plan);
     assert!(check.is_drift_check(), "{:?}", check.trigger);
     check
@@ -122,7 +110,7 @@ async fn a_check_that_finds_drift_marks_the_environment_and_tells_on_a_change_on
     let check = next_check(&kit, &environment.id).await;
     check_finds(&kit, &check, changes(), drifted_plan()).await;
 
-    let drifted = environment_now(&kit, &environment.id).await;
+    let drifted = kit.environment_now(&environment.id).await;
     assert_eq!(drifted.drift_status, DriftStatus::Drifted);
     let found = drifted.drift_check.expect("the check is recorded");
     assert_eq!(found.deployment_id, check.id);
@@ -135,7 +123,7 @@ async fn a_check_that_finds_drift_marks_the_environment_and_tells_on_a_change_on
     assert_eq!(listed, [("testcloud_instance.web", true)]);
     assert_eq!(told(&kit), ["drift.detected"]);
     assert_eq!(
-        deployments_of(&kit, &environment.id).await.len(),
+        kit.deployments_of(&environment.id).await.len(),
         1,
         "a check never applies without auto-remediation"
     );
@@ -143,14 +131,14 @@ async fn a_check_that_finds_drift_marks_the_environment_and_tells_on_a_change_on
     // Still drifted the next day: recorded, not told again.
     let again = next_check(&kit, &environment.id).await;
     check_finds(&kit, &again, changes(), drifted_plan()).await;
-    let still = environment_now(&kit, &environment.id).await;
+    let still = kit.environment_now(&environment.id).await;
     assert_eq!(still.drift_check.unwrap().deployment_id, again.id);
     assert_eq!(told(&kit), Vec::<String>::new());
 
     // Someone set it back by hand: in sync, and told.
     let third = next_check(&kit, &environment.id).await;
     check_finds(&kit, &third, PlanSummary::default(), json!({})).await;
-    let resolved = environment_now(&kit, &environment.id).await;
+    let resolved = kit.environment_now(&environment.id).await;
     assert_eq!(resolved.drift_status, DriftStatus::InSync);
     assert!(resolved.drift_check.unwrap().resources.is_empty());
     assert_eq!(told(&kit), ["drift.resolved"]);
@@ -163,7 +151,7 @@ async fn an_environment_in_sync_stays_quiet() {
         let check = next_check(&kit, &environment.id).await;
         check_finds(&kit, &check, PlanSummary::default(), json!({})).await;
     }
-    let checked = environment_now(&kit, &environment.id).await;
+    let checked = kit.environment_now(&environment.id).await;
     assert_eq!(checked.drift_status, DriftStatus::InSync);
     assert_eq!(told(&kit), Vec::<String>::new());
 }
@@ -175,7 +163,7 @@ async fn a_failed_check_is_an_error_and_is_told() {
     kit.deliver().await;
     let runner = kit.start_runner(&check.id).await;
     kit.finish(&runner, PhaseResult::Failed).await;
-    let failed = environment_now(&kit, &environment.id).await;
+    let failed = kit.environment_now(&environment.id).await;
     assert_eq!(failed.drift_status, DriftStatus::Error);
     assert_eq!(told(&kit), ["drift.check_failed"]);
 }
@@ -187,7 +175,7 @@ async fn auto_remediation_applies_once_and_the_calendar_waits_for_it() {
     check_finds(&kit, &check, changes(), drifted_plan()).await;
     assert_eq!(told(&kit), ["drift.detected"]);
 
-    let deployments = deployments_of(&kit, &environment.id).await;
+    let deployments = kit.deployments_of(&environment.id).await;
     assert_eq!(deployments.len(), 2, "the check and one remediation");
     let remediation = &deployments[0];
     assert_eq!(remediation.action, Action::Apply);
@@ -219,11 +207,11 @@ async fn auto_remediation_applies_once_and_the_calendar_waits_for_it() {
     let runner = kit.start_runner(&remediation.id).await;
     let applied = kit.finish(&runner, PhaseResult::Succeeded).await;
     assert_eq!(applied.status, DeploymentStatus::Succeeded);
-    let healed = environment_now(&kit, &environment.id).await;
+    let healed = kit.environment_now(&environment.id).await;
     assert_eq!(healed.drift_status, DriftStatus::InSync);
     assert_eq!(healed.drift_check.unwrap().deployment_id, remediation.id);
     assert_eq!(told(&kit), ["drift.resolved"]);
-    assert_eq!(deployments_of(&kit, &environment.id).await.len(), 2);
+    assert_eq!(kit.deployments_of(&environment.id).await.len(), 2);
 }
 
 #[tokio::test]
@@ -234,14 +222,14 @@ async fn a_remediation_waits_for_approval_when_the_environment_requires_it() {
     .await;
     let check = next_check(&kit, &environment.id).await;
     check_finds(&kit, &check, changes(), drifted_plan()).await;
-    let remediation = deployments_of(&kit, &environment.id).await.remove(0);
+    let remediation = kit.deployments_of(&environment.id).await.remove(0);
     assert!(remediation.is_drift_remediation());
     kit.deliver().await;
     let runner = kit.start_runner(&remediation.id).await;
     let planned = kit.finish(&runner, PhaseResult::PlanReady).await;
     assert_eq!(planned.status, DeploymentStatus::WaitingForApproval);
     assert_eq!(
-        environment_now(&kit, &environment.id).await.drift_status,
+        kit.environment_now(&environment.id).await.drift_status,
         DriftStatus::Drifted
     );
 }

@@ -5,11 +5,11 @@
 //! passive region or after its environment changed.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use envplane_core::deployment::{Action, Deployment, DeploymentStatus, PhaseResult, Trigger};
-use envplane_core::model::Environment;
+use envplane_core::deployment::{Action, DeploymentStatus, PhaseResult, Trigger};
 use envplane_core::ports::Clock;
 use envplane_core::schedule::ScheduledJob;
 use envplane_core::service::{PageRequest, SchedulerRound, Settings};
+use envplane_e2e::eventually;
 use envplane_e2e::kit::{from, Backend, Kit};
 use serde_json::json;
 
@@ -20,18 +20,6 @@ fn monday_morning_in_berlin() -> DateTime<Utc> {
 
 fn weekday_mornings() -> serde_json::Value {
     json!({"schedules": {"deploy": {"cron": "0 8 * * 1-5", "time_zone": "Europe/Berlin"}}})
-}
-
-async fn deployments_of(kit: &Kit, environment_id: &str) -> Vec<Deployment> {
-    kit.platform
-        .list_deployments(&kit.caller, environment_id, &PageRequest::default())
-        .await
-        .unwrap()
-        .items
-}
-
-async fn environment_now(kit: &Kit, id: &str) -> Environment {
-    kit.platform.get_environment(&kit.caller, id).await.unwrap()
 }
 
 async fn round(kit: &Kit) -> SchedulerRound {
@@ -65,7 +53,7 @@ async fn a_time_to_live_queues_one_destroy_when_it_ends() {
     kit.clock.advance(Duration::seconds(1));
     assert_eq!(round(&kit).await, queued(1));
 
-    let deployments = deployments_of(&kit, &created.id).await;
+    let deployments = kit.deployments_of(&created.id).await;
     let [destroy] = &deployments[..] else {
         panic!("one destroy: {deployments:?}")
     };
@@ -78,13 +66,13 @@ async fn a_time_to_live_queues_one_destroy_when_it_ends() {
             due_at: expires_at
         })
     );
-    let ended = environment_now(&kit, &created.id).await;
+    let ended = kit.environment_now(&created.id).await;
     assert_eq!((ended.ttl, ended.expires_at), (None, None));
     assert_eq!(kit.queue.take().len(), 1, "the destroy was announced");
 
     kit.clock.advance(Duration::days(30));
     assert_eq!(round(&kit).await, SchedulerRound::default(), "once");
-    assert_eq!(deployments_of(&kit, &created.id).await.len(), 1);
+    assert_eq!(kit.deployments_of(&created.id).await.len(), 1);
     let audit = kit
         .platform
         .list_audit_events(&kit.caller, &PageRequest::default())
@@ -111,7 +99,7 @@ async fn two_schedulers_at_the_same_moment_run_a_job_once() {
     let (first, second) = tokio::join!(round(&kit), round(&kit));
     assert_eq!(first.queued + second.queued, 5, "{first:?} {second:?}");
     for environment in environments {
-        assert_eq!(deployments_of(&kit, &environment.id).await.len(), 1);
+        assert_eq!(kit.deployments_of(&environment.id).await.len(), 1);
     }
 }
 
@@ -168,7 +156,7 @@ async fn a_calendar_fires_once_per_slot_and_once_for_a_stretch_it_missed() {
     kit.clock.set(next + Duration::seconds(20));
     assert_eq!(round(&kit).await, queued(1));
     assert_eq!(round(&kit).await, SchedulerRound::default(), "one per slot");
-    let first = deployments_of(&kit, &created.id).await.remove(0);
+    let first = kit.deployments_of(&created.id).await.remove(0);
     assert_eq!(first.action, Action::Apply);
     run_to_success(&kit, &first.id).await;
 
@@ -176,8 +164,9 @@ async fn a_calendar_fires_once_per_slot_and_once_for_a_stretch_it_missed() {
     // Thursday's runs were missed; one runs now, the next is Friday's.
     kit.clock.set(next + Duration::days(3) + Duration::hours(4));
     assert_eq!(round(&kit).await, queued(1));
-    assert_eq!(deployments_of(&kit, &created.id).await.len(), 2);
-    let schedule = environment_now(&kit, &created.id)
+    assert_eq!(kit.deployments_of(&created.id).await.len(), 2);
+    let schedule = kit
+        .environment_now(&created.id)
         .await
         .schedules
         .deploy
@@ -192,7 +181,7 @@ async fn a_calendar_queues_nothing_while_its_last_deployment_has_not_ended() {
     let created = kit.environment_with("staging", weekday_mornings()).await;
     kit.clock.advance(Duration::hours(1));
     assert_eq!(round(&kit).await, queued(1));
-    let waiting = deployments_of(&kit, &created.id).await.remove(0);
+    let waiting = kit.deployments_of(&created.id).await.remove(0);
 
     kit.clock.advance(Duration::days(1));
     let skipped = round(&kit).await;
@@ -203,7 +192,7 @@ async fn a_calendar_queues_nothing_while_its_last_deployment_has_not_ended() {
             ..SchedulerRound::default()
         }
     );
-    assert_eq!(deployments_of(&kit, &created.id).await.len(), 1);
+    assert_eq!(kit.deployments_of(&created.id).await.len(), 1);
 
     run_to_success(&kit, &waiting.id).await;
     kit.clock.advance(Duration::days(1));
@@ -240,7 +229,7 @@ async fn a_changed_or_deleted_environment_runs_what_it_has_now() {
     kit.clock
         .set(Utc.with_ymd_and_hms(2026, 12, 7, 19, 0, 0).unwrap());
     assert_eq!(round(&kit).await, queued(1));
-    let destroy = deployments_of(&kit, &calendar.id).await.remove(0);
+    let destroy = kit.deployments_of(&calendar.id).await.remove(0);
     assert_eq!(destroy.action, Action::Destroy);
     assert_eq!(destroy.requested_by, "scheduler:destroy");
 }
@@ -257,7 +246,7 @@ async fn a_run_the_lagging_index_still_lists_after_a_change_queues_nothing() {
     kit.clock.advance(Duration::minutes(31));
     let round = round(&kit).await;
     assert_eq!(round.queued, 0, "{round:?}");
-    assert!(deployments_of(&kit, &created.id).await.is_empty());
+    assert!(kit.deployments_of(&created.id).await.is_empty());
 }
 
 #[tokio::test]
@@ -272,7 +261,7 @@ async fn a_passive_region_runs_nothing() {
     let round = round(&kit).await;
     assert!(round.passive);
     assert_eq!(round.queued, 0);
-    assert!(deployments_of(&kit, &created.id).await.is_empty());
+    assert!(kit.deployments_of(&created.id).await.is_empty());
 }
 
 #[tokio::test]
@@ -309,6 +298,14 @@ async fn a_time_to_live_ends_once_on_dynamodb() {
     kit.clock.advance(Duration::minutes(30));
     let (first, second) = tokio::join!(round(&kit), round(&kit));
     assert_eq!(first.queued + second.queued, 1, "{first:?} {second:?}");
-    assert_eq!(deployments_of(&kit, &created.id).await.len(), 1);
+    // The listing is DynamoDB's index, read eventually consistently.
+    let listed = eventually("the destroy listed", || async {
+        let listed = kit.deployments_of(&created.id).await;
+        (!listed.is_empty())
+            .then_some(listed)
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert_eq!(listed.len(), 1);
     assert_eq!(round(&kit).await, SchedulerRound::default());
 }

@@ -325,17 +325,7 @@ pub fn concluding_platform_with_clock(
     sdk: &SdkConfig,
     clock: Arc<dyn Clock>,
 ) -> AwsPlatform {
-    let unwired = Arc::new(Unwired);
-    let common = Common::new(settings, sdk);
-    let launcher = Arc::new(StopThroughQueue::new(common.queue.clone()));
-    common.assemble(
-        settings,
-        unwired.clone(),
-        unwired.clone(),
-        launcher,
-        clock,
-        Outside::none(),
-    )
+    stopping_through_queue(settings, sdk, clock, Outside::none())
 }
 
 /// The reaper's adapters: those of [`concluding_platform`], and the bill (Cost
@@ -350,6 +340,21 @@ pub fn reaper_platform_with_clock(
     sdk: &SdkConfig,
     clock: Arc<dyn Clock>,
 ) -> AwsPlatform {
+    let outside = Outside {
+        spend: Arc::new(CostExplorerSpend::from_sdk(sdk)),
+        ..Outside::none()
+    };
+    stopping_through_queue(settings, sdk, clock, outside)
+}
+
+/// Adapters that conclude deployments and ask the deployer, through the queue, to stop
+/// a sandbox.
+fn stopping_through_queue(
+    settings: &AwsSettings,
+    sdk: &SdkConfig,
+    clock: Arc<dyn Clock>,
+    outside: Outside,
+) -> AwsPlatform {
     let unwired = Arc::new(Unwired);
     let common = Common::new(settings, sdk);
     let launcher = Arc::new(StopThroughQueue::new(common.queue.clone()));
@@ -359,10 +364,7 @@ pub fn reaper_platform_with_clock(
         unwired.clone(),
         launcher,
         clock,
-        Outside {
-            spend: Arc::new(CostExplorerSpend::from_sdk(sdk)),
-            ..Outside::none()
-        },
+        outside,
     )
 }
 
