@@ -93,6 +93,21 @@ async fn check_finds(kit: &Kit, check: &Deployment, summary: PlanSummary, plan: 
     assert_eq!(done.status, DeploymentStatus::Succeeded);
 }
 
+/// Runs a person's `action` of the environment to success.
+async fn run(kit: &Kit, environment_id: &str, action: &str) {
+    let body = json!({ "action": action });
+    let deployment = kit
+        .platform
+        .create_deployment(&kit.caller, environment_id, from(body))
+        .await
+        .unwrap();
+    kit.deliver().await;
+    let runner = kit.start_runner(&deployment.id).await;
+    let done = kit.finish(&runner, PhaseResult::Succeeded).await;
+    assert_eq!(done.status, DeploymentStatus::Succeeded);
+}
+
+/// A deployed environment with a daily drift check at 06:00 UTC, an hour from now.
 async fn drifted_kit(extra: Value) -> (Kit, Environment) {
     let kit = Kit::new(4).await;
     kit.clock.set(monday_dawn());
@@ -101,6 +116,8 @@ async fn drifted_kit(extra: Value) -> (Kit, Environment) {
     assert_eq!(environment.drift_status, DriftStatus::Unknown);
     let due = environment.schedules.drift.as_ref().unwrap().next_run_at;
     assert_eq!(due, monday_dawn() + Duration::hours(1));
+    run(&kit, &environment.id, "apply").await;
+    kit.notifier.take();
     (kit, environment)
 }
 
@@ -124,8 +141,8 @@ async fn a_check_that_finds_drift_marks_the_environment_and_tells_on_a_change_on
     assert_eq!(told(&kit), ["drift.detected"]);
     assert_eq!(
         kit.deployments_of(&environment.id).await.len(),
-        1,
-        "a check never applies without auto-remediation"
+        2,
+        "the apply and the check: a check never applies without auto-remediation"
     );
 
     // Still drifted the next day: recorded, not told again.
@@ -176,7 +193,11 @@ async fn auto_remediation_applies_once_and_the_calendar_waits_for_it() {
     assert_eq!(told(&kit), ["drift.detected"]);
 
     let deployments = kit.deployments_of(&environment.id).await;
-    assert_eq!(deployments.len(), 2, "the check and one remediation");
+    assert_eq!(
+        deployments.len(),
+        3,
+        "the apply, the check and one remediation"
+    );
     let remediation = &deployments[0];
     assert_eq!(remediation.action, Action::Apply);
     assert!(remediation.is_drift_remediation());
@@ -211,7 +232,7 @@ async fn auto_remediation_applies_once_and_the_calendar_waits_for_it() {
     assert_eq!(healed.drift_status, DriftStatus::InSync);
     assert_eq!(healed.drift_check.unwrap().deployment_id, remediation.id);
     assert_eq!(told(&kit), ["drift.resolved"]);
-    assert_eq!(kit.deployments_of(&environment.id).await.len(), 2);
+    assert_eq!(kit.deployments_of(&environment.id).await.len(), 3);
 }
 
 #[tokio::test]
@@ -232,6 +253,26 @@ async fn a_remediation_waits_for_approval_when_the_environment_requires_it() {
         kit.environment_now(&environment.id).await.drift_status,
         DriftStatus::Drifted
     );
+}
+
+#[tokio::test]
+async fn an_environment_that_is_not_deployed_is_not_checked() {
+    let (kit, environment) = drifted_kit(json!({"auto_remediate_drift": true})).await;
+    run(&kit, &environment.id, "destroy").await;
+    kit.clock.advance(Duration::days(1));
+    let round = kit.platform.run_scheduler().await.unwrap();
+    assert_eq!(
+        round,
+        SchedulerRound {
+            skipped: 1,
+            ..SchedulerRound::default()
+        },
+        "a destroyed environment would be all missing, and remediated back up"
+    );
+    assert_eq!(kit.deployments_of(&environment.id).await.len(), 2);
+    run(&kit, &environment.id, "apply").await;
+    let check = next_check(&kit, &environment.id).await;
+    assert!(check.is_drift_check());
 }
 
 #[tokio::test]

@@ -98,6 +98,16 @@ pub fn status_after(deployment: &Deployment, current: DriftStatus) -> Option<Dri
     }
 }
 
+/// Whether the environment is deployed after `ended`: a successful apply deploys it, a
+/// successful destroy takes it down; `None`: unchanged.
+pub fn deployed_after(ended: &Deployment) -> Option<bool> {
+    match (ended.status, ended.action) {
+        (DeploymentStatus::Succeeded, Action::Apply) => Some(true),
+        (DeploymentStatus::Succeeded, Action::Destroy) => Some(false),
+        _ => None,
+    }
+}
+
 /// What a target is told when the drift status changes; quiet when nothing changed
 /// or the first check finds the environment in sync.
 pub fn status_change_event(before: DriftStatus, after: DriftStatus) -> Option<NotificationEvent> {

@@ -137,6 +137,10 @@ pub struct Environment {
     /// them (`None` before one, and after a destroy).
     #[serde(default)]
     pub cost_estimate: Option<CurrentCost>,
+    /// Whether its last successful apply or destroy was an apply: what drift checks
+    /// look at (a destroyed environment is not checked).
+    #[serde(default)]
+    pub deployed: bool,
     /// What its resources may cost a month (in the bill's currency, USD on AWS):
     /// `budget.threshold` is told when the bill reaches 80% and 100% of it.
     #[serde(default)]

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::cost::CurrentCost;
 use crate::deployment::{Deployment, DeploymentStatus};
+use crate::drift::deployed_after;
 use crate::model::Environment;
 use crate::ports::{DeploymentMessage, IndexQuery, Kind, ReportRequest, WriteOp};
 use crate::{Error, Result};
@@ -410,6 +411,9 @@ impl Platform {
                     }
                     if let Some(cost) = cost {
                         environment.value.cost_estimate = cost;
+                    }
+                    if let Some(deployed) = deployed_after(&loaded.value) {
+                        environment.value.deployed = deployed;
                     }
                     drift = self
                         .record_drift(

@@ -116,6 +116,7 @@ impl Platform {
             drift_status: DriftStatus::Unknown,
             drift_check: None,
             cost_estimate: None,
+            deployed: false,
             monthly_budget: input
                 .monthly_budget
                 .map(validate::monthly_budget)

@@ -94,7 +94,8 @@ pub struct SchedulerRound {
     /// Jobs that queued a deployment.
     pub queued: usize,
     /// Calendar runs that queued nothing: the deployment the calendar queued last had
-    /// not ended. The next run is counted from now.
+    /// not ended, or a drift check found nothing deployed. The next run is counted from
+    /// now.
     pub skipped: usize,
     /// Listed runs that had moved or gone (the environment changed or was deleted
     /// meanwhile, the listing lagged).
@@ -179,9 +180,14 @@ impl Platform {
             return Ok(JobOutcome::Stale);
         };
         let before = environment.value.next_runs();
-        let deployment = if self
-            .last_run_unfinished(org_id, &environment.value, due.job)
-            .await?
+        // Drift is of deployed infrastructure: a check of an environment that was never
+        // applied, or destroyed since, would find everything missing (and its
+        // remediation would bring back what a destroy calendar took down).
+        let nothing_to_check = due.job == ScheduledJob::Drift && !environment.value.deployed;
+        let deployment = if nothing_to_check
+            || self
+                .last_run_unfinished(org_id, &environment.value, due.job)
+                .await?
         {
             None
         } else {
