@@ -85,6 +85,17 @@ async fn next_check(kit: &Kit, environment_id: &str) -> Deployment {
     check
 }
 
+/// Moves the clock a day on: the drift slot that comes queues nothing, for `why`.
+async fn next_slot_queues_nothing(kit: &Kit, why: &str) {
+    kit.clock.advance(Duration::days(1));
+    let round = kit.platform.run_scheduler().await.unwrap();
+    let skipped = SchedulerRound {
+        skipped: 1,
+        ..SchedulerRound::default()
+    };
+    assert_eq!(round, skipped, "{why}");
+}
+
 /// Plays the check's sandbox: its plan finds `summary` (`plan` its JSON).
 async fn check_finds(kit: &Kit, check: &Deployment, summary: PlanSummary, plan: Value) {
     kit.deliver().await;
@@ -214,15 +225,7 @@ async fn auto_remediation_applies_once_and_the_calendar_waits_for_it() {
     ));
 
     // The next slot comes while the remediation has not run: no second check.
-    kit.clock.advance(Duration::days(1));
-    let round = kit.platform.run_scheduler().await.unwrap();
-    assert_eq!(
-        round,
-        SchedulerRound {
-            skipped: 1,
-            ..SchedulerRound::default()
-        }
-    );
+    next_slot_queues_nothing(&kit, "the remediation has not ended").await;
 
     kit.deliver().await;
     let runner = kit.start_runner(&remediation.id).await;
@@ -259,16 +262,11 @@ async fn a_remediation_waits_for_approval_when_the_environment_requires_it() {
 async fn an_environment_that_is_not_deployed_is_not_checked() {
     let (kit, environment) = drifted_kit(json!({"auto_remediate_drift": true})).await;
     run(&kit, &environment.id, "destroy").await;
-    kit.clock.advance(Duration::days(1));
-    let round = kit.platform.run_scheduler().await.unwrap();
-    assert_eq!(
-        round,
-        SchedulerRound {
-            skipped: 1,
-            ..SchedulerRound::default()
-        },
-        "a destroyed environment would be all missing, and remediated back up"
-    );
+    next_slot_queues_nothing(
+        &kit,
+        "a destroyed environment would be all missing, and remediated back up",
+    )
+    .await;
     assert_eq!(kit.deployments_of(&environment.id).await.len(), 2);
     run(&kit, &environment.id, "apply").await;
     let check = next_check(&kit, &environment.id).await;

@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use envplane_core::ports::{DaySpend, SpendError, SpendSource, ENVIRONMENT_TAG, ORGANIZATION_TAG};
 
 use crate::error_code::aws_error_code;
+use crate::lazy::LazyClient;
 
 /// What was billed at the rates each account actually paid; blended cost would average
 /// rates across a consolidated bill's accounts and move spend between environments.
@@ -24,17 +25,22 @@ const DAY_FORMAT: &str = "%Y-%m-%d";
 /// The `SpendSource` port on Cost Explorer.
 #[derive(Debug, Clone)]
 pub struct CostExplorerSpend {
-    client: aws_sdk_costexplorer::Client,
+    /// Built on first use: the reaper reads the bill once a day, not at every cold start.
+    client: LazyClient<aws_sdk_costexplorer::Client>,
 }
 
 impl CostExplorerSpend {
     pub fn new(client: aws_sdk_costexplorer::Client) -> Self {
-        Self { client }
+        Self {
+            client: client.into(),
+        }
     }
 
     /// For callers that hold the SDK configuration only (the wiring, the tests).
     pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
-        Self::new(aws_sdk_costexplorer::Client::new(sdk))
+        Self {
+            client: LazyClient::new(sdk, aws_sdk_costexplorer::Client::new),
+        }
     }
 
     /// One page of the answer: the page after `page_token`, or the first.
@@ -44,6 +50,7 @@ impl CostExplorerSpend {
         page_token: Option<String>,
     ) -> Result<GetCostAndUsageOutput, SpendError> {
         self.client
+            .get()
             .get_cost_and_usage()
             .time_period(period.clone())
             .granularity(Granularity::Daily)
