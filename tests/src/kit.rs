@@ -60,6 +60,22 @@ impl Backend {
     }
 }
 
+/// The regions of a process in `eu-central-1` of an installation whose home region,
+/// active while the switch was never flipped, is `eu-west-1`: a passive region.
+pub fn passive_region() -> Option<envplane_core::region::Regions> {
+    Some(regions("eu-central-1", std::time::Duration::ZERO))
+}
+
+/// A process in region `this` of an installation whose home region is `eu-west-1`,
+/// trusting a read of the switch for `cache_for`.
+pub fn regions(this: &str, cache_for: std::time::Duration) -> envplane_core::region::Regions {
+    envplane_core::region::Regions {
+        this: envplane_core::region::RegionName::parse(this).unwrap(),
+        home: envplane_core::region::RegionName::parse("eu-west-1").unwrap(),
+        cache_for,
+    }
+}
+
 pub fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).unwrap()
 }

@@ -681,7 +681,7 @@ async fn the_active_regions_reaper_destroys_an_environment_whose_time_to_live_en
     let tick = || EventBridgeEvent::<serde_json::Value>::default();
 
     let mut passive = aws.stack.settings.clone();
-    passive.region_active = false;
+    passive.regions = envplane_e2e::kit::passive_region();
     let passive =
         envplane_aws::config::concluding_platform_with_clock(&passive, sdk, later.clone());
     handle_schedule(&passive.platform, &dead_letters(&aws), tick())

@@ -269,7 +269,7 @@ async fn the_bill_lands_on_each_environment_once_a_day_and_trips_each_budget_thr
 #[tokio::test]
 async fn a_passive_region_reads_no_bill() {
     let kit = Kit::with_settings(Settings {
-        scheduled_jobs: false,
+        regions: envplane_e2e::kit::passive_region(),
         ..Settings::default()
     })
     .await;

@@ -252,7 +252,7 @@ async fn a_run_the_lagging_index_still_lists_after_a_change_queues_nothing() {
 #[tokio::test]
 async fn a_passive_region_runs_nothing() {
     let kit = Kit::with_settings(Settings {
-        scheduled_jobs: false,
+        regions: envplane_e2e::kit::passive_region(),
         ..Settings::default()
     })
     .await;

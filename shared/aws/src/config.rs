@@ -1,6 +1,7 @@
 //! The configuration every function reads once at cold start, from environment
 //! variables, into typed settings; a missing one is a start-up error naming it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
@@ -11,6 +12,7 @@ use envplane_core::ports::{
     Artifacts, Clock, KeyRing, Launcher, NotificationSender, Notifier, Reports, SpendSource,
     SystemClock, Unwired, Vcs,
 };
+use envplane_core::region::{RegionName, Regions, SWITCH_CACHE};
 use envplane_core::service::{Ports, Quotas, Settings};
 use envplane_core::Platform;
 use envplane_github::GitHubApi;
@@ -70,9 +72,13 @@ pub struct AwsSettings {
     /// Notification targets may be plain HTTP and on private addresses
     /// (`ENVPLANE_NOTIFICATIONS_ALLOW_PRIVATE`: `true`; false when unset).
     pub allow_private_notification_targets: bool,
-    /// Whether this region is the active one (`ENVPLANE_REGION_ROLE`: `active`, the
-    /// default, or `passive`): only the active region runs scheduled jobs.
-    pub region_active: bool,
+    /// This region and the one active before any failover (`ENVPLANE_REGION`,
+    /// `ENVPLANE_HOME_REGION`, both or neither): the switch in the table says which
+    /// acts. Neither: an installation in one region, which always acts.
+    pub regions: Option<Regions>,
+    /// The sandboxes' egress addresses, published at `/v1/meta/egress-ips`
+    /// (`ENVPLANE_EGRESS_IPS`, comma-separated; unset: none published).
+    pub egress_ips: Vec<IpAddr>,
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
@@ -151,17 +157,48 @@ fn quotas(lookup: impl Fn(&'static str) -> Option<String>) -> Result<Quotas, Con
     })
 }
 
-/// `ENVPLANE_REGION_ROLE`: `active` (or unset) or `passive`.
-fn region_active() -> Result<bool, ConfigError> {
-    const NAME: &str = "ENVPLANE_REGION_ROLE";
-    match optional(NAME).as_deref() {
-        None | Some("active") => Ok(true),
-        Some("passive") => Ok(false),
-        Some(value) => Err(ConfigError::Invalid {
-            name: NAME,
-            reason: format!("{value:?} is neither active nor passive"),
-        }),
+/// `ENVPLANE_REGION` and `ENVPLANE_HOME_REGION` as `lookup` finds them: both or neither.
+fn regions(
+    lookup: impl Fn(&'static str) -> Option<String>,
+) -> Result<Option<Regions>, ConfigError> {
+    let region = |name: &'static str| {
+        lookup(name)
+            .map(|value| {
+                RegionName::parse(&value).map_err(|error| ConfigError::Invalid {
+                    name,
+                    reason: error.to_string(),
+                })
+            })
+            .transpose()
+    };
+    match (region("ENVPLANE_REGION")?, region("ENVPLANE_HOME_REGION")?) {
+        (Some(this), Some(home)) => Ok(Some(Regions {
+            this,
+            home,
+            cache_for: SWITCH_CACHE,
+        })),
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ConfigError::Missing("ENVPLANE_REGION")),
+        (Some(_), None) => Err(ConfigError::Missing("ENVPLANE_HOME_REGION")),
     }
+}
+
+/// `ENVPLANE_EGRESS_IPS`: comma-separated addresses.
+fn egress_ips(value: Option<String>) -> Result<Vec<IpAddr>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse().map_err(|_| ConfigError::Invalid {
+                name: "ENVPLANE_EGRESS_IPS",
+                reason: format!("{item:?} is not an IP address"),
+            })
+        })
+        .collect()
 }
 
 /// An optional `true`/`false` variable; unset is false.
@@ -206,7 +243,8 @@ impl AwsSettings {
             github_api_url: optional("ENVPLANE_GITHUB_API_URL")
                 .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.into()),
             allow_private_notification_targets: flag("ENVPLANE_NOTIFICATIONS_ALLOW_PRIVATE")?,
-            region_active: region_active()?,
+            regions: regions(optional)?,
+            egress_ips: egress_ips(optional("ENVPLANE_EGRESS_IPS"))?,
         })
     }
 }
@@ -446,7 +484,8 @@ impl Common {
             start_next_inline: false,
             quotas: settings.quotas.clone(),
             public_url: settings.api_url.clone(),
-            scheduled_jobs: settings.region_active,
+            regions: settings.regions.clone(),
+            egress_ips: settings.egress_ips.clone(),
             allow_private_notification_targets: settings.allow_private_notification_targets,
             notifications: true,
             // Plans of AWS resources price from the catalog as they are.
@@ -477,6 +516,17 @@ pub fn platform_from_env(wiring: Wiring) -> Result<AwsPlatform, ConfigError> {
 fn lambda_sdk_config() -> Result<SdkConfig, ConfigError> {
     Ok(sdk_config(
         required("AWS_REGION")?,
+        endpoint_url()?,
+        https_client(trusted_roots()?)?,
+    ))
+}
+
+/// The SDK configuration of the operator's tool in `region`: as a function's, with
+/// credentials from the environment (`AWS_ACCESS_KEY_ID`, ...; e.g. what `aws configure
+/// export-credentials --format env` prints).
+pub fn regional_sdk_config(region: &str) -> Result<SdkConfig, ConfigError> {
+    Ok(sdk_config(
+        region.to_string(),
         endpoint_url()?,
         https_client(trusted_roots()?)?,
     ))
@@ -654,6 +704,40 @@ mod tests {
                 "{bad}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn regions_come_both_or_neither() {
+        let lookup = |this: Option<&'static str>, home: Option<&'static str>| {
+            move |name: &'static str| match name {
+                "ENVPLANE_REGION" => this.map(str::to_string),
+                "ENVPLANE_HOME_REGION" => home.map(str::to_string),
+                _ => None,
+            }
+        };
+        assert_eq!(regions(lookup(None, None)).unwrap(), None);
+        let both = regions(lookup(Some("eu-central-1"), Some("eu-west-1")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(both.this.as_str(), "eu-central-1");
+        assert_eq!(both.home.as_str(), "eu-west-1");
+        for (this, home, named) in [
+            (Some("eu-west-1"), None, "ENVPLANE_HOME_REGION"),
+            (None, Some("eu-west-1"), "ENVPLANE_REGION"),
+            (Some("EU WEST"), Some("eu-west-1"), "ENVPLANE_REGION"),
+        ] {
+            let error = regions(lookup(this, home)).unwrap_err().to_string();
+            assert!(error.contains(named), "{error}");
+        }
+    }
+
+    #[test]
+    fn egress_addresses_are_addresses() {
+        assert_eq!(egress_ips(None).unwrap(), Vec::<IpAddr>::new());
+        let parsed = egress_ips(Some("203.0.113.7, 2001:db8::1,".into())).unwrap();
+        assert_eq!(parsed.len(), 2);
+        let error = egress_ips(Some("203.0.113.7,nat-gateway".into())).unwrap_err();
+        assert!(error.to_string().contains("\"nat-gateway\""), "{error}");
     }
 
     /// What a function builds at start (credentials from the environment, the endpoint

@@ -71,6 +71,18 @@ async fn handle_record(
         Ok(DispatchOutcome::AtCapacity) => {
             return Err("no free sandbox slot; delivered again after the visibility timeout".into())
         }
+        // The active region adopts what was queued when it took over; this region's
+        // copy of the message goes back until then, and is dropped (never failing the
+        // deployment, which is not this region's to end) on its last delivery.
+        Ok(DispatchOutcome::Passive) if last_delivery => {
+            tracing::info!("this region is passive; last delivery dropped");
+            return Ok(());
+        }
+        Ok(DispatchOutcome::Passive) => {
+            return Err(
+                "this region is passive; delivered again after the visibility timeout".into(),
+            )
+        }
         Ok(outcome) => {
             tracing::info!(?outcome, "dispatched");
             return Ok(());

@@ -32,7 +32,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
     ScalarAttributeType, Select, SseSpecification, SseType, TransactWriteItem,
 };
@@ -389,9 +389,19 @@ where
     }
 }
 
-fn transaction_error(error: SdkError<TransactWriteItemsError>) -> StoreError {
+/// A cancelled transaction as a store error; `checks` are the positions of its
+/// condition checks, whose failure is [`StoreError::CheckFailed`].
+fn transaction_error(error: SdkError<TransactWriteItemsError>, checks: &[usize]) -> StoreError {
     if let SdkError::ServiceError(service) = &error {
         if let TransactWriteItemsError::TransactionCanceledException(cancelled) = service.err() {
+            let reasons = cancelled.cancellation_reasons();
+            let check_failed = checks.iter().any(|&index| {
+                reasons.get(index).and_then(|reason| reason.code())
+                    == Some("ConditionalCheckFailed")
+            });
+            if check_failed {
+                return StoreError::CheckFailed;
+            }
             let mut codes: Vec<&str> = cancelled
                 .cancellation_reasons()
                 .iter()
@@ -485,6 +495,8 @@ struct Write {
     /// A put that requires the key to be free: two claims of one key in one commit are a
     /// conflict (as two inserts are in one SQLite transaction).
     claim: bool,
+    /// A condition check ([`WriteOp::Check`]): its failure is `CheckFailed`.
+    check: bool,
     item: TransactWriteItem,
 }
 
@@ -507,6 +519,7 @@ impl DynamoDbStore {
         Ok(Write {
             key,
             claim,
+            check: false,
             item: TransactWriteItem::builder().put(put).build(),
         })
     }
@@ -524,7 +537,26 @@ impl DynamoDbStore {
         Ok(Write {
             key,
             claim: false,
+            check: false,
             item: TransactWriteItem::builder().delete(delete).build(),
+        })
+    }
+
+    fn check(&self, key: ItemKey, condition: Condition<'_>) -> Result<Write, StoreError> {
+        let parts = condition.parts();
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key_item(&key)))
+            .condition_expression(parts.expression)
+            .set_expression_attribute_names(Some(parts.names))
+            .set_expression_attribute_values(parts.values)
+            .build()
+            .map_err(build_error)?;
+        Ok(Write {
+            key,
+            claim: false,
+            check: true,
+            item: TransactWriteItem::builder().condition_check(check).build(),
         })
     }
 
@@ -617,6 +649,18 @@ impl DynamoDbStore {
                         .push(self.delete(guard_key(*kind, old), Condition::Owner { org_id, id })?);
                 }
             }
+            WriteOp::Check {
+                kind,
+                org_id,
+                id,
+                expected_version,
+            } => writes.push(self.check(
+                record_key(*kind, org_id, id),
+                match expected_version {
+                    0 => Condition::Absent,
+                    version => Condition::Version(*version),
+                },
+            )?),
         }
         Ok(writes)
     }
@@ -949,15 +993,20 @@ impl Store for DynamoDbStore {
             }
         }
         if let [single] = writes.as_slice() {
-            return self.write_one(&single.item).await;
+            if !single.check {
+                return self.write_one(&single.item).await;
+            }
         }
+        let checks: Vec<usize> = (0..writes.len())
+            .filter(|&index| writes[index].check)
+            .collect();
         self.client
             .get()
             .transact_write_items()
             .set_transact_items(Some(writes.into_iter().map(|write| write.item).collect()))
             .send()
             .await
-            .map_err(transaction_error)?;
+            .map_err(|error| transaction_error(error, &checks))?;
         Ok(())
     }
 }
@@ -1161,7 +1210,7 @@ mod tests {
                 .transact_items(write.item)
                 .send()
                 .await
-                .map_err(transaction_error);
+                .map_err(|error| transaction_error(error, &[]));
             assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
         }
         let found = store

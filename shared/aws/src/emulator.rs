@@ -258,7 +258,8 @@ impl Stack {
             github_api_url: "http://127.0.0.1:9".into(),
             // The tests' notification targets listen on loopback.
             allow_private_notification_targets: true,
-            region_active: true,
+            regions: None,
+            egress_ips: Vec::new(),
         };
         Self {
             sdk,

@@ -12,6 +12,7 @@ mod error_code;
 pub mod kms;
 pub mod launch_file;
 pub mod lazy;
+pub mod ops;
 pub mod reaper;
 pub mod reports;
 pub mod s3;

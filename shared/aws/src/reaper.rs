@@ -98,6 +98,18 @@ pub async fn handle_schedule(
     dead_letters: &DeadLetters,
     event: EventBridgeEvent<serde_json::Value>,
 ) -> Result<Reaped, ReapError> {
+    // A passive region ends nothing: its dead letters wait for it to be active again.
+    match platform.passive_reason().await {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            tracing::info!(%reason, "nothing to do here");
+            return Ok(Reaped::default());
+        }
+        Err(error) => {
+            tracing::error!(%error, "the active region could not be read; nothing done");
+            return Ok(Reaped::default());
+        }
+    }
     let reaped = reap_dead_letters(platform, dead_letters).await?;
     tracing::info!(scheduled_at = ?event.time, ?reaped, "dead-letter queue drained");
     // The watchdog: a failure here is logged, and the next schedule tries again.
@@ -105,7 +117,7 @@ pub async fn handle_schedule(
         Ok(round) => tracing::info!(?round, "watchdog round done"),
         Err(error) => tracing::error!(%error, "the watchdog failed"),
     }
-    // Scheduled jobs (a passive region runs none); likewise logged.
+    // Scheduled jobs; likewise logged.
     match platform.run_scheduler().await {
         Ok(round) => tracing::info!(?round, "scheduler round done"),
         Err(error) => tracing::error!(%error, "the scheduler failed"),

@@ -200,6 +200,13 @@ pub struct Deployment {
     #[serde(default)]
     pub start_failures: u32,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The region that started its current phase, and the switch's epoch then (AWS,
+    /// where the platform spans regions; unset in one place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub region: Option<crate::region::RegionName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     /// What asked for it when it was not a person: a pull request, a push, a schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
@@ -285,6 +292,8 @@ impl Deployment {
             launched_at: None,
             start_failures: 0,
             finished_at: None,
+            region: None,
+            epoch: None,
             trigger,
         }
     }

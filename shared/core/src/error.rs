@@ -27,6 +27,9 @@ pub enum Error {
     /// A body over a quota (413).
     #[error("{0}")]
     TooLarge(String),
+    /// This region is passive: it changes nothing, the active region does (503).
+    #[error("{0}")]
+    Passive(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod model;
 pub mod notification;
 pub mod ports;
+pub mod region;
 pub mod schedule;
 pub mod service;
 pub mod spend;

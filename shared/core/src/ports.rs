@@ -53,10 +53,17 @@ pub enum Kind {
     SpendMonth,
     /// The day's run of the spend job, claimed by the first round of the day.
     SpendRun,
+    /// Which region is active: one record, whose version is the epoch.
+    ActiveRegion,
+    /// The new active region's adoption of what was queued at a flip, claimed once
+    /// per epoch.
+    Handover,
+    /// A write the failover tool makes in the active region to time its replication.
+    RegionProbe,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 26] = [
         Kind::Organization,
         Kind::ApiKey,
         Kind::Project,
@@ -80,6 +87,9 @@ impl Kind {
         Kind::DueJob,
         Kind::SpendMonth,
         Kind::SpendRun,
+        Kind::ActiveRegion,
+        Kind::Handover,
+        Kind::RegionProbe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +117,9 @@ impl Kind {
             Kind::DueJob => "due_job",
             Kind::SpendMonth => "spend_month",
             Kind::SpendRun => "spend_run",
+            Kind::ActiveRegion => "active_region",
+            Kind::Handover => "handover",
+            Kind::RegionProbe => "region_probe",
         }
     }
 }
@@ -151,6 +164,14 @@ pub enum WriteOp {
         id: String,
         expected_version: u64,
     },
+    /// Writes nothing; fails the commit with `CheckFailed` unless the record is at
+    /// `expected_version` (0: absent). The fence of a region's starts and ends.
+    Check {
+        kind: Kind,
+        org_id: String,
+        id: String,
+        expected_version: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +207,9 @@ pub struct Page {
 pub enum StoreError {
     #[error("the write conflicts with the stored state")]
     Conflict,
+    /// A [`WriteOp::Check`] found its record changed: the region lost the switch.
+    #[error("this region is no longer the active one: it lost the switch while acting")]
+    CheckFailed,
     #[error("store unavailable: {0}")]
     Backend(String),
     #[error("stored record is corrupt: {0}")]

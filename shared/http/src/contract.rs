@@ -212,23 +212,31 @@ fn is_flag(parameter: &Parameter) -> bool {
     }
 }
 
+/// Whether the operation needs no key: its only security requirement is the empty one.
+fn is_public(operation: &Operation) -> bool {
+    operation.security.as_ref().is_some_and(|requirements| {
+        serde_json::to_value(requirements).is_ok_and(|value| value == json!([{}]))
+    })
+}
+
 /// Every error answer the operation can give, each with the error body: what the
 /// extractors refuse (400, 413, 415, 422), who may call (401, 403), what is missing
-/// (404), a write that lost a race or breaks a rule (409), and the store failing (500).
+/// (404), a write that lost a race or breaks a rule (409), the store failing (500), and
+/// a write sent to a passive region (503).
 fn declare_errors(operation: &mut Operation, writes: bool) {
     let parameters = operation.parameters.as_deref().unwrap_or_default();
     let has_path = parameters
         .iter()
         .any(|parameter| matches!(parameter.parameter_in, ParameterIn::Path));
     let has_body = operation.request_body.is_some();
-    let mut errors = vec![
-        ("401", "No API key, or one that is unknown or revoked."),
-        ("403", "The key's role or project does not allow this."),
-        (
-            "500",
-            "The platform failed; the details are in its log, not here.",
-        ),
-    ];
+    let mut errors = vec![(
+        "500",
+        "The platform failed; the details are in its log, not here.",
+    )];
+    if !is_public(operation) {
+        errors.push(("401", "No API key, or one that is unknown or revoked."));
+        errors.push(("403", "The key's role or project does not allow this."));
+    }
     if !parameters.is_empty() || has_body {
         errors.push(("400", "The path, query or body cannot be read."));
         errors.push(("422", "A value breaks a rule the message names."));
@@ -247,6 +255,10 @@ fn declare_errors(operation: &mut Operation, writes: bool) {
         errors.push((
             "409",
             "The object changed meanwhile, or the change conflicts with its state.",
+        ));
+        errors.push((
+            "503",
+            "This region is passive (`region_passive`): the message names the active one.",
         ));
     }
     for (status, description) in errors {

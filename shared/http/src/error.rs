@@ -5,6 +5,7 @@ use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, Que
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use envplane_core::ports::StoreError;
 use envplane_core::Error;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -18,7 +19,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `validation_failed`, `unauthenticated`,
     /// `forbidden`, `not_found`, `conflict`, `payload_too_large`, `method_not_allowed`,
-    /// `unsupported_media_type`, `internal`.
+    /// `unsupported_media_type`, `region_passive` (503: this region is passive, the
+    /// message names the active one), `internal`.
     pub code: &'static str,
     pub message: String,
 }
@@ -72,6 +74,9 @@ impl From<Error> for ApiError {
             }
             Error::Malformed(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::Passive(_) | Error::Store(StoreError::CheckFailed) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "region_passive")
+            }
             Error::Store(_)
             | Error::KeyRing(_)
             | Error::Queue(_)

@@ -10,6 +10,7 @@ mod runner;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -72,6 +73,7 @@ fn public_routes(router: Router<Arc<Platform>>) -> Router<Arc<Platform>> {
     let router = routes::audit::routes(router);
     let router = routes::github::routes(router);
     let router = routes::notifications::routes(router);
+    let router = routes::meta::routes(router);
     routes::deployments::routes(router)
 }
 
@@ -90,6 +92,7 @@ pub fn openapi() -> OpenApiDocument {
         .merge(routes::audit::documented())
         .merge(routes::github::documented())
         .merge(routes::notifications::documented())
+        .merge(routes::meta::documented())
         .merge(routes::deployments::documented())
         .into_openapi();
     contract::Contract.modify(&mut document);
@@ -99,10 +102,7 @@ pub fn openapi() -> OpenApiDocument {
 /// The public API: `/health`, `/v1/...` and `/v1/openapi.json`.
 pub fn api_router(platform: Arc<Platform>) -> Router {
     let routes = runner::routes(public_routes(Router::new()))
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/health", get(health))
         .route(WEBHOOK_PATH, webhook_route())
         .route(
             "/v1/openapi.json",
@@ -116,8 +116,39 @@ pub fn api_router(platform: Arc<Platform>) -> Router {
                 "this route does not take that method",
             )
         })
-        .with_state(platform);
-    with_middleware(routes)
+        .with_state(platform.clone());
+    with_middleware(routes, platform)
+}
+
+/// 200 where this region acts, 503 where it is passive (or cannot tell): what a load
+/// balancer's or DNS failover's health check follows.
+async fn health(State(platform): State<Arc<Platform>>) -> axum::response::Response {
+    match platform.passive_reason().await {
+        Ok(None) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Ok(Some(reason)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "passive", "message": reason})),
+        )
+            .into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// In a passive region, every request that may change something is answered 503,
+/// naming the active region; reads are served (from the table's replica).
+async fn refuse_writes_when_passive(
+    State(platform): State<Arc<Platform>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.method().is_safe() {
+        return next.run(request).await;
+    }
+    match platform.passive_reason().await {
+        Ok(None) => next.run(request).await,
+        Ok(Some(reason)) => ApiError::from(envplane_core::Error::Passive(reason)).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
 }
 
 /// Where GitHub delivers webhooks.
@@ -133,12 +164,13 @@ pub fn webhook_router(platform: Arc<Platform>) -> Router {
     let routes = Router::new()
         .route(WEBHOOK_PATH, webhook_route())
         .fallback(|| async { ApiError::not_found("no such route") })
-        .with_state(platform);
-    with_middleware(routes)
+        .with_state(platform.clone());
+    with_middleware(routes, platform)
 }
 
-/// Request ids, tracing, panics as 500s and the body limit, around a whole router.
-fn with_middleware(routes: Router) -> Router {
+/// Request ids, tracing, panics as 500s, the body limit and a passive region's refusal
+/// of writes, around a whole router.
+fn with_middleware(routes: Router, platform: Arc<Platform>) -> Router {
     // Around the whole router once: `Router::layer` would wrap each route on its own.
     let middleware = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(extract::request_ids))
@@ -151,7 +183,11 @@ fn with_middleware(routes: Router) -> Router {
             )
             .into_response()
         }))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            platform,
+            refuse_writes_when_passive,
+        ));
     Router::new().fallback_service(middleware.service(routes))
 }
 

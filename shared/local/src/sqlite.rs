@@ -426,11 +426,40 @@ fn apply(transaction: &Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> 
                 params![kind.as_str(), org_id, id, *expected_version as i64],
             )
             .map_err(write_error)?,
+        WriteOp::Check {
+            kind,
+            org_id,
+            id,
+            expected_version,
+        } => return check(transaction, *kind, org_id, id, *expected_version),
     };
     if changed == 1 {
         Ok(())
     } else {
         Err(StoreError::Conflict)
+    }
+}
+
+/// A [`WriteOp::Check`]: the record is at `expected_version` (0: absent).
+fn check(
+    transaction: &Transaction<'_>,
+    kind: Kind,
+    org_id: &str,
+    id: &str,
+    expected_version: u64,
+) -> Result<(), StoreError> {
+    let stored: Option<i64> = transaction
+        .query_row(
+            "SELECT version FROM records WHERE kind = ?1 AND org_id = ?2 AND id = ?3",
+            params![kind.as_str(), org_id, id],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    if stored.unwrap_or(0) as u64 == expected_version {
+        Ok(())
+    } else {
+        Err(StoreError::CheckFailed)
     }
 }
 

@@ -99,6 +99,7 @@ impl LaggingStore {
                 WriteOp::Delete {
                     kind, org_id, id, ..
                 } => (*kind, org_id.clone(), id.clone()),
+                WriteOp::Check { .. } => continue,
             };
             let key = (kind, org_id, id);
             if lock(&self.before).contains_key(&key) {

@@ -41,6 +41,7 @@ pub async fn conformance(store: &dyn Store) {
     replaces_are_conditional(store).await;
     deletes_are_conditional(store).await;
     commits_are_all_or_nothing(store).await;
+    checks_fence_a_commit(store).await;
     organizations_are_isolated(store).await;
     listings_are_ordered_and_resumable(store).await;
     the_index_spans_organizations(store).await;
@@ -291,6 +292,49 @@ async fn commits_are_all_or_nothing(store: &dyn Store) {
             .is_none(),
         "half of a failed commit was applied"
     );
+}
+
+/// A commit checked against a record goes through only while that record is at the
+/// version it expects (0: absent), and fails whole with `CheckFailed` otherwise.
+async fn checks_fence_a_commit(store: &dyn Store) {
+    let check = |expected_version| WriteOp::Check {
+        kind: Kind::Template,
+        org_id: "org_f".into(),
+        id: "fence".into(),
+        expected_version,
+    };
+    let fenced = |id: &str, expected_version| {
+        vec![
+            WriteOp::Insert(record("org_f", id, None, None)),
+            check(expected_version),
+        ]
+    };
+    store.commit(fenced("f_1", 0)).await.unwrap();
+    assert!(matches!(
+        store.commit(fenced("f_2", 1)).await,
+        Err(StoreError::CheckFailed)
+    ));
+    let mut fence = record("org_f", "fence", None, None);
+    fence.kind = Kind::Template;
+    store.commit(vec![WriteOp::Insert(fence)]).await.unwrap();
+    assert!(matches!(
+        store.commit(fenced("f_3", 0)).await,
+        Err(StoreError::CheckFailed)
+    ));
+    assert!(
+        store
+            .get(Kind::Project, "org_f", "f_3")
+            .await
+            .unwrap()
+            .is_none(),
+        "a commit whose check failed was applied"
+    );
+    store.commit(fenced("f_4", 1)).await.unwrap();
+    store.commit(vec![check(1)]).await.unwrap();
+    assert!(matches!(
+        store.commit(vec![check(2)]).await,
+        Err(StoreError::CheckFailed)
+    ));
 }
 
 async fn organizations_are_isolated(store: &dyn Store) {

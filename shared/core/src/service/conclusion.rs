@@ -429,7 +429,7 @@ impl Platform {
             }
         }
         ops.extend(also);
-        self.store.commit(ops).await?;
+        self.store.commit(self.fenced(ops).await?).await?;
         Ok((released_lock, drift))
     }
 
@@ -462,7 +462,8 @@ impl Platform {
     /// A sandbox stopped (exited, crashed, was killed). One that stopped before its
     /// runner asked for the job never started: another attempt follows. Otherwise, if
     /// its deployment was still in that sandbox's phase, the deployment fails with the
-    /// reason (or ends cancelled).
+    /// reason (or ends cancelled). A passive region does nothing: the active region's
+    /// watchdog ends what its sandboxes left.
     pub async fn sandbox_stopped(
         &self,
         org_id: &str,
@@ -470,6 +471,10 @@ impl Platform {
         attempt: u32,
         description: &str,
     ) -> Result<()> {
+        if let Some(reason) = self.passive_reason().await? {
+            tracing::info!(%deployment_id, %reason, "a sandbox stopped; left to the active region");
+            return Ok(());
+        }
         let ended = if self
             .signs_of_life(org_id, deployment_id, attempt)
             .await?
@@ -623,7 +628,7 @@ impl Platform {
         {
             ops.push(token.delete());
         }
-        self.store.commit(ops).await?;
+        self.store.commit(self.fenced(ops).await?).await?;
         Ok(StartRetry::Queued(Box::new(loaded.value)))
     }
 

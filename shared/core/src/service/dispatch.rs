@@ -54,6 +54,9 @@ pub enum DispatchOutcome {
     AtCapacity,
     /// Nothing to do: the deployment is gone, ended or already running.
     Skipped,
+    /// This region is passive: the message goes back, for the active region's
+    /// adoption of what was queued, or for this region once it is active again.
+    Passive,
     /// The sandbox could not start: it is tried again later, or the deployment failed.
     LaunchFailed { deployment_id: String },
 }
@@ -63,6 +66,9 @@ impl Platform {
     /// one sandbox, because every start is a conditional write.
     #[tracing::instrument(skip(self), fields(deployment_id = %message.deployment_id))]
     pub async fn dispatch(&self, message: &DeploymentMessage) -> Result<DispatchOutcome> {
+        if !self.acting().await? {
+            return Ok(DispatchOutcome::Passive);
+        }
         let org_id = &message.org_id;
         // The message names the deployment's environment: its lock comes in the same
         // round trip.
@@ -149,7 +155,7 @@ impl Platform {
         taken: Option<usize>,
     ) -> Result<DispatchOutcome> {
         let start = self.prepare_start(loaded, take_lock, self.now()).await?;
-        if let Err(error) = self.store.commit(start.ops).await {
+        if let Err(error) = self.store.commit(self.fenced(start.ops).await?).await {
             return match error {
                 // Another dispatcher started it, or took the environment first.
                 crate::ports::StoreError::Conflict => {
@@ -181,6 +187,7 @@ impl Platform {
             .load::<Template>(&org_id, &environment.template_id)
             .await?
             .value;
+        self.stamp_region(&mut loaded.value).await?;
         let deployment = &mut loaded.value;
         deployment.status = DeploymentStatus::Running;
         deployment.attempt += 1;

@@ -13,6 +13,7 @@ mod key_cache;
 mod notifications;
 mod organizations;
 mod projects;
+mod region;
 mod runner;
 mod scheduler;
 mod spend;
@@ -39,6 +40,9 @@ pub use credentials::TokenScope;
 pub use dispatch::DispatchOutcome;
 pub use github::{WebhookDelivery, WebhookOutcome};
 pub use notifications::{notification_backoff, MAX_NOTIFICATION_ATTEMPTS};
+pub use region::{
+    fail_over, measure_lag, read_active_region, Failover, FlipError, FlipRequest, RegionStores,
+};
 pub use runner::Runner;
 pub use scheduler::SchedulerRound;
 pub use spend::SpendRound;
@@ -47,6 +51,10 @@ pub use variables::Scope;
 pub use watchdog::Watchdog;
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// Records of the platform itself, of no organization (ids of organizations start
+/// with `org_`).
+const PLATFORM_RECORDS: &str = "_platform";
 pub const MAX_PAGE_SIZE: usize = 500;
 
 /// How this installation of the platform behaves.
@@ -73,11 +81,22 @@ pub struct Settings {
     /// Notification targets may name private, loopback or link-local hosts and plain
     /// HTTP: for an operator whose targets live on their own network (and for tests).
     pub allow_private_notification_targets: bool,
-    /// Run the scheduled jobs (time to live, calendars) here: off in a passive region,
-    /// so that only the active one acts.
-    pub scheduled_jobs: bool,
+    /// The regions of an installation spread over several (AWS): only the one the
+    /// switch names acts. `None`: one place, which always acts (local mode).
+    pub regions: Option<crate::region::Regions>,
+    /// The addresses sandboxes' traffic leaves from, published for allow-lists (the
+    /// NAT gateways' Elastic IPs of every region on AWS; none locally).
+    pub egress_ips: Vec<std::net::IpAddr>,
     /// How plans are priced beyond the catalog: aliases and a default region.
     pub pricing: crate::cost::PricingRules,
+}
+
+/// The addresses sandboxes' traffic leaves from, to allow-list; empty where the
+/// installation has no fixed ones (local mode: the host's own address).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct EgressAddresses {
+    #[schema(value_type = Vec<String>)]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// What one deployment may use. A log or step quota that is hit ends the deployment
@@ -115,7 +134,8 @@ impl Default for Settings {
             start_next_inline: false,
             quotas: Quotas::default(),
             public_url: "http://127.0.0.1:8080".into(),
-            scheduled_jobs: true,
+            regions: None,
+            egress_ips: Vec::new(),
             notifications: true,
             allow_private_notification_targets: false,
             pricing: crate::cost::PricingRules::default(),
@@ -152,6 +172,7 @@ pub struct Platform {
     sender: Arc<dyn NotificationSender>,
     spend: Arc<dyn SpendSource>,
     key_cache: Option<key_cache::KeyCache>,
+    switch_cache: region::SwitchCache,
     settings: Settings,
 }
 
@@ -285,6 +306,13 @@ impl Platform {
         &self.settings.quotas
     }
 
+    /// Where sandboxes' traffic comes from, as published.
+    pub fn egress_addresses(&self) -> EgressAddresses {
+        EgressAddresses {
+            addresses: self.settings.egress_ips.clone(),
+        }
+    }
+
     pub fn new(ports: Ports, settings: Settings) -> Self {
         Self {
             store: ports.store,
@@ -299,6 +327,7 @@ impl Platform {
             sender: ports.sender,
             spend: ports.spend,
             key_cache: settings.cache_api_keys.then(key_cache::KeyCache::default),
+            switch_cache: region::SwitchCache::default(),
             settings,
         }
     }

@@ -117,7 +117,7 @@ impl Platform {
     /// platform was down runs once, not once per missed slot.
     pub async fn run_scheduler(&self) -> Result<SchedulerRound> {
         let mut round = SchedulerRound::default();
-        if !self.settings.scheduled_jobs {
+        if !self.acting().await? {
             round.passive = true;
             return Ok(round);
         }
@@ -205,14 +205,14 @@ impl Platform {
             &environment.value.next_runs(),
         )?);
         let Some(deployment) = deployment else {
-            self.store.commit(ops).await?;
+            self.store.commit(self.fenced(ops).await?).await?;
             return Ok(JobOutcome::Skipped);
         };
         ops.push(queued_insert(org_id, &deployment)?);
         let action = format!("schedule.{}", due.job.as_str());
         let request_id = due_job_id(&due.environment_id, due.job, due.due_at);
         ops.push(self.scheduler_audit_event(org_id, &action, &deployment.id, &request_id));
-        self.store.commit(ops).await?;
+        self.store.commit(self.fenced(ops).await?).await?;
         tracing::info!(environment_id = %due.environment_id, job = due.job.as_str(), deployment_id = %deployment.id, "a scheduled job queued a deployment");
         self.announce(org_id, &deployment).await;
         if due.job == ScheduledJob::Ttl {

@@ -16,11 +16,7 @@ use crate::ports::{DaySpend, Kind, StoreError, WriteOp};
 use crate::spend::{first_of_month, month_of, EnvironmentCosts, SpendMonth};
 use crate::{Error, Result};
 
-use super::{record, retrying_conflicts, Platform, Stored};
-
-/// Records of the platform itself, of no organization (ids of organizations start
-/// with `org_`).
-const PLATFORM_RECORDS: &str = "_platform";
+use super::{record, retrying_conflicts, Platform, Stored, PLATFORM_RECORDS};
 
 impl Stored for SpendMonth {
     const KIND: Kind = Kind::SpendMonth;
@@ -61,7 +57,7 @@ impl Platform {
     /// logged; the next day's reading covers the month again.
     pub async fn run_spend_job(&self) -> Result<SpendRound> {
         let mut round = SpendRound::default();
-        if !self.settings.scheduled_jobs || !self.spend.available() {
+        if !self.spend.available() || !self.acting().await? {
             round.passive = true;
             return Ok(round);
         }

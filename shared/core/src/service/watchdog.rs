@@ -37,14 +37,26 @@ pub struct Watchdog {
     pub resent: usize,
     /// Queued deployments whose message was lost after it was sent again: failed.
     pub lost: usize,
+    /// Queued deployments sent to this region's queue after it became active.
+    pub adopted: usize,
+    /// Nothing ran: this region is passive.
+    pub passive: bool,
 }
 
 impl Platform {
     /// One round of the watchdog: running deployments (timeouts, silent or never
     /// started sandboxes), then lost queue messages.
     pub async fn run_watchdog(&self) -> Result<Watchdog> {
+        if !self.acting().await? {
+            return Ok(Watchdog {
+                passive: true,
+                ..Watchdog::default()
+            });
+        }
+        let adopted = self.adopt_queued().await?;
         let mut round = self.check_running_deployments().await?;
         (round.resent, round.lost) = self.recover_lost_messages().await?;
+        round.adopted = adopted;
         Ok(round)
     }
 
