@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use aws_sdk_ecs::error::DisplayErrorContext;
 use aws_sdk_ecs::types::{ContainerOverride, DesiredStatus, Task};
-use envplane_aws::config::AwsPlatform;
+use envplane_aws::config::{AwsPlatform, AwsSettings};
 use envplane_aws::ecs::RUNNER_TOKEN_VARIABLE;
 use envplane_aws::emulator::{deliver_batch, sqs_event, task_state_change, Stack};
 use envplane_aws::reports::handle_reports;
 use envplane_aws::task_events::handle_task_state_change;
+use envplane_core::region::Regions;
 use envplane_core::secrecy::ExposeSecret;
 use envplane_core::Platform;
 use nix::sys::signal::{kill, Signal};
@@ -64,6 +65,8 @@ impl Harness {
 
 pub struct AwsApp {
     pub app: TestApp,
+    /// Which region's api the public URL reaches (Route 53's failover record).
+    pub dns: Dns,
     pub stack: Stack,
     /// The deployments queue's deployer, as one Lambda instance would build it.
     pub deployer: AwsPlatform,
@@ -94,6 +97,16 @@ pub async fn spawn_app_on_aws_with_github(
     harness: Harness,
     github_api_url: Option<&str>,
 ) -> AwsApp {
+    spawn_app_on_aws_in(harness, github_api_url, None).await
+}
+
+/// [`spawn_app_on_aws_with_github`], its functions in `regions` of an installation
+/// spread over several.
+pub async fn spawn_app_on_aws_in(
+    harness: Harness,
+    github_api_url: Option<&str>,
+    regions: Option<Regions>,
+) -> AwsApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let mut stack = Stack::create(&format!("http://{address}")).await;
@@ -103,6 +116,7 @@ pub async fn spawn_app_on_aws_with_github(
             Some(envplane_aws::emulator::create_queue(&sqs, "envplane-reports").await);
         stack.settings.github_api_url = url.to_string();
     }
+    stack.settings.regions = regions;
     let api = envplane_aws::config::platform(&stack.settings, &stack.sdk);
     let admin_key = api
         .platform
@@ -112,17 +126,75 @@ pub async fn spawn_app_on_aws_with_github(
         .expect("a fresh table bootstraps")
         .expose_secret()
         .to_string();
-    let router = envplane_http::api_router(api.platform);
-    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let dns = Dns::to(api.platform);
+    let entry = dns.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, entry.router()).await.unwrap() });
 
     let deployer = envplane_aws::config::dispatching_platform(&stack.settings, &stack.sdk);
     let ecs = aws_sdk_ecs::Client::new(&stack.sdk);
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
     let repositories = Repositories::default();
+    let stand_ins = stand_ins(harness, &stack.settings, &stack.sdk, &repositories);
+    AwsApp {
+        dns,
+        app: TestApp {
+            address,
+            admin_key,
+            data_dir: tempfile::tempdir().expect("temporary directory"),
+            client: reqwest::Client::new(),
+            server,
+            quotas: Default::default(),
+            github_api_url: None,
+            configure: None,
+        },
+        stack,
+        deployer,
+        ecs,
+        sqs,
+        repositories,
+        stand_ins,
+    }
+}
+
+/// What the public URL reaches: one region's api, switched as a DNS failover record
+/// switches.
+#[derive(Clone)]
+pub struct Dns(Arc<Mutex<axum::Router>>);
+
+impl Dns {
+    fn to(platform: Arc<Platform>) -> Self {
+        Self(Arc::new(Mutex::new(envplane_http::api_router(platform))))
+    }
+
+    /// From now on the public URL reaches `platform`'s api.
+    pub fn point_to(&self, platform: Arc<Platform>) {
+        *self.0.lock().unwrap() = envplane_http::api_router(platform);
+    }
+
+    /// A router that hands each request to the api the record points to now.
+    fn router(self) -> axum::Router {
+        axum::Router::new().fallback_service(tower::service_fn(
+            move |request: axum::extract::Request| {
+                let router = self.0.lock().unwrap().clone();
+                tower::ServiceExt::oneshot(router, request)
+            },
+        ))
+    }
+}
+
+/// The stand-ins `harness` asks for, around the functions of one region: the event
+/// source mapping feeding its deployer, and Fargate running its cluster's tasks.
+fn stand_ins(
+    harness: Harness,
+    settings: &AwsSettings,
+    sdk: &aws_config::SdkConfig,
+    repositories: &Repositories,
+) -> Vec<JoinHandle<()>> {
     let mut stand_ins = Vec::new();
     if harness.event_source_mapping {
-        let deployer = envplane_aws::config::dispatching_platform(&stack.settings, &stack.sdk);
-        let (sqs, queue_url) = (sqs.clone(), stack.settings.queue_url.clone());
+        let deployer = envplane_aws::config::dispatching_platform(settings, sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let queue_url = settings.queue_url.clone();
         stand_ins.push(tokio::spawn(async move {
             loop {
                 let delivered = deliver_batch(
@@ -141,33 +213,35 @@ pub async fn spawn_app_on_aws_with_github(
     }
     if let Some(sandbox) = harness.fargate {
         let fargate = Fargate {
-            ecs: ecs.clone(),
-            s3: envplane_aws::config::s3_client(&stack.sdk, true),
-            cluster: stack.settings.ecs_cluster.clone(),
-            task_events: envplane_aws::config::concluding_platform(&stack.settings, &stack.sdk)
-                .platform,
+            ecs: aws_sdk_ecs::Client::new(sdk),
+            s3: envplane_aws::config::s3_client(sdk, true),
+            cluster: settings.ecs_cluster.clone(),
+            task_events: envplane_aws::config::concluding_platform(settings, sdk).platform,
             sandbox,
             repositories: repositories.clone(),
         };
         stand_ins.push(tokio::spawn(fargate.run()));
     }
-    AwsApp {
-        app: TestApp {
-            address,
-            admin_key,
-            data_dir: tempfile::tempdir().expect("temporary directory"),
-            client: reqwest::Client::new(),
-            server,
-            quotas: Default::default(),
-            github_api_url: None,
-            configure: None,
-        },
-        stack,
-        deployer,
-        ecs,
-        sqs,
-        repositories,
-        stand_ins,
+    stand_ins
+}
+
+/// A second region of the installation: its own deployments queue, cluster and
+/// functions (with their stand-ins), over the same table, key and bucket (what the
+/// global table, the multi-region key and replication give, minus their lag).
+pub struct SecondRegion {
+    pub settings: AwsSettings,
+    /// Its api's platform, for the DNS record to point to.
+    pub api: Arc<Platform>,
+    /// Its reaper's platform (watchdog, scheduler).
+    pub reaper: Arc<Platform>,
+    stand_ins: Vec<JoinHandle<()>>,
+}
+
+impl Drop for SecondRegion {
+    fn drop(&mut self) {
+        for stand_in in &self.stand_ins {
+            stand_in.abort();
+        }
     }
 }
 
@@ -389,6 +463,24 @@ async fn try_tasks(
 }
 
 impl AwsApp {
+    /// Builds the installation's functions in `regions.this` as well, with the stand-ins
+    /// `harness` asks for.
+    pub async fn second_region(&self, harness: Harness, regions: Regions) -> SecondRegion {
+        let mut settings = self.stack.settings.clone();
+        settings.regions = Some(regions);
+        settings.queue_url =
+            envplane_aws::emulator::create_queue(&self.sqs, "envplane-deployments-b").await;
+        (settings.ecs_cluster, settings.runner_task_definition) =
+            envplane_aws::emulator::runner_cluster(&self.ecs).await;
+        let sdk = &self.stack.sdk;
+        SecondRegion {
+            api: envplane_aws::config::platform(&settings, sdk).platform,
+            reaper: envplane_aws::config::reaper_platform(&settings, sdk).platform,
+            stand_ins: stand_ins(harness, &settings, sdk, &self.repositories),
+            settings,
+        }
+    }
+
     /// Plays λ reporter once, as the SQS event source mapping runs it: what the reports
     /// queue holds (after waiting up to a second) goes to `reporter`'s handler, which
     /// must take every record.
