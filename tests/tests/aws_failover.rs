@@ -319,7 +319,10 @@ type Key = (Kind, String, String);
 /// What was written through the active region's replica, and when: the target's
 /// replica reads each such record as it was before for [`REPLICATION_LAG`].
 #[derive(Clone, Default)]
-struct Replication(Arc<Mutex<HashMap<Key, (Instant, Option<Record>)>>>);
+struct Replication(Arc<Mutex<HashMap<Key, Replaced>>>);
+
+/// When a record was written, and what it was before.
+type Replaced = (Instant, Option<Record>);
 
 fn key_of(op: &WriteOp) -> Key {
     match op {
