@@ -188,3 +188,56 @@ start_moto() {
     echo "moto server did not start; see ${TMPDIR:-/tmp}/envplane-moto-$port.log" >&2
     exit 1
 }
+
+# checkov (infrastructure-as-code static analysis, PyPI) for scripts/check-infra, in a
+# virtual environment of its own: its dependency tree (boto3, pydantic, networkx, ...)
+# must not fight the pins of scripts/python-tools.txt. Rebuilt when the installed
+# version is not the pinned one.
+CHECKOV_VERSION=3.3.30
+CHECKOV_DIR="$TOOLS_DIR/checkov-$CHECKOV_VERSION"
+CHECKOV="$CHECKOV_DIR/bin/checkov"
+
+ensure_checkov() {
+    if [ "$(checkov_version)" = "$CHECKOV_VERSION" ]; then
+        return
+    fi
+    echo "installing checkov $CHECKOV_VERSION into $CHECKOV_DIR..."
+    rm -rf "$CHECKOV_DIR"
+    python3 -m venv "$CHECKOV_DIR" || {
+        echo "python3 -m venv failed: install Python's venv module (Debian: python3-venv)" >&2
+        exit 1
+    }
+    "$CHECKOV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --require-virtualenv \
+        "checkov==$CHECKOV_VERSION"
+    local installed
+    installed="$(checkov_version)"
+    if [ "$installed" != "$CHECKOV_VERSION" ]; then
+        echo "checkov $CHECKOV_VERSION expected in $CHECKOV_DIR, found '$installed'" >&2
+        exit 1
+    fi
+}
+
+checkov_version() {
+    "$CHECKOV" --version 2>/dev/null | tail -1 || true
+}
+
+# A local plugin directory holding hashicorp/aws (Terraform's `-plugin-dir` layout:
+# <dir>/registry.terraform.io/hashicorp/aws/<version>/<os_arch>/...), for validating and
+# testing infra/ without reaching the Terraform registry: ENVPLANE_TF_PLUGIN_DIR, else
+# the usual places. Prints the directory, or nothing.
+find_tf_plugin_dir() {
+    local dir
+    for dir in "${ENVPLANE_TF_PLUGIN_DIR:-}" /opt/tf-plugins "$HOME/.terraform.d/plugins" \
+        "${XDG_DATA_HOME:-$HOME/.local/share}/terraform/plugins" /usr/local/share/terraform/plugins \
+        /usr/share/terraform/plugins; do
+        if [ -n "$dir" ] && [ -d "$dir/registry.terraform.io/hashicorp/aws" ]; then
+            echo "$dir"
+            return
+        fi
+    done
+}
+
+# Whether version $1 is at least $2 (dotted numbers).
+version_at_least() {
+    [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]
+}

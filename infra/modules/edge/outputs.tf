@@ -17,3 +17,8 @@ output "web_acl_arn" {
   description = "The WAF web ACL in front of the API."
   value       = aws_wafv2_web_acl.api.arn
 }
+
+output "distribution_hosted_zone_id" {
+  description = "The distribution's Route 53 zone (alias records)."
+  value       = aws_cloudfront_distribution.api.hosted_zone_id
+}

@@ -3,8 +3,19 @@ variable "name" {
   type        = string
 }
 
-variable "api_endpoint" {
-  description = "The HTTP API's execute-api endpoint (https://...), the distribution's origin."
+variable "origin_domain_name" {
+  description = "The distribution's origin host: origin.<domain> (Route 53 failover record) or a region's execute-api host."
+  type        = string
+}
+
+variable "origin_secret_value" {
+  description = "Value of the x-envplane-origin header CloudFront adds to every request (the origin-verify secret's AWSCURRENT)."
+  type        = string
+  sensitive   = true
+}
+
+variable "log_kms_key_arn" {
+  description = "KMS key in us-east-1 encrypting the WAF log group."
   type        = string
 }
 
@@ -29,7 +40,7 @@ variable "rate_limit" {
 }
 
 variable "common_rule_overrides" {
-  description = "Rules of AWSManagedRulesCommonRuleSet set to count."
+  description = "Extra rules of AWSManagedRulesCommonRuleSet set to count (the body rules always are, see main.tf)."
   type        = list(string)
 }
 

@@ -3,8 +3,10 @@
 # the router serves /health, /v1/... at the root) with access logs and throttling.
 #
 # WAF cannot be associated with an HTTP API; modules/edge puts CloudFront with a WAF
-# web ACL in front of it. This endpoint stays reachable directly as well (sandboxes use
-# it by default, see main.tf `sandbox_api_url`).
+# web ACL in front of it. The execute-api endpoint stays enabled (CloudFront's origin
+# without a custom domain, and the Route 53 health checks' target), but it is no way
+# around the WAF: the api refuses every request without the x-envplane-origin header
+# that only CloudFront adds (ENVPLANE_ORIGIN_SECRET_ARN), the webhook too.
 
 resource "aws_apigatewayv2_api" "main" {
   name          = "${var.name}-api"
@@ -22,6 +24,7 @@ resource "aws_apigatewayv2_integration" "api" {
 }
 
 resource "aws_apigatewayv2_route" "default" {
+  #checkov:skip=CKV_AWS_309:Authorization is the api's own (API keys, runner tokens, the origin header; docs/security.md): an API Gateway authorizer would duplicate it and cost an invocation per request.
   api_id    = aws_apigatewayv2_api.main.id
   route_key = "$default"
   target    = "integrations/${aws_apigatewayv2_integration.api.id}"
@@ -38,6 +41,7 @@ resource "aws_apigatewayv2_integration" "webhook" {
 }
 
 resource "aws_apigatewayv2_route" "github_webhook" {
+  #checkov:skip=CKV_AWS_309:GitHub cannot send API Gateway credentials; the webhook verifies each delivery's X-Hub-Signature-256 HMAC before reading it.
   api_id    = aws_apigatewayv2_api.main.id
   route_key = "POST /webhooks/github"
   target    = "integrations/${aws_apigatewayv2_integration.webhook.id}"
@@ -46,6 +50,7 @@ resource "aws_apigatewayv2_route" "github_webhook" {
 resource "aws_cloudwatch_log_group" "api_access" {
   name              = local.api_access_log_group
   retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
 }
 
 resource "aws_apigatewayv2_stage" "default" {
@@ -94,4 +99,31 @@ resource "aws_lambda_permission" "api" {
   function_name = aws_lambda_function.function["api"].function_name
   principal     = "apigateway.amazonaws.com"
   source_arn    = "${aws_apigatewayv2_api.main.execution_arn}/*"
+}
+
+# ---- origin.<domain>: the name CloudFront reaches this region by ----------------------------
+#
+# With a custom domain, CloudFront's origin is the Route 53 failover record
+# origin.<domain> (infra/global, dns.tf), which points at this custom domain in the
+# healthy region. CloudFront sends Host = origin.<domain> (the origin request policy
+# forwards every viewer header but Host), which API Gateway routes by this mapping.
+
+resource "aws_apigatewayv2_domain_name" "origin" {
+  count = var.origin_domain_name != "" ? 1 : 0
+
+  domain_name = var.origin_domain_name
+
+  domain_name_configuration {
+    certificate_arn = var.origin_certificate_arn
+    endpoint_type   = "REGIONAL"
+    security_policy = "TLS_1_2"
+  }
+}
+
+resource "aws_apigatewayv2_api_mapping" "origin" {
+  count = var.origin_domain_name != "" ? 1 : 0
+
+  api_id      = aws_apigatewayv2_api.main.id
+  domain_name = aws_apigatewayv2_domain_name.origin[0].id
+  stage       = aws_apigatewayv2_stage.default.id
 }

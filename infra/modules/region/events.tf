@@ -1,4 +1,12 @@
-# What invokes the deployer, task-events and the reaper.
+# What invokes the deployer, the reporter, task-events and the reaper. In a passive
+# region (var.active = false) every one of these triggers is off: the event source
+# mappings are disabled (messages wait in the queue) and the rules are DISABLED. The
+# code also checks the table's active-region item before acting, so a trigger left on
+# by mistake does no harm; this keeps a passive region from spending invocations.
+
+locals {
+  rule_state = var.active ? "ENABLED" : "DISABLED"
+}
 
 # ---- deployer: the deployments queue ----------------------------------------------------------------
 #
@@ -8,6 +16,7 @@
 # concurrency, which would make Lambda throttle (and redeliver) messages.
 
 resource "aws_lambda_event_source_mapping" "deployer" {
+  enabled                 = var.active
   event_source_arn        = aws_sqs_queue.deployments.arn
   function_name           = aws_lambda_function.function["deployer"].arn
   batch_size              = 10
@@ -25,6 +34,7 @@ resource "aws_lambda_event_source_mapping" "deployer" {
 # reports dead-letter queue.
 
 resource "aws_lambda_event_source_mapping" "reporter" {
+  enabled                 = var.active
   event_source_arn        = aws_sqs_queue.reports.arn
   function_name           = aws_lambda_function.function["reporter"].arn
   batch_size              = 10
@@ -45,6 +55,7 @@ resource "aws_lambda_event_source_mapping" "reporter" {
 resource "aws_cloudwatch_event_rule" "task_stopped" {
   name        = "${var.name}-task-stopped"
   description = "envplane sandboxes (group envplane:*) that stopped in cluster ${local.cluster_name}"
+  state       = local.rule_state
 
   event_pattern = jsonencode({
     source      = ["aws.ecs"]
@@ -94,8 +105,9 @@ resource "aws_lambda_function_event_invoke_config" "task_events" {
 
 resource "aws_cloudwatch_event_rule" "reaper" {
   name                = "${var.name}-reaper"
-  description         = "envplane reaper: drain the deployments dead-letter queue"
+  description         = "envplane reaper: dead letters, watchdog, scheduled jobs"
   schedule_expression = var.reaper_schedule
+  state               = local.rule_state
 }
 
 resource "aws_cloudwatch_event_target" "reaper" {

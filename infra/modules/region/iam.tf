@@ -22,6 +22,8 @@
 #                   resource-level permissions)
 #   webhook         + SQS SendMessage; KMS GenerateDataKey/Decrypt for the key ring (the
 #                   GitHub connection's secrets, encryption context as the api's)
+#   api, webhook    + secretsmanager:GetSecretValue of the origin-verify secret, and
+#                   kms:Decrypt of it through Secrets Manager
 #   reporter        + SQS receive/delete on the reports queue (event source mapping); KMS
 #                   as the webhook's (also a notification target's sealed URL and
 #                   secret); S3 GetObject/ListBucket of plan views
@@ -141,6 +143,7 @@ data "aws_iam_policy_document" "api" {
     data.aws_iam_policy_document.function_common["api"].json,
     data.aws_iam_policy_document.organization_keys.json,
     data.aws_iam_policy_document.artifact_reads.json,
+    data.aws_iam_policy_document.origin_secret.json,
   ]
 
   # shared/aws/src/s3.rs: PutObject with SSE-KMS (states, plans, plan views).
@@ -182,6 +185,29 @@ data "aws_iam_policy_document" "organization_keys" {
       test     = "Null"
       variable = "kms:EncryptionContextKeys"
       values   = ["false"]
+    }
+  }
+}
+
+# The origin-verify secret (api, webhook): GetSecretValue of AWSCURRENT and AWSPREVIOUS
+# (a version stage is a parameter of the same action), and its CMK through Secrets
+# Manager only.
+data "aws_iam_policy_document" "origin_secret" {
+  statement {
+    sid       = "ReadOriginSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.origin_secret_arn]
+  }
+
+  statement {
+    sid       = "OriginSecretKeyThroughSecretsManager"
+    actions   = ["kms:Decrypt"]
+    resources = [var.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.kms_via_secretsmanager]
     }
   }
 }
@@ -336,6 +362,7 @@ data "aws_iam_policy_document" "webhook" {
   source_policy_documents = [
     data.aws_iam_policy_document.function_common["webhook"].json,
     data.aws_iam_policy_document.organization_keys.json,
+    data.aws_iam_policy_document.origin_secret.json,
   ]
 }
 

@@ -1,9 +1,9 @@
-# One region's platform: the sandboxes' network, the artifacts bucket, the deployments
-# queue, the ECS cluster and runner task definition, the four functions with their
-# triggers, and the HTTP API. Instantiated for the active region only (see README.md:
-# the code has no "active region" switch yet, so a passive region must not run these).
-# Nothing in it is tied to one region: IAM role names (account-wide) carry the region,
-# so a second instance for the passive region would not collide.
+# One region's platform: the sandboxes' network, the artifacts bucket (replicated to the
+# peer region), the queues, the ECS cluster and runner task definition, the six functions
+# with their triggers, the HTTP API, and the alarms. Instantiated once per region by
+# infra/region (its own state per region); `active` switches the triggers of a passive
+# region off. IAM role names (account-wide) carry the region, so the two instances do
+# not collide.
 
 data "aws_caller_identity" "current" {}
 
@@ -35,7 +35,11 @@ locals {
   runner_task_definitions = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:task-definition/${local.runner_family}:*"
   cluster_tasks           = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/${local.cluster_name}/*"
 
-  # Where sandboxes call back. Not the CloudFront URL by default: CloudFront answers
-  # Terraform's LOCK/UNLOCK state-backend methods with 403 (README.md, "Status").
-  sandbox_api_url = var.sandbox_api_url != "" ? var.sandbox_api_url : aws_apigatewayv2_api.main.api_endpoint
+  # Where sandboxes call back: the protected public URL (CloudFront or the custom
+  # domain), resolved by infra/region. The runner locks state with POST/DELETE, which
+  # CloudFront passes; the execute-api endpoint would refuse it (no origin header).
+  sandbox_api_url = var.sandbox_api_url
+
+  kms_via_secretsmanager = "secretsmanager.${local.region}.amazonaws.com"
+  peer_artifacts_bucket  = "${var.name}-artifacts-${local.account_id}-${var.peer_region}"
 }

@@ -6,12 +6,22 @@
 #
 # The functions are not in this VPC: they call AWS APIs only.
 
-data "aws_availability_zones" "available" {
+# Zones pinned by ID (euw1-az1, ...): a zone name such as eu-west-1a maps to a different
+# physical zone in each account, an ID does not. The NAT addresses are per zone, so a
+# pinned zone list keeps the egress addresses customers allow-listed where they are.
+data "aws_availability_zones" "pinned" {
   state = "available"
+
+  filter {
+    name   = "zone-id"
+    values = var.availability_zone_ids
+  }
 }
 
 locals {
-  azs = slice(data.aws_availability_zones.available.names, 0, var.availability_zone_count)
+  # The names, in the order of var.availability_zone_ids (the data source sorts its own).
+  az_name_by_id = zipmap(data.aws_availability_zones.pinned.zone_ids, data.aws_availability_zones.pinned.names)
+  azs           = [for id in var.availability_zone_ids : local.az_name_by_id[id]]
 }
 
 resource "aws_vpc" "sandboxes" {
@@ -81,8 +91,14 @@ resource "aws_route_table_association" "public" {
 
 resource "aws_eip" "nat" {
   count = length(local.azs)
+  #checkov:skip=CKV2_AWS_19:These addresses belong to the NAT gateways (allocation_id), which checkov does not follow; they are not meant for EC2 instances.
 
   domain = "vpc"
+
+  # The addresses customers allow-list: losing one is an outage for them.
+  lifecycle {
+    prevent_destroy = true
+  }
 
   tags = {
     Name = "${var.name}-egress-${local.azs[count.index]}"
@@ -150,6 +166,7 @@ resource "aws_route_table_association" "private" {
 # registries). The NAT addresses are what the outside world sees.
 
 resource "aws_security_group" "runner" {
+  #checkov:skip=CKV2_AWS_5:Attached at run time: the deployer's RunTask names this group (ENVPLANE_SECURITY_GROUPS) for every sandbox's network interface.
   name        = "${var.name}-sandboxes"
   description = "envplane sandboxes: no inbound"
   vpc_id      = aws_vpc.sandboxes.id
@@ -160,6 +177,7 @@ resource "aws_security_group" "runner" {
 }
 
 resource "aws_vpc_security_group_egress_rule" "runner_ipv4" {
+  #checkov:skip=CKV_AWS_382:Sandboxes run customers' templates, which reach arbitrary cloud APIs, Git hosts and registries; the NAT addresses, not the port list, are what the outside world can filter on.
   security_group_id = aws_security_group.runner.id
   description       = "Any outbound, through the NAT gateways"
   ip_protocol       = "-1"
@@ -173,6 +191,7 @@ resource "aws_cloudwatch_log_group" "flow_logs" {
 
   name              = local.flow_log_group_name
   retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
 }
 
 data "aws_iam_policy_document" "flow_logs_trust" {

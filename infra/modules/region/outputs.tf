@@ -82,3 +82,28 @@ output "function_names" {
   description = "The Lambda functions, by role."
   value       = { for function, lambda in aws_lambda_function.function : function => lambda.function_name }
 }
+
+output "all_egress_ips" {
+  description = "ENVPLANE_EGRESS_IPS as a list: this region's NAT addresses and the other region's (input), sorted."
+  value       = local.all_egress_ips
+}
+
+output "origin_target_domain_name" {
+  description = "Target of the origin.<domain> failover alias in this region (the API Gateway custom domain's regional name); empty without a custom domain."
+  value       = var.origin_domain_name != "" ? aws_apigatewayv2_domain_name.origin[0].domain_name_configuration[0].target_domain_name : ""
+}
+
+output "origin_target_zone_id" {
+  description = "Hosted zone of origin_target_domain_name (for the alias record); empty without a custom domain."
+  value       = var.origin_domain_name != "" ? aws_apigatewayv2_domain_name.origin[0].domain_name_configuration[0].hosted_zone_id : ""
+}
+
+output "alarm_topic_arn" {
+  description = "The SNS topic every alarm of this region publishes to."
+  value       = aws_sns_topic.alarms.arn
+}
+
+output "runner_repository_name" {
+  description = "The runner's ECR repository name (the same in both regions; ECR replication fills the other one)."
+  value       = aws_ecr_repository.runner.name
+}

@@ -26,9 +26,14 @@ locals {
   )
   runner_pulls_from_ecr = var.runner_image == "" || length(local.runner_image_ecr) > 0
 
-  runner_environment = var.runner_tools_dir == "" ? [] : [
-    { name = "ENVPLANE_TOOLS_DIR", value = var.runner_tools_dir },
-  ]
+  # The root file system is read-only; /work (the runner's working directory and HOME)
+  # and /tmp are the task's scratch volumes on Fargate ephemeral storage. HOME is /work
+  # itself: it exists (a mount point) and is writable exactly when the workspace is, so
+  # git's and Terraform's per-user files need no directory created beforehand.
+  runner_environment = concat(
+    [{ name = "HOME", value = "/work" }],
+    var.runner_tools_dir == "" ? [] : [{ name = "ENVPLANE_TOOLS_DIR", value = var.runner_tools_dir }],
+  )
 }
 
 resource "aws_ecr_repository" "runner" {
@@ -39,8 +44,12 @@ resource "aws_ecr_repository" "runner" {
     scan_on_push = true
   }
 
+  # The repository exists in both regions: ECR replication (infra/global, ecr.tf) copies
+  # every image pushed in the home region into the other region's repository of the
+  # same name, so each region's task definition pulls from its own region.
   encryption_configuration {
-    encryption_type = "AES256"
+    encryption_type = "KMS"
+    kms_key         = var.kms_key_arn
   }
 }
 
@@ -56,6 +65,7 @@ resource "aws_ecs_cluster" "sandboxes" {
 resource "aws_cloudwatch_log_group" "runner" {
   name              = local.runner_log_group_name
   retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
 }
 
 # ---- roles ---------------------------------------------------------------------------------------
@@ -168,6 +178,15 @@ resource "aws_ecs_task_definition" "runner" {
     cpu_architecture        = var.runner_cpu_architecture
   }
 
+  # Scratch volumes without a host: Fargate backs them with the task's ephemeral storage.
+  volume {
+    name = "work"
+  }
+
+  volume {
+    name = "tmp"
+  }
+
   dynamic "ephemeral_storage" {
     for_each = var.runner_ephemeral_storage_gib > 20 ? [var.runner_ephemeral_storage_gib] : []
 
@@ -183,9 +202,24 @@ resource "aws_ecs_task_definition" "runner" {
       essential   = true
       environment = local.runner_environment
 
-      # Terraform and hooks are children of the runner: an init process reaps them.
+      # The image's non-root user (runner/Dockerfile); nothing writes outside the volumes.
+      user                   = "10001"
+      privileged             = false
+      readonlyRootFilesystem = true
+      workingDirectory       = "/work"
+
+      mountPoints = [
+        { sourceVolume = "work", containerPath = "/work", readOnly = false },
+        { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
+      ]
+
+      # Terraform and hooks are children of the runner: an init process reaps them. No
+      # Linux capability at all: the runner needs none as uid 10001.
       linuxParameters = {
         initProcessEnabled = true
+        capabilities = {
+          drop = ["ALL"]
+        }
       }
 
       # StopTask (a cancelled deployment) sends SIGTERM; the runner interrupts the IaC

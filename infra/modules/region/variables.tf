@@ -19,8 +19,70 @@ variable "table_arn" {
 }
 
 variable "kms_key_arn" {
-  description = "ARN of the customer-managed KMS key in this region (ENVPLANE_KMS_KEY_ID)."
+  description = "ARN of the customer-managed KMS key in this region (ENVPLANE_KMS_KEY_ID): the multi-region key or its replica. It also encrypts every log group, the alarm topic, the ECR repository and the artifacts bucket."
   type        = string
+}
+
+# ---- the two regions ----------------------------------------------------------------------------
+
+variable "active" {
+  description = "Whether this region dispatches: drives the deployer's and the reporter's SQS event source mappings (enabled) and the EventBridge rules of the reaper schedule and the ECS task-state events (ENABLED/DISABLED). The table's active-region item is what the code obeys; this keeps a passive region's triggers quiet."
+  type        = bool
+}
+
+variable "home_region" {
+  description = "ENVPLANE_HOME_REGION: the primary region (the one active until the first failover)."
+  type        = string
+}
+
+variable "peer_region" {
+  description = "The other region of the pair (artifacts replication destination, DynamoDB ReceivingRegion of the replication-latency alarm)."
+  type        = string
+}
+
+variable "peer_kms_key_arn" {
+  description = "The KMS key (multi-region key or replica) in peer_region: replicas of the artifacts are encrypted with it."
+  type        = string
+}
+
+variable "artifact_replication" {
+  description = "Replicate the artifacts bucket to the peer region's artifacts bucket (which must exist: false on the very first apply of a deploy from zero)."
+  type        = bool
+}
+
+variable "egress_ips" {
+  description = "Egress addresses of the platform known from elsewhere (the other region's NAT Elastic IPs, from its own state). ENVPLANE_EGRESS_IPS of the api is these plus this region's own, deduplicated and sorted."
+  type        = list(string)
+}
+
+variable "origin_secret_arn" {
+  description = "ENVPLANE_ORIGIN_SECRET_ARN of the api and webhook: this region's copy of the Secrets Manager secret whose value CloudFront sends as x-envplane-origin."
+  type        = string
+}
+
+variable "origin_domain_name" {
+  description = "The Route 53 failover name CloudFront uses as origin (origin.<domain>): an API Gateway custom domain of this name is created in this region when it is not empty."
+  type        = string
+}
+
+variable "origin_certificate_arn" {
+  description = "ACM certificate in this region covering origin_domain_name (needed when origin_domain_name is set)."
+  type        = string
+}
+
+variable "alarm_email_addresses" {
+  description = "E-mail addresses subscribed to the alarm topic (each must confirm the subscription)."
+  type        = list(string)
+}
+
+variable "replication_latency_threshold_ms" {
+  description = "Alarm when the DynamoDB replication latency towards the peer region stays above this (milliseconds, average over 5 minutes)."
+  type        = number
+}
+
+variable "deployments_age_threshold_seconds" {
+  description = "Alarm when the oldest message of the deployments queue is older than this (seconds)."
+  type        = number
 }
 
 # ---- functions -------------------------------------------------------------------------------
@@ -62,9 +124,9 @@ variable "vpc_cidr" {
   type        = string
 }
 
-variable "availability_zone_count" {
-  description = "Availability zones with a public subnet + NAT gateway + private subnet."
-  type        = number
+variable "availability_zone_ids" {
+  description = "Availability zone IDs (e.g. euw1-az1), one public subnet + NAT gateway + Elastic IP + private subnet each. IDs, not names: names are shuffled per account, IDs are the same physical zone everywhere."
+  type        = list(string)
 }
 
 variable "enable_flow_logs" {
@@ -151,11 +213,6 @@ variable "reaper_schedule" {
   type        = string
 }
 
-variable "region_role" {
-  description = "ENVPLANE_REGION_ROLE of the reaper: active or passive (no scheduled jobs)."
-  type        = string
-}
-
 # ---- storage -------------------------------------------------------------------------------------
 
 variable "artifact_noncurrent_version_days" {
@@ -176,7 +233,7 @@ variable "api_throttling_burst_limit" {
 }
 
 variable "sandbox_api_url" {
-  description = "ENVPLANE_API_URL; empty: this region's execute-api endpoint."
+  description = "ENVPLANE_API_URL: the protected public URL (custom domain or CloudFront) resolved by the root; never the execute-api endpoint."
   type        = string
 }
 
