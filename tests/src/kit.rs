@@ -38,6 +38,13 @@ pub struct Kit {
     _data_dir: tempfile::TempDir,
 }
 
+/// The platform of another region, over the kit's store.
+pub struct Region {
+    pub platform: Platform,
+    pub queue: Arc<FaultyQueue>,
+    pub launcher: Arc<FaultyLauncher>,
+}
+
 /// The store under the fault kit's lagging wrapper.
 #[derive(Clone, Copy)]
 pub enum Backend {
@@ -279,6 +286,39 @@ impl Kit {
             outputs: None,
         };
         self.platform.finish_phase(runner, report).await.unwrap()
+    }
+
+    /// The platform as a process in another region of the installation runs it: the
+    /// same store (a global table without lag), key file and clock, its own queue and
+    /// launcher.
+    pub fn region(&self, regions: envplane_core::region::Regions) -> Region {
+        let (queue, launcher) = (
+            Arc::new(FaultyQueue::default()),
+            Arc::new(FaultyLauncher::default()),
+        );
+        let data_dir = self._data_dir.path();
+        let ports = Ports {
+            store: self.store.clone(),
+            key_ring: Arc::new(FileKeyRing::open_or_create(&data_dir.join("master.key")).unwrap()),
+            clock: self.clock.clone(),
+            queue: queue.clone(),
+            launcher: launcher.clone(),
+            artifacts: Arc::new(FileArtifacts::new(data_dir.join("artifacts"))),
+            vcs: Arc::new(envplane_core::ports::Unwired),
+            reports: Arc::new(envplane_core::ports::Unwired),
+            notifier: self.notifier.clone(),
+            sender: self.sender.clone(),
+            spend: self.spend.clone(),
+        };
+        let settings = Settings {
+            regions: Some(regions),
+            ..Settings::default()
+        };
+        Region {
+            platform: Platform::new(ports, settings),
+            queue,
+            launcher,
+        }
     }
 
     pub async fn watchdog_after(&self, minutes: i64) -> Watchdog {

@@ -12,6 +12,12 @@ async fn health_and_openapi_need_no_key() {
         .await
         .expect(200);
     assert_eq!(health["status"], "ok");
+    // One machine has no fixed egress addresses to publish; on AWS, infra/ sets them.
+    let egress = app
+        .call(Method::GET, "/v1/meta/egress-ips", None, None)
+        .await
+        .expect(200);
+    assert_eq!(egress, json!({"addresses": []}));
     let document = app
         .call(Method::GET, "/v1/openapi.json", None, None)
         .await

@@ -112,6 +112,7 @@ pub struct Failover {
 
 /// The table as each region reads it: the region active now (`None` when it cannot be
 /// reached: a disaster) and the region to fail over to.
+#[derive(Clone, Copy)]
 pub struct RegionStores<'a> {
     pub active: Option<&'a dyn Store>,
     pub target: &'a dyn Store,
