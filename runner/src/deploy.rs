@@ -455,6 +455,9 @@ impl Terraform {
                 ("TF_HTTP_LOCK_METHOD", "POST"),
                 ("TF_HTTP_UNLOCK_ADDRESS", lock_address.as_str()),
                 ("TF_HTTP_UNLOCK_METHOD", "DELETE"),
+                // Answers 5xx are retried (waits of 1, 2, 4, 8, 16 and 30 s): a region
+                // flip answers 503 until the new region has read it, seconds later.
+                ("TF_HTTP_RETRY_MAX", "6"),
             ] {
                 environment.insert(name.into(), value.into());
             }

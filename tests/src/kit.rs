@@ -288,6 +288,11 @@ impl Kit {
         self.platform.finish_phase(runner, report).await.unwrap()
     }
 
+    /// Where the platform keeps its artifacts (states, plans) as files.
+    pub fn artifacts_dir(&self) -> std::path::PathBuf {
+        self._data_dir.path().join("artifacts")
+    }
+
     /// The platform as a process in another region of the installation runs it: the
     /// same store (a global table without lag), key file and clock, its own queue and
     /// launcher.

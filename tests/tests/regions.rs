@@ -8,7 +8,10 @@ use std::time::Duration;
 use envplane_core::deployment::{DeploymentStatus, PhaseReport, PhaseResult};
 use envplane_core::ports::{StoreError, SystemClock};
 use envplane_core::region::RegionName;
-use envplane_core::service::{fail_over, DispatchOutcome, FlipRequest, RegionStores, Settings};
+use envplane_core::secrecy::ExposeSecret;
+use envplane_core::service::{
+    fail_over, DispatchOutcome, FlipRequest, RegionStores, Settings, TokenScope,
+};
 use envplane_core::Error;
 use envplane_e2e::kit::{regions, Kit};
 
@@ -112,4 +115,42 @@ async fn a_region_that_lost_the_switch_starts_and_ends_nothing() {
     // A second flip to the region already active is refused.
     let again = fail_over(stores, &request, &SystemClock).await;
     assert!(again.is_err(), "{again:?}");
+}
+
+/// After a failover, the table may name a state version whose object the bucket's
+/// replication has not brought yet. Terraform reads a 404 as "no state" and would plan
+/// to create everything again: the state backend answers 503, never an empty state.
+#[tokio::test]
+async fn a_state_whose_object_is_missing_is_unavailable_never_empty() {
+    let kit = Kit::new(4).await;
+    let environment = kit.environment("staging").await;
+    let id = kit.deploy(&environment).await;
+    kit.deliver().await;
+    let token = kit.launcher.launch_token(&id).unwrap();
+    let launch = kit
+        .platform
+        .authenticate_runner(token.expose_secret(), &[TokenScope::Launch])
+        .await
+        .unwrap();
+    let session = kit.platform.start_session(&launch).await.unwrap();
+    let state = kit
+        .platform
+        .authenticate_runner(&session.state_token, &[TokenScope::State])
+        .await
+        .unwrap();
+    let body = serde_json::json!({"version": 4, "serial": 1, "lineage": "replicated"});
+    kit.platform
+        .write_state(&state, &environment, None, body.to_string().into_bytes())
+        .await
+        .unwrap();
+    assert!(kit
+        .platform
+        .read_state(&state, &environment)
+        .await
+        .unwrap()
+        .is_some());
+
+    std::fs::remove_dir_all(kit.artifacts_dir()).unwrap();
+    let missing = kit.platform.read_state(&state, &environment).await;
+    assert!(matches!(missing, Err(Error::Unavailable(_))), "{missing:?}");
 }

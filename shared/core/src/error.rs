@@ -30,6 +30,10 @@ pub enum Error {
     /// This region is passive: it changes nothing, the active region does (503).
     #[error("{0}")]
     Passive(String),
+    /// Something recorded is not readable here yet (an object the bucket's replication
+    /// has not brought): a retry may find it (503).
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -20,7 +20,7 @@ pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `validation_failed`, `unauthenticated`,
     /// `forbidden`, `not_found`, `conflict`, `payload_too_large`, `method_not_allowed`,
     /// `unsupported_media_type`, `region_passive` (503: this region is passive, the
-    /// message names the active one), `internal`.
+    /// message names the active one), `unavailable` (503: try again), `internal`.
     pub code: &'static str,
     pub message: String,
 }
@@ -77,6 +77,7 @@ impl From<Error> for ApiError {
             Error::Passive(_) | Error::Store(StoreError::CheckFailed) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "region_passive")
             }
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Store(_)
             | Error::KeyRing(_)
             | Error::Queue(_)

@@ -461,11 +461,19 @@ impl Platform {
         environment_id: &str,
         saved: &SavedState,
     ) -> Result<Vec<u8>> {
+        // Never "no state" for a version the table records: Terraform would read a 404 as
+        // an empty state and plan to create everything again. The object may be on its
+        // way from the other region's bucket (replication after a failover).
         let sealed = self
             .artifacts
             .get(org_id, &saved.blob_key(environment_id))
             .await?
-            .ok_or(Error::NotFound("state"))?;
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "state version {} of this environment is recorded, but its object is not in this region's bucket (yet): replication may still be bringing it; try again later",
+                    saved.version.version
+                ))
+            })?;
         Ok(self.key_ring.open_bytes(org_id, &sealed).await?)
     }
 
