@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -192,24 +193,8 @@ fn stand_ins(
 ) -> Vec<JoinHandle<()>> {
     let mut stand_ins = Vec::new();
     if harness.event_source_mapping {
-        let deployer = envplane_aws::config::dispatching_platform(settings, sdk);
-        let sqs = aws_sdk_sqs::Client::new(sdk);
-        let queue_url = settings.queue_url.clone();
-        stand_ins.push(tokio::spawn(async move {
-            loop {
-                let delivered = deliver_batch(
-                    &deployer.platform,
-                    deployer.queue.as_ref(),
-                    &sqs,
-                    &queue_url,
-                    1,
-                )
-                .await;
-                if delivered.is_err() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }));
+        let feeding = Arc::new(AtomicBool::new(true));
+        stand_ins.push(event_source_mapping(settings, sdk, feeding));
     }
     if let Some(sandbox) = harness.fargate {
         let fargate = Fargate {
@@ -223,6 +208,37 @@ fn stand_ins(
         stand_ins.push(tokio::spawn(fargate.run()));
     }
     stand_ins
+}
+
+/// The SQS event source mapping of a region's deployer: its queue's messages, one at a
+/// time, to the deployer's handler while `feeding` is set.
+pub fn event_source_mapping(
+    settings: &AwsSettings,
+    sdk: &aws_config::SdkConfig,
+    feeding: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    let deployer = envplane_aws::config::dispatching_platform(settings, sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let queue_url = settings.queue_url.clone();
+    tokio::spawn(async move {
+        loop {
+            if !feeding.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let delivered = deliver_batch(
+                &deployer.platform,
+                deployer.queue.as_ref(),
+                &sqs,
+                &queue_url,
+                1,
+            )
+            .await;
+            if delivered.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    })
 }
 
 /// A second region of the installation: its own deployments queue, cluster and

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_sdk_ecs::types::DesiredStatus;
 use envplane_aws::dynamodb::DynamoDbStore;
-use envplane_aws::emulator::{create_queue, deliver_batch};
+use envplane_aws::emulator::create_queue;
 use envplane_aws::reaper::{handle_schedule, DeadLetters};
 use envplane_core::ports::{
     IndexQuery, Kind, ListQuery, Page, Record, Store, StoreError, SystemClock, WriteOp,
@@ -21,7 +21,7 @@ use envplane_core::ports::{
 use envplane_core::region::{RegionName, SWITCH_CACHE};
 use envplane_core::service::{fail_over, FlipError, FlipRequest, RegionStores};
 use envplane_core::Platform;
-use envplane_e2e::aws::{spawn_app_on_aws_in, tasks, AwsApp, Harness, Sandbox};
+use envplane_e2e::aws::{event_source_mapping, spawn_app_on_aws_in, tasks, Harness, Sandbox};
 use envplane_e2e::kit::regions;
 use envplane_e2e::{eventually, git_repository, GREETING_CONFIG};
 use serde_json::Value;
@@ -42,7 +42,11 @@ async fn a_failover_and_back_loses_nothing_and_runs_nothing_twice() {
     let aws =
         spawn_app_on_aws_in(only_fargate, None, Some(regions("eu-west-1", SWITCH_CACHE))).await;
     let feeding_west = Arc::new(AtomicBool::new(true));
-    let _west_mapping = event_source_mapping(&aws, feeding_west.clone());
+    let _west_mapping = Guard(event_source_mapping(
+        &aws.stack.settings,
+        &aws.stack.sdk,
+        feeding_west.clone(),
+    ));
     let _west_reaper = reaper_every_second(
         envplane_aws::config::reaper_platform(&aws.stack.settings, &aws.stack.sdk).platform,
         DeadLetters::new(aws.sqs.clone(), &aws.stack.dead_letter_queue_url),
@@ -264,32 +268,6 @@ async fn a_failover_and_back_loses_nothing_and_runs_nothing_twice() {
 
 fn region(name: &str) -> RegionName {
     RegionName::parse(name).unwrap()
-}
-
-/// The SQS event source mapping of the home region's deployer, stopped while `feeding`
-/// is false.
-fn event_source_mapping(aws: &AwsApp, feeding: Arc<AtomicBool>) -> Guard {
-    let deployer = envplane_aws::config::dispatching_platform(&aws.stack.settings, &aws.stack.sdk);
-    let (sqs, queue_url) = (aws.sqs.clone(), aws.stack.settings.queue_url.clone());
-    Guard(tokio::spawn(async move {
-        loop {
-            if !feeding.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            let delivered = deliver_batch(
-                &deployer.platform,
-                deployer.queue.as_ref(),
-                &sqs,
-                &queue_url,
-                1,
-            )
-            .await;
-            if delivered.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }))
 }
 
 /// The reaper's EventBridge schedule, every second instead of every minute.
