@@ -5,7 +5,8 @@
 async fn main() -> anyhow::Result<()> {
     envplane_aws::config::init_lambda_tracing()?;
     let aws = envplane_aws::config::platform_from_env(envplane_aws::config::platform)?;
-    lambda_http::run(envplane_http::api_router(aws.platform))
+    let origin = envplane_aws::config::origin_secret_from_env(&aws.sdk);
+    lambda_http::run(envplane_http::api_router_behind(aws.platform, origin))
         .await
         .map_err(|error| anyhow::anyhow!(error))
 }

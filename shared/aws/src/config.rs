@@ -8,6 +8,7 @@ use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{SharedCredentialsProvider, SharedHttpClient};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use envplane_core::ports::OriginSecret;
 use envplane_core::ports::{
     Artifacts, Clock, KeyRing, Launcher, NotificationSender, Notifier, Reports, SpendSource,
     SystemClock, Unwired, Vcs,
@@ -28,6 +29,7 @@ use crate::lazy::LazyClient;
 use crate::reaper::DeadLetters;
 use crate::reports::SqsOutbound;
 use crate::s3::S3Artifacts;
+use crate::secrets::SecretsManagerOriginSecret;
 use crate::sqs::{SqsQueue, StopThroughQueue};
 
 #[derive(Debug, thiserror::Error)]
@@ -651,6 +653,33 @@ fn log_filter() -> Result<Targets, ConfigError> {
     }
 }
 
+/// The origin check of the api and the webhook: `ENVPLANE_ORIGIN_SECRET_ARN` names the
+/// Secrets Manager secret whose value CloudFront sends in `x-envplane-origin`, and every
+/// request but `/health` must carry its current or previous value
+/// (the http crate's `api_router_behind`), so the API Gateway's own execute-api URL does
+/// not go around the WAF.
+///
+/// Optional: unset (or blank), there is no check, for an installation without CloudFront
+/// in front of its API, where the execute-api URL is the public entry (logged at start).
+pub fn origin_secret_from_env(sdk: &SdkConfig) -> Option<Arc<dyn OriginSecret>> {
+    let origin = origin_secret(optional(ORIGIN_SECRET_ARN), sdk);
+    if origin.is_none() {
+        tracing::info!(
+            "{ORIGIN_SECRET_ARN} is not set: requests are served without the origin check"
+        );
+    }
+    origin
+}
+
+const ORIGIN_SECRET_ARN: &str = "ENVPLANE_ORIGIN_SECRET_ARN";
+
+fn origin_secret(arn: Option<String>, sdk: &SdkConfig) -> Option<Arc<dyn OriginSecret>> {
+    arn.map(|arn| {
+        let client = LazyClient::new(sdk, aws_sdk_secretsmanager::Client::new);
+        Arc::new(SecretsManagerOriginSecret::new(client, arn)) as Arc<dyn OriginSecret>
+    })
+}
+
 /// The reaper's dead-letter queue: `ENVPLANE_DEAD_LETTER_QUEUE_URL`.
 pub fn dead_letters_from_env(sdk: &SdkConfig) -> Result<DeadLetters, ConfigError> {
     Ok(DeadLetters::new(
@@ -706,6 +735,69 @@ mod tests {
         }
     }
 
+    /// Every `ENVPLANE_*` name in `text`: a name is upper-case letters, digits and `_`.
+    fn variable_names(text: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("ENVPLANE_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+        names
+    }
+
+    /// What infra/ gives the functions and what their configuration (this file) reads
+    /// are the same names: a variable read but never set is a function that cannot
+    /// start or a setting that silently stays at its default; one set but never read
+    /// is a setting that does nothing.
+    #[test]
+    fn infra_sets_exactly_the_variables_the_functions_read() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let read = |path: &str| std::fs::read_to_string(format!("{root}/{path}")).unwrap();
+        // Only the string literals of the code, not names in its comments.
+        let code = read("shared/aws/src/config.rs");
+        let code = code.split("#[cfg(test)]").next().unwrap();
+        let literals: String = code
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect();
+        let functions_read = variable_names(&literals);
+        // Read, and left unset by infra/ on purpose.
+        let unset_on_purpose = [
+            // Path-style S3 addressing is for emulators.
+            "ENVPLANE_S3_PATH_STYLE",
+            // Plain-HTTP, private notification targets: an operator's opt-in.
+            "ENVPLANE_NOTIFICATIONS_ALLOW_PRIVATE",
+        ];
+        let infra = read("infra/modules/region/functions.tf");
+        let environment = infra
+            .split("common_environment = {")
+            .nth(1)
+            .and_then(|rest| rest.split("resource \"").next())
+            .expect("infra/modules/region/functions.tf sets the functions' environment in locals");
+        let infra_sets = variable_names(environment);
+        let missing: Vec<_> = functions_read
+            .iter()
+            .filter(|name| {
+                !infra_sets.contains(*name) && !unset_on_purpose.contains(&name.as_str())
+            })
+            .collect();
+        let unread: Vec<_> = infra_sets.difference(&functions_read).collect();
+        assert!(
+            missing.is_empty(),
+            "the functions read {missing:?}, which infra/ never sets"
+        );
+        assert!(
+            unread.is_empty(),
+            "infra/ sets {unread:?}, which no function reads"
+        );
+        assert!(functions_read.contains("ENVPLANE_REGION") && infra_sets.len() > 20);
+    }
+
     #[test]
     fn regions_come_both_or_neither() {
         let lookup = |this: Option<&'static str>, home: Option<&'static str>| {
@@ -755,6 +847,27 @@ mod tests {
             .send()
             .await;
         assert!(tables.is_ok(), "{tables:?}");
+    }
+
+    #[tokio::test]
+    async fn the_origin_check_is_on_only_with_a_secret() {
+        let sdk = sdk_config(
+            "us-east-1".into(),
+            Some(crate::emulator::endpoint()),
+            https_client(AMAZON_ROOTS.to_vec()).unwrap(),
+        );
+        assert!(origin_secret(None, &sdk).is_none());
+        let name = crate::emulator::unique_name("envplane/origin-config");
+        aws_sdk_secretsmanager::Client::new(&sdk)
+            .create_secret()
+            .name(&name)
+            .secret_string("from-cloudfront")
+            .send()
+            .await
+            .unwrap();
+        let origin = origin_secret(Some(name), &sdk).unwrap();
+        assert!(origin.accepts(b"from-cloudfront").await);
+        assert!(!origin.accepts(b"from-elsewhere").await);
     }
 
     #[test]

@@ -745,6 +745,25 @@ impl SpendSource for Unwired {
     }
 }
 
+/// What a request must present in the origin header to be served when the routers sit
+/// behind CloudFront: the one way around the WAF, the API Gateway's own execute-api
+/// URL, is closed by refusing requests without it. The HTTP edge asks; the AWS adapter
+/// reads the secret from Secrets Manager.
+#[async_trait]
+pub trait OriginSecret: Send + Sync {
+    /// Whether `presented` (the header's value, never logged) is an accepted value of the
+    /// secret. Implementations compare with [`same_secret`]; any doubt (the secret
+    /// cannot be read) is a refusal.
+    async fn accepts(&self, presented: &[u8]) -> bool;
+}
+
+/// `presented == expected` in time that depends only on their lengths, not on where
+/// they differ (`subtle`): a caller timing refusals learns nothing of the secret.
+pub fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.ct_eq(expected).into()
+}
+
 /// Time, injectable so that expiry and TTL logic can be tested without waiting.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
@@ -755,5 +774,18 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_are_the_same_only_when_equal() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"ab", b"abc"));
+        assert!(!same_secret(b"", b"abc"));
     }
 }
