@@ -40,9 +40,7 @@ pub use credentials::TokenScope;
 pub use dispatch::DispatchOutcome;
 pub use github::{WebhookDelivery, WebhookOutcome};
 pub use notifications::{notification_backoff, MAX_NOTIFICATION_ATTEMPTS};
-pub use region::{
-    fail_over, measure_lag, read_active_region, Failover, FlipError, FlipRequest, RegionStores,
-};
+pub use region::{fail_over, read_active_region, Failover, FlipError, FlipRequest, RegionStores};
 pub use runner::Runner;
 pub use scheduler::SchedulerRound;
 pub use spend::SpendRound;

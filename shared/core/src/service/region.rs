@@ -159,20 +159,25 @@ pub async fn fail_over(
 
 /// Writes a probe through `source` and times how long `target` takes to read it,
 /// giving up after `within`.
-pub async fn measure_lag(
+async fn measure_lag(
     source: &dyn Store,
     target: &dyn Store,
     within: Duration,
     clock: &dyn crate::ports::Clock,
 ) -> Lag {
     let id = crate::ids::new_id("probe");
-    let probe = serde_json::json!({"written_at": clock.now()});
-    let mut insert = match record_of(Kind::RegionProbe, &id, probe) {
-        Ok(record) => record,
-        Err(error) => return Lag::Unknown(error.to_string()),
+    let insert = Record {
+        kind: Kind::RegionProbe,
+        org_id: PLATFORM_RECORDS.to_string(),
+        id: id.clone(),
+        parent_id: None,
+        unique_key: None,
+        index_key: None,
+        // The store forgets probes after a day.
+        expires_at: Some(clock.now().timestamp() + 24 * 3600),
+        version: 1,
+        body: serde_json::json!({"written_at": clock.now()}),
     };
-    // The store forgets probes after a day.
-    insert.expires_at = Some(clock.now().timestamp() + 24 * 3600);
     let started = Instant::now();
     if let Err(error) = source.commit(vec![WriteOp::Insert(insert)]).await {
         return Lag::Unknown(format!("the probe could not be written: {error}"));
@@ -211,20 +216,6 @@ async fn wait_for_epoch(
         tokio::time::sleep(POLL).await;
     }
     Ok(None)
-}
-
-fn record_of(kind: Kind, id: &str, body: serde_json::Value) -> Result<Record> {
-    Ok(Record {
-        kind,
-        org_id: PLATFORM_RECORDS.to_string(),
-        id: id.to_string(),
-        parent_id: None,
-        unique_key: None,
-        index_key: None,
-        expires_at: None,
-        version: 1,
-        body,
-    })
 }
 
 /// Flips the switch in `store` conditional on the epoch it read there, so two flips
