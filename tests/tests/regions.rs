@@ -74,9 +74,17 @@ async fn a_region_that_lost_the_switch_starts_and_ends_nothing() {
     let flip = fail_over(stores, &request, &SystemClock).await.unwrap();
     assert_eq!(flip.active.epoch, 1);
 
-    // Still believing it acts, the home region can neither start nor end a deployment.
+    // Still believing it acts, the home region can neither queue, start nor end a
+    // deployment.
     fenced(kit.platform.dispatch(&message).await);
     fenced(kit.platform.finish_phase(&runner, succeeded()).await);
+    let plan = envplane_e2e::kit::from(serde_json::json!({"action": "plan"}));
+    fenced(
+        kit.platform
+            .create_deployment(&kit.caller, &quiet, plan)
+            .await,
+    );
+    assert_eq!(kit.deployments_of(&quiet).await.len(), 1);
     assert_eq!(
         kit.deployment(&queued).await.status,
         DeploymentStatus::Queued

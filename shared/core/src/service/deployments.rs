@@ -90,11 +90,14 @@ impl Platform {
             None,
             self.now(),
         );
+        // Fenced: a region that lost the switch moments ago queues nothing its
+        // successor would not see (its queue is nobody's now).
+        let insert = vec![queued_insert(&caller.org_id, &deployment)?];
         self.commit_audited(
             caller,
             "deployment.create",
             (Kind::Deployment, &deployment.id),
-            vec![queued_insert(&caller.org_id, &deployment)?],
+            self.fenced(insert).await?,
         )
         .await?;
         self.announce(&caller.org_id, &deployment).await;

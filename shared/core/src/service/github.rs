@@ -750,12 +750,15 @@ impl Platform {
     /// Commits `head` (the delivery's marker first, then what must change with it) with
     /// the deployments `inserts` adds: `true` when the delivery was handled meanwhile
     /// (nothing is written then). Other conflicts pass on. Inserts beyond what one
-    /// commit holds ([`MAX_COMMIT_WRITES`]) follow in commits of their own.
+    /// commit holds ([`MAX_COMMIT_WRITES`]) follow in commits of their own. Every commit
+    /// is fenced on the active region's epoch.
     async fn commit_marked(&self, mut head: Vec<WriteOp>, inserts: Vec<WriteOp>) -> Result<bool> {
         let WriteOp::Insert(marker) = &head[0] else {
             unreachable!("the marker comes first");
         };
         let (org_id, id) = (marker.org_id.clone(), marker.id.clone());
+        let fence = self.fence().await?;
+        head.extend(fence.clone());
         let room = MAX_COMMIT_WRITES.saturating_sub(head.len());
         let mut inserts = inserts.into_iter();
         head.extend(inserts.by_ref().take(room));
@@ -769,8 +772,10 @@ impl Platform {
             Err(error) => return Err(error.into()),
         }
         let rest: Vec<WriteOp> = inserts.collect();
-        for part in rest.chunks(MAX_COMMIT_WRITES) {
-            self.store.commit(part.to_vec()).await?;
+        for part in rest.chunks(MAX_COMMIT_WRITES - 1) {
+            let mut part = part.to_vec();
+            part.extend(fence.clone());
+            self.store.commit(part).await?;
         }
         Ok(false)
     }
