@@ -75,9 +75,17 @@ async fn a_region_that_lost_the_switch_starts_and_ends_nothing() {
     assert_eq!(flip.active.epoch, 1);
 
     // Still believing it acts, the home region can neither queue, start nor end a
-    // deployment.
-    fenced(kit.platform.dispatch(&message).await);
+    // deployment; a dispatch it loses so is handed back, a sandbox's stop left alone.
+    assert_eq!(
+        kit.platform.dispatch(&message).await.unwrap(),
+        DispatchOutcome::Passive
+    );
     fenced(kit.platform.finish_phase(&runner, succeeded()).await);
+    let attempt = kit.deployment(&running).await.attempt;
+    kit.platform
+        .sandbox_stopped(&kit.caller.org_id, &running, attempt, "exit code 137")
+        .await
+        .unwrap();
     let plan = envplane_e2e::kit::from(serde_json::json!({"action": "plan"}));
     fenced(
         kit.platform

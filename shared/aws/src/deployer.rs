@@ -117,7 +117,8 @@ pub(crate) mod fixture {
         DeploymentMessage, IndexQuery, Kind, ListQuery, Page, Record, Store, StoreError,
         SystemClock, WriteOp,
     };
-    use envplane_core::service::{Ports, Settings};
+    use envplane_core::service::Ports;
+    pub use envplane_core::service::Settings;
     use envplane_core::Platform;
     use envplane_local::{FileArtifacts, FileKeyRing, SqliteStore};
     use envplane_testkit::faults::{FaultyLauncher, FaultyQueue};
@@ -177,6 +178,15 @@ pub(crate) mod fixture {
     impl Fixture {
         /// A platform allowing `max_parallel_deployments`, with one queued deployment.
         pub async fn new(max_parallel_deployments: usize) -> Self {
+            Self::with(Settings {
+                max_parallel_deployments,
+                ..Settings::default()
+            })
+            .await
+        }
+
+        /// A platform with `settings`, with one queued deployment.
+        pub async fn with(settings: Settings) -> Self {
             let data_dir = tempfile::tempdir().unwrap();
             let store = Arc::new(FlakyStore {
                 inner: SqliteStore::open(&data_dir.path().join("envplane.db")).unwrap(),
@@ -200,13 +210,7 @@ pub(crate) mod fixture {
                 sender: Arc::new(envplane_core::ports::Unwired),
                 spend: Arc::new(envplane_core::ports::Unwired),
             };
-            let platform = Arc::new(Platform::new(
-                ports,
-                Settings {
-                    max_parallel_deployments,
-                    ..Settings::default()
-                },
-            ));
+            let platform = Arc::new(Platform::new(ports, settings));
             let (caller, message) = queued_deployment(&platform).await;
             queue.take();
             Self {
@@ -233,7 +237,7 @@ pub(crate) mod fixture {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::fixture::Fixture;
+    use super::fixture::{Fixture, Settings};
     use super::*;
     use envplane_core::deployment::DeploymentStatus;
     use serde_json::json;
@@ -319,6 +323,47 @@ mod tests {
         assert_eq!(fixture.queue.take(), std::slice::from_ref(&fixture.message));
         assert_eq!(fixture.deployment().await.status, DeploymentStatus::Queued);
         assert!(fixture.launcher.launched().is_empty());
+    }
+
+    /// A passive region's deployer hands a record back, and on its last delivery drops
+    /// it: the deployment is the active region's to start, never this one's to fail.
+    #[tokio::test]
+    async fn a_passive_region_hands_records_back_and_never_fails_their_deployment() {
+        use envplane_core::region::{RegionName, Regions};
+        use envplane_core::service::{fail_over, FlipRequest, RegionStores};
+
+        let west = RegionName::parse("eu-west-1").unwrap();
+        let fixture = Fixture::with(Settings {
+            regions: Some(Regions {
+                this: west.clone(),
+                home: west.clone(),
+                cache_for: std::time::Duration::ZERO,
+            }),
+            ..Settings::default()
+        })
+        .await;
+        // The deployment was queued here; then the other region took over.
+        let store: &dyn envplane_core::ports::Store = fixture.store.as_ref();
+        let request = FlipRequest {
+            to: RegionName::parse("eu-central-1").unwrap(),
+            home: west,
+            max_lag: std::time::Duration::from_secs(5),
+            force: false,
+            by: "test".into(),
+        };
+        let stores = RegionStores {
+            active: Some(store),
+            target: store,
+        };
+        let clock = envplane_core::ports::SystemClock;
+        fail_over(stores, &request, &clock).await.unwrap();
+        let response = fixture.deliver(4, 5).await;
+        assert_eq!(failed(&response), ["m1"]);
+        let response = fixture.deliver(5, 5).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(fixture.deployment().await.status, DeploymentStatus::Queued);
+        assert!(fixture.launcher.launched().is_empty());
+        assert!(fixture.queue.sent().is_empty());
     }
 
     #[tokio::test]

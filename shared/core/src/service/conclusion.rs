@@ -11,7 +11,7 @@ use crate::cost::CurrentCost;
 use crate::deployment::{Deployment, DeploymentStatus};
 use crate::drift::deployed_after;
 use crate::model::Environment;
-use crate::ports::{DeploymentMessage, IndexQuery, Kind, ReportRequest, WriteOp};
+use crate::ports::{DeploymentMessage, IndexQuery, Kind, ReportRequest, StoreError, WriteOp};
 use crate::{Error, Result};
 
 use super::credentials::{attempt_credential_ids, EnvironmentLock, RunnerTokenRecord};
@@ -491,7 +491,8 @@ impl Platform {
                 .await
         };
         match ended {
-            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            // Lost the switch since reading it: the active region's watchdog ends it.
+            Ok(()) | Err(Error::NotFound(_)) | Err(Error::Store(StoreError::CheckFailed)) => Ok(()),
             Err(error) => Err(error),
         }
     }

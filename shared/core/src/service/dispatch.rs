@@ -162,6 +162,8 @@ impl Platform {
                     self.lost_to_another_start().await;
                     Ok(DispatchOutcome::Waiting)
                 }
+                // The region lost the switch since it read it: it starts nothing.
+                crate::ports::StoreError::CheckFailed => Ok(DispatchOutcome::Passive),
                 other => Err(other.into()),
             };
         }

@@ -13,7 +13,7 @@ use crate::ports::{DeploymentMessage, Kind, Record, Store, StoreError, WriteOp};
 use crate::region::{flip, ActiveRegion, FlipRefused, Lag, RegionName, RegionSwitch};
 use crate::{Error, Result};
 
-use super::{decode, record, Platform, Stored, PLATFORM_RECORDS};
+use super::{decode, record, Loaded, Platform, Stored, PLATFORM_RECORDS};
 
 /// The id of the one switch record.
 const SWITCH_ID: &str = "active";
@@ -241,16 +241,13 @@ async fn flip_active_region(
         now,
         &request.by,
     )?;
-    let mut replacement = record(PLATFORM_RECORDS, SWITCH_ID, None, None, &switch)?;
-    let op = match &stored {
-        None => WriteOp::Insert(replacement),
-        Some(stored) => {
-            replacement.version = stored.version + 1;
-            WriteOp::Replace {
-                record: replacement,
-                expected_version: stored.version,
-            }
+    let op = match stored {
+        None => WriteOp::Insert(record(PLATFORM_RECORDS, SWITCH_ID, None, None, &switch)?),
+        Some(stored) => Loaded {
+            value: switch.clone(),
+            stored,
         }
+        .replace()?,
     };
     match store.commit(vec![op]).await {
         Ok(()) => Ok(ActiveRegion {
