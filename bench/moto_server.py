@@ -12,14 +12,22 @@ mended here, in the benchmark's emulator only; what envplane sends is unchanged.
   previous one; here a table is copied once per transaction.
 - Two overlapping transactions make the copy fail ("dictionary changed size during
   iteration") and moto answers 500; here transactions run one at a time.
+
+With `ENVPLANE_BENCH_CALLS=FILE` every call is appended to FILE as "service action
+index seconds items" (index: a query's index, "/count" for `Select: COUNT`; items: what a
+query answered or a batch read asked for), to count what a run costs the emulator.
 """
 
 import copy
+import json
+import os
 import sys
 import threading
+import time
 
 import moto.dynamodb.models as dynamodb_models
 from moto.core.common_models import BaseModel
+from moto.core.responses import BaseResponse
 from moto.dynamodb.models.table import Table
 from moto.server import main
 
@@ -66,6 +74,35 @@ def _transact_write_items(backend, transact_items):
 
 
 dynamodb_models.DynamoDBBackend.transact_write_items = _transact_write_items
+
+_calls_file = os.environ.get("ENVPLANE_BENCH_CALLS")
+if _calls_file:
+    _calls = open(_calls_file, "a", buffering=1)
+    _call_action = BaseResponse.call_action
+
+    def _recorded_call_action(response):
+        started = time.perf_counter()
+        answer = _call_action(response)
+        seconds = time.perf_counter() - started
+        index, items = "-", "-"
+        if response.service_name == "dynamodb":
+            body = response.body
+            if isinstance(body, (str, bytes)):
+                body = json.loads(body or "{}")
+            index = body.get("IndexName", "-")
+            if body.get("Select") == "COUNT":
+                index += "/count"
+            if "RequestItems" in body:
+                items = sum(len(table.get("Keys", ())) for table in body["RequestItems"].values())
+            else:
+                try:
+                    items = json.loads(answer[2]).get("Count", "-")
+                except (TypeError, ValueError, IndexError, AttributeError):
+                    pass
+        _calls.write(f"{response.service_name} {response._get_action()} {index} {seconds:.6f} {items}\n")
+        return answer
+
+    BaseResponse.call_action = _recorded_call_action
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -287,6 +287,65 @@ async fn a_slot_two_endings_named_the_same_deployment_for_is_handed_on_by_the_se
 }
 
 #[tokio::test]
+async fn a_deployment_found_started_hands_on_nothing_while_every_slot_is_taken() {
+    let kit = Kit::new(1).await;
+    let (a, b) = (kit.environment("a").await, kit.environment("b").await);
+    let running = kit.deploy(&a).await;
+    let waiting = kit.deploy(&b).await;
+    kit.deliver().await;
+    // The running deployment's message, delivered again: its slot is not free, so
+    // naming the waiting one would only queue a message more (whose own delivery,
+    // once it started, would name another, and so on).
+    assert_eq!(
+        kit.platform
+            .dispatch(&message_of(&kit, &a, &running))
+            .await
+            .unwrap(),
+        DispatchOutcome::Skipped
+    );
+    assert!(kit.queue.take().is_empty());
+    let runner = kit.start_runner(&running).await;
+    kit.finish(&runner, PhaseResult::Succeeded).await;
+    assert_eq!(kit.queue.take(), [message_of(&kit, &b, &waiting)]);
+}
+
+#[tokio::test]
+async fn a_freed_slot_taken_by_another_start_goes_to_the_named_deployment_at_the_next_ending() {
+    let kit = Kit::new(1).await;
+    let mut environments = Vec::new();
+    for name in ["a", "b", "c"] {
+        environments.push(kit.environment(name).await);
+    }
+    let mut ids = Vec::new();
+    for environment in &environments {
+        ids.push(kit.deploy(environment).await);
+    }
+    let [named, thief] = [1, 2].map(|n| message_of(&kit, &environments[n], &ids[n]));
+    kit.deliver().await;
+    let runner = kit.start_runner(&ids[0]).await;
+    kit.finish(&runner, PhaseResult::Succeeded).await;
+    // The ending names the oldest ready deployment without counting the slots...
+    assert_eq!(kit.queue.take(), std::slice::from_ref(&named));
+    // ...and a delivery of another one's message (SQS delivers one refused for
+    // capacity again) takes the slot first: the named one's dispatch counts it.
+    assert!(matches!(
+        kit.platform.dispatch(&thief).await.unwrap(),
+        DispatchOutcome::Launched { .. }
+    ));
+    assert_eq!(
+        kit.platform.dispatch(&named).await.unwrap(),
+        DispatchOutcome::AtCapacity
+    );
+    let runner = kit.start_runner(&ids[2]).await;
+    kit.finish(&runner, PhaseResult::Succeeded).await;
+    assert_eq!(kit.queue.take(), std::slice::from_ref(&named));
+    assert!(matches!(
+        kit.platform.dispatch(&named).await.unwrap(),
+        DispatchOutcome::Launched { .. }
+    ));
+}
+
+#[tokio::test]
 async fn where_sandboxes_start_in_process_a_freed_slot_starts_its_next_within_the_ending() {
     let (kit, a, b) = Kit::one_slot_in_process().await;
     let first = kit.deploy(&a).await;

@@ -21,10 +21,13 @@ use super::drift::{may_change_drift, DriftAftermath};
 use super::state::{state_lock_release, StateLock};
 use super::{decode, key_of, retrying_conflicts, Loaded, Platform, Stored, MAX_PAGE_SIZE};
 
-/// Queued deployments read per page while looking for the oldest that can start.
-const READY_SCAN_PAGE: usize = 50;
-/// Environment locks read per round trip while looking for it.
+/// Environment locks read per round trip while looking for the oldest queued
+/// deployment that can start; also the first page of queued deployments read, as the
+/// oldest few usually hold it (every deployment read costs, on DynamoDB and more so on
+/// its emulator).
 const LOCKS_PER_READ: usize = 10;
+/// Queued deployments read per page after the first while looking for it.
+const READY_SCAN_PAGE: usize = 50;
 
 /// How a deployment ends.
 pub(super) struct Conclusion {
@@ -641,48 +644,56 @@ impl Platform {
         }
     }
 
-    /// Hands a sandbox slot on: if one is free, dispatches the oldest deployment, across
-    /// all environments, that can use it (through the queue, or at once where this
-    /// process launches sandboxes). Called when a phase ends (it freed a slot), when a
-    /// dispatch finds its deployment started by another (two endings close together
-    /// named the same one), and where this process launches sandboxes when a phase
-    /// starts (a slot may still be free). So every free slot finds its deployment, one
-    /// at a time. A failure is logged: what ended stays ended, and the watchdog sends a
-    /// lost deployment's message again.
+    /// Hands a sandbox slot on: dispatches the oldest deployment, across all
+    /// environments, that can use it (through the queue, whose dispatch counts the
+    /// slots; or at once if one is free, where this process launches sandboxes).
+    /// Called when a phase ends (it freed a slot), when a dispatch finds its deployment
+    /// started by another (two endings close together named the same one), and where
+    /// this process launches sandboxes when a phase starts (a slot may still be free).
+    /// So every free slot finds its deployment, one at a time. A failure is logged:
+    /// what ended stays ended, and the watchdog sends a lost deployment's message again.
     pub(super) async fn hand_on_slot(&self, change: SlotChange) {
         if let Err(error) = self.start_oldest_ready(change).await {
             tracing::error!(%error, "handing the sandbox slot on failed");
         }
     }
 
-    /// Dispatches the oldest queued deployment that could start now, if a slot is
-    /// free. A deployment whose sandbox failed to start waits for its own delayed
-    /// message instead.
+    /// Dispatches the oldest queued deployment that could start now, if a slot is (or,
+    /// named through the queue, was just) free. A deployment whose sandbox failed to
+    /// start waits for its own delayed message instead.
     async fn start_oldest_ready(&self, change: SlotChange) -> Result<()> {
+        let inline =
+            self.settings.start_next_inline && !matches!(change, SlotChange::FreedByFailedStart);
         let taken = match change {
             // Counted before this start: one more is taken now.
             SlotChange::Taken {
                 before: Some(before),
-            } => before + 1,
-            SlotChange::Freed
-            | SlotChange::FreedByFailedStart
-            | SlotChange::Taken { before: None } => self.slots_taken().await?,
+            } => Some(before + 1),
+            // A slot a phase's end just freed is free unless a start took it meanwhile,
+            // and then the named deployment's dispatch, which counts, answers
+            // AtCapacity. A slot that only may be free is counted: naming a deployment
+            // while all are taken would leave a message more in the queue, whose
+            // dispatch would find it started and name another.
+            SlotChange::Freed | SlotChange::FreedByFailedStart if !inline => None,
+            _ => Some(self.slots_taken().await?),
         };
-        if taken >= self.settings.max_parallel_deployments {
+        if taken.is_some_and(|taken| taken >= self.settings.max_parallel_deployments) {
             return Ok(());
         }
         let Some(ready) = self.oldest_ready(None).await? else {
             return Ok(());
         };
-        if self.settings.start_next_inline && !matches!(change, SlotChange::FreedByFailedStart) {
+        match taken {
             // What a dispatch of its message would read, this has read already.
-            let take_lock = !ready.holds_lock;
-            self.start_phase_boxed(ready.deployment, take_lock, taken)
-                .await?;
-        } else {
-            let deployment = &ready.deployment;
-            self.announce(&deployment.stored.org_id, &deployment.value)
-                .await;
+            Some(taken) if inline => {
+                self.start_phase_boxed(ready.deployment, !ready.holds_lock, taken)
+                    .await?;
+            }
+            _ => {
+                let deployment = &ready.deployment;
+                self.announce(&deployment.stored.org_id, &deployment.value)
+                    .await;
+            }
         }
         Ok(())
     }
@@ -701,10 +712,13 @@ impl Platform {
                 .list_indexed(IndexQuery {
                     kind: Kind::Deployment,
                     index_key: DeploymentStatus::Queued.as_str().to_string(),
+                    limit: if after.is_none() {
+                        LOCKS_PER_READ
+                    } else {
+                        READY_SCAN_PAGE
+                    },
                     after,
                     until: None,
-                    // The oldest few usually hold the one looked for.
-                    limit: READY_SCAN_PAGE,
                 })
                 .await?;
             let mut candidates = Vec::new();

@@ -20,6 +20,9 @@ use super::{key_of, record, retrying_conflicts, Loaded, PageRequest, Platform, M
 pub(super) enum SlotChange {
     /// A phase ended: its slot is free.
     Freed,
+    /// A dispatch found its deployment started by another: two endings close together
+    /// may have named it for their two slots, one of which may be free.
+    MaybeFreed,
     /// A phase's sandbox failed to start: its slot is free, and goes on through the
     /// queue even where this process launches sandboxes (a launch here that failed too
     /// would nest another such call; failures one after the other must not pile up).
@@ -288,7 +291,7 @@ impl Platform {
     /// may have named the same deployment for their two free slots, and that start
     /// counted the slots before the second ending. The second slot is handed on here.
     async fn lost_to_another_start(&self) {
-        self.hand_on_slot(SlotChange::Freed).await;
+        self.hand_on_slot(SlotChange::MaybeFreed).await;
     }
 
     /// Records that the launcher accepted the sandbox of the attempt `started` is in.

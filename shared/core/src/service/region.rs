@@ -13,6 +13,7 @@ use crate::ports::{DeploymentMessage, Kind, Record, Store, StoreError, WriteOp};
 use crate::region::{flip, ActiveRegion, FlipRefused, Lag, RegionName, RegionSwitch};
 use crate::{Error, Result};
 
+use super::deployments::message_for;
 use super::{decode, record, Loaded, Platform, Stored, PLATFORM_RECORDS};
 
 /// The id of the one switch record.
@@ -357,11 +358,7 @@ impl Platform {
         let queued = self.indexed::<Deployment>(DeploymentStatus::Queued).await?;
         let messages: Vec<DeploymentMessage> = queued
             .iter()
-            .map(|loaded| DeploymentMessage {
-                org_id: loaded.stored.org_id.clone(),
-                deployment_id: loaded.value.id.clone(),
-                environment_id: loaded.value.environment_id.clone(),
-            })
+            .map(|loaded| message_for(&loaded.stored.org_id, &loaded.value))
             .collect();
         self.queue.send_many(&messages).await?;
         tracing::info!(
